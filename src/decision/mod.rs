@@ -1,0 +1,264 @@
+//! Decisions: which field classes of a record a principal may see, as the Cedar policies say.
+//!
+//! The policies are the only source of truth; this module only feeds them and remembers their
+//! answers. A Cedar request is a function of the principal and a record's [`Facts`] (see
+//! [`request`]), so the answer for one (principal, facts) pair is computed once and reused for
+//! every record with the same facts, first within a request and then across requests through a
+//! bounded cache that lives and dies with the policy set.
+//!
+//! Fail closed: a class is allowed only when Cedar says Allow *and* no policy errored. A request
+//! that cannot be built allows nothing.
+
+pub mod policies;
+pub mod request;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use cedar_policy::{Authorizer, Decision, PolicyId, PolicySet, Schema};
+
+pub use policies::{Finding, LoadError, LoadedPolicies, Origin};
+
+use crate::model::{Class, Classes, Eui64, MessageType, Principal};
+use crate::ownership::{DeviceEntry, PartyRegistration};
+
+/// Everything about a record that a policy can see (the schema's `Record`).
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Facts {
+    pub message_type: MessageType,
+    pub principal_is_user: bool,
+    /// `None` when the record names no Device or the inventory cannot describe it.
+    pub device: Option<DeviceFacts>,
+}
+
+/// The schema's `Device`: the inventory's view of the record's Device, relative to the principal.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct DeviceFacts {
+    pub device_type: Arc<str>,
+    pub principal_party: PartyRegistration,
+}
+
+impl DeviceFacts {
+    pub fn of(principal: &Principal, entry: &DeviceEntry) -> Self {
+        Self {
+            device_type: Arc::from(entry.device_type.as_str()),
+            principal_party: entry.registration_of(&principal.party),
+        }
+    }
+}
+
+impl Facts {
+    pub fn new(principal: &Principal, user_id: Eui64, message_type: MessageType, device: Option<DeviceFacts>) -> Self {
+        Self {
+            message_type,
+            principal_is_user: principal.user_id == user_id,
+            device,
+        }
+    }
+}
+
+/// One class's answer, with the `@id`s that decided it (for `explain` and tests).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassDecision {
+    pub class: Class,
+    pub allowed: bool,
+    pub reasons: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// All four classes for one (principal, facts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub classes: Vec<ClassDecision>,
+}
+
+impl Verdict {
+    /// The classes the principal may see: none at all when the title is denied, since such a
+    /// record is left out entirely.
+    pub fn allowed(&self) -> Classes {
+        let allowed: Classes = self.classes.iter().filter(|d| d.allowed).map(|d| d.class).collect();
+        if allowed.contains(Class::Title) {
+            allowed
+        } else {
+            Classes::NONE
+        }
+    }
+}
+
+/// Counters for the decision cache.
+#[derive(Default, Debug)]
+pub struct DecisionStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A loaded policy set and the decisions it has made so far.
+pub struct PolicyEngine {
+    loaded: LoadedPolicies,
+    authorizer: Authorizer,
+    cache: moka::sync::Cache<(Principal, Facts), Classes>,
+    pub stats: DecisionStats,
+}
+
+/// How many (principal, facts) answers are kept across requests.
+const CACHE_CAPACITY: u64 = 100_000;
+
+impl PolicyEngine {
+    /// Loads `dir/*.cedar` and the schema, strictly validated.
+    pub fn load(dir: &Path, schema: &Path) -> Result<Self, LoadError> {
+        Self::new(policies::load(dir, schema)?)
+    }
+
+    pub fn new(loaded: LoadedPolicies) -> Result<Self, LoadError> {
+        let engine = Self {
+            loaded,
+            authorizer: Authorizer::new(),
+            cache: moka::sync::Cache::new(CACHE_CAPACITY),
+            stats: DecisionStats::default(),
+        };
+        engine.self_check()?;
+        Ok(engine)
+    }
+
+    /// A schema that validates the policies but does not describe what satgate supplies would
+    /// make every decision fail (closed). Refuse it at load time instead, loudly.
+    fn self_check(&self) -> Result<(), LoadError> {
+        let principal = Principal {
+            user_id: Eui64::from_u64(0),
+            role: crate::model::Role::ImportSupplier,
+            party: "P".into(),
+        };
+        let facts = Facts {
+            message_type: MessageType::ServiceRequest,
+            principal_is_user: false,
+            device: Some(DeviceFacts {
+                device_type: "ESME".into(),
+                principal_party: PartyRegistration::NONE,
+            }),
+        };
+        request::build(self.schema(), &principal, &facts)
+            .map(drop)
+            .map_err(|e| {
+                LoadError::Invalid(vec![Finding {
+                    file: "schema".into(),
+                    line: 1,
+                    column: 1,
+                    message: format!("the schema does not match the requests satgate builds: {e}"),
+                }])
+            })
+    }
+
+    pub fn policies(&self) -> &PolicySet {
+        &self.loaded.policies
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.loaded.schema
+    }
+
+    pub fn loaded(&self) -> &LoadedPolicies {
+        &self.loaded
+    }
+
+    pub fn origin(&self, id: &PolicyId) -> Option<&Origin> {
+        self.loaded.origins.get(id)
+    }
+
+    /// Asks Cedar directly about every class, with no memo. Fails closed on any error.
+    pub fn evaluate(&self, principal: &Principal, facts: &Facts) -> Verdict {
+        self.ask(principal, facts, false)
+    }
+
+    /// Asks Cedar about the title first, and about the other classes only if the title is
+    /// allowed: without its title a record is left out whatever the other answers are.
+    fn ask(&self, principal: &Principal, facts: &Facts, stop_without_title: bool) -> Verdict {
+        let built = match request::build(self.schema(), principal, facts) {
+            Ok(b) => b,
+            Err(e) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                let classes = Class::ALL
+                    .map(|class| ClassDecision {
+                        class,
+                        allowed: false,
+                        reasons: vec![],
+                        errors: vec![e.clone()],
+                    })
+                    .to_vec();
+                return Verdict { classes };
+            }
+        };
+        let mut classes = Vec::with_capacity(4);
+        for (&class, req) in Class::ALL.iter().zip(&built.requests) {
+            let resp = self.authorizer.is_authorized(req, self.policies(), &built.entities);
+            let errors: Vec<String> = resp.diagnostics().errors().map(ToString::to_string).collect();
+            if !errors.is_empty() {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut reasons: Vec<String> = resp.diagnostics().reason().map(ToString::to_string).collect();
+            reasons.sort();
+            let allowed = resp.decision() == Decision::Allow && errors.is_empty();
+            classes.push(ClassDecision {
+                class,
+                allowed,
+                reasons,
+                errors,
+            });
+            if stop_without_title && class == Class::Title && !allowed {
+                break;
+            }
+        }
+        Verdict { classes }
+    }
+
+    /// The allowed classes, from the cache when this (principal, facts) was decided before.
+    pub fn allowed(&self, principal: &Principal, facts: &Facts) -> Classes {
+        let key = (principal.clone(), facts.clone());
+        if let Some(c) = self.cache.get(&key) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return c;
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let allowed = self.ask(principal, facts, true).allowed();
+        self.cache.insert(key, allowed);
+        allowed
+    }
+
+    /// A per-request view for one principal, with a local memo in front of the shared cache.
+    pub fn for_principal<'e>(self: &'e Arc<Self>, principal: &'e Principal) -> Decisions<'e> {
+        Decisions {
+            engine: self,
+            principal,
+            local: HashMap::new(),
+        }
+    }
+}
+
+/// Decisions for one principal within one request. The local map makes the common case (a page
+/// of records sharing a few facts) a single hash lookup per record.
+pub struct Decisions<'e> {
+    engine: &'e Arc<PolicyEngine>,
+    principal: &'e Principal,
+    local: HashMap<Facts, Classes>,
+}
+
+impl Decisions<'_> {
+    pub fn allowed(&mut self, facts: &Facts) -> Classes {
+        if let Some(c) = self.local.get(facts) {
+            return *c;
+        }
+        let c = self.engine.allowed(self.principal, facts);
+        self.local.insert(facts.clone(), c);
+        c
+    }
+
+    pub fn principal(&self) -> &Principal {
+        self.principal
+    }
+
+    pub fn engine(&self) -> &Arc<PolicyEngine> {
+        self.engine
+    }
+}
