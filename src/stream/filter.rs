@@ -1,0 +1,119 @@
+//! The per-record pipeline: parse, find the Device's facts, decide, project.
+//!
+//! Device look-ups happen once per Device per request: the first record naming a Device asks the
+//! ownership source, every later one reuses the answer. That also keeps one response internally
+//! consistent while a registration changes underneath it.
+
+use std::collections::HashMap;
+
+use super::project;
+use super::record::{Field, Record, RecordError};
+use crate::decision::{Decisions, DeviceFacts, Facts};
+use crate::model::{Class, Eui64};
+use crate::ownership::DeviceEntry;
+
+/// What happened to one line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written, with at least the title fields.
+    Written,
+    /// The principal may not see this record at all.
+    LeftOut,
+    /// Not a usable record: left out and counted.
+    Malformed(RecordError),
+    /// An empty line: not a record, ignored.
+    Blank,
+}
+
+/// Counts for one filtered stream.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FilterStats {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub left_out: u64,
+    pub malformed: u64,
+    /// Fields dropped from written records, by class.
+    pub redacted: [u64; 4],
+}
+
+/// Filters one stream of records for one principal.
+pub struct RecordFilter<'e> {
+    decisions: Decisions<'e>,
+    devices: HashMap<Eui64, Option<DeviceFacts>>,
+    pub stats: FilterStats,
+}
+
+impl<'e> RecordFilter<'e> {
+    pub fn new(decisions: Decisions<'e>) -> Self {
+        Self {
+            decisions,
+            devices: HashMap::new(),
+            stats: FilterStats::default(),
+        }
+    }
+
+    /// Whether the Device's owners are still to be looked up for this stream.
+    pub fn needs_device(&self, record: &Record<'_>) -> Option<Eui64> {
+        record.device_id.filter(|id| !self.devices.contains_key(id))
+    }
+
+    /// Records what the ownership source said about a Device (`None`: unknown or failed).
+    pub fn learn_device(&mut self, id: Eui64, entry: Option<&DeviceEntry>) {
+        let facts = entry.map(|e| DeviceFacts::of(self.decisions.principal(), e));
+        self.devices.insert(id, facts);
+    }
+
+    /// Decides and writes a parsed record. Its Device must have been learnt (else: no owners).
+    pub fn emit(&mut self, record: &Record<'_>, out: &mut Vec<u8>) -> Outcome {
+        self.stats.records_in += 1;
+        let device = record.device_id.and_then(|id| self.devices.get(&id).cloned().flatten());
+        let facts = Facts::new(self.decisions.principal(), record.user_id, record.message_type, device);
+        let allowed = self.decisions.allowed(&facts);
+        if !project::write(record, allowed, out) {
+            self.stats.left_out += 1;
+            return Outcome::LeftOut;
+        }
+        self.stats.records_out += 1;
+        for f in Field::ALL {
+            if !allowed.contains(f.class()) && record.raw(f).is_some() {
+                self.stats.redacted[f.class() as usize] += 1;
+            }
+        }
+        Outcome::Written
+    }
+
+    /// Counts a line that could not be parsed.
+    pub fn malformed(&mut self, e: RecordError) -> Outcome {
+        self.stats.records_in += 1;
+        self.stats.malformed += 1;
+        Outcome::Malformed(e)
+    }
+
+    /// The whole pipeline for a caller whose ownership look-ups are synchronous.
+    pub fn filter_line(
+        &mut self,
+        line: &[u8],
+        out: &mut Vec<u8>,
+        mut lookup: impl FnMut(Eui64) -> Option<std::sync::Arc<DeviceEntry>>,
+    ) -> Outcome {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Outcome::Blank;
+        }
+        match Record::parse(line) {
+            Err(e) => self.malformed(e),
+            Ok(record) => {
+                if let Some(id) = self.needs_device(&record) {
+                    let entry = lookup(id);
+                    self.learn_device(id, entry.as_deref());
+                }
+                self.emit(&record, out)
+            }
+        }
+    }
+}
+
+impl FilterStats {
+    pub fn redacted(&self, class: Class) -> u64 {
+        self.redacted[class as usize]
+    }
+}

@@ -1,0 +1,40 @@
+//! The response path: NDJSON records in, the visible part of each record out.
+
+pub mod filter;
+pub mod lines;
+pub mod project;
+pub mod record;
+
+pub use filter::{FilterStats, Outcome, RecordFilter};
+pub use record::{Field, Record, RecordError};
+
+use std::sync::Arc;
+
+use crate::decision::Decisions;
+use crate::model::Eui64;
+use crate::ownership::DeviceEntry;
+
+/// Default longest accepted line.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Filters a whole in-memory NDJSON buffer: for tools, tests and benchmarks.
+pub fn filter_bytes(
+    decisions: Decisions<'_>,
+    input: &[u8],
+    lookup: impl Fn(Eui64) -> Option<Arc<DeviceEntry>>,
+) -> (Vec<u8>, FilterStats) {
+    let mut filter = RecordFilter::new(decisions);
+    let mut splitter = lines::LineSplitter::new(DEFAULT_MAX_LINE_BYTES);
+    let mut out = Vec::with_capacity(input.len());
+    let mut on_line = |line: lines::Line<'_>| match line {
+        lines::Line::Complete(l) => {
+            filter.filter_line(l, &mut out, &lookup);
+        }
+        lines::Line::TooLong => {
+            filter.malformed(RecordError::Syntax("line too long".into()));
+        }
+    };
+    splitter.push(input, &mut on_line);
+    splitter.finish(&mut on_line);
+    (out, filter.stats)
+}

@@ -1,0 +1,397 @@
+//! One SAT record: a line of upstream NDJSON parsed into borrowed raw values.
+//!
+//! Nothing is copied or re-encoded: each known field keeps the exact bytes the upstream sent, so
+//! what satgate writes is byte-identical to what it read. Only the fields a decision needs
+//! (`userId`, `messageType`, `deviceId`) are decoded. Anything surprising makes the whole line an
+//! error: invalid UTF-8, not an object, a duplicate key (also after unescaping, so
+//! `"pay\u006coad"` is `payload`), or a known field of the wrong type.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::model::{Class, Eui64, MessageType};
+
+/// The fields satgate may ever write, in CONTRACT section 1 order.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Field {
+    RecordId,
+    Timestamp,
+    MessageType,
+    Srv,
+    SrvTitle,
+    AlertCode,
+    ResponseCode,
+    DeviceId,
+    DeviceType,
+    UserRole,
+    UserId,
+    RequestId,
+    Metadata,
+    Payload,
+}
+
+/// What a known field may hold.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    String,
+    NullableString,
+    NullableObject,
+}
+
+impl Field {
+    pub const ALL: [Field; 14] = [
+        Field::RecordId,
+        Field::Timestamp,
+        Field::MessageType,
+        Field::Srv,
+        Field::SrvTitle,
+        Field::AlertCode,
+        Field::ResponseCode,
+        Field::DeviceId,
+        Field::DeviceType,
+        Field::UserRole,
+        Field::UserId,
+        Field::RequestId,
+        Field::Metadata,
+        Field::Payload,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Field::RecordId => "recordId",
+            Field::Timestamp => "timestamp",
+            Field::MessageType => "messageType",
+            Field::Srv => "srv",
+            Field::SrvTitle => "srvTitle",
+            Field::AlertCode => "alertCode",
+            Field::ResponseCode => "responseCode",
+            Field::DeviceId => "deviceId",
+            Field::DeviceType => "deviceType",
+            Field::UserRole => "userRole",
+            Field::UserId => "userId",
+            Field::RequestId => "requestId",
+            Field::Metadata => "metadata",
+            Field::Payload => "payload",
+        }
+    }
+
+    pub const fn class(self) -> Class {
+        match self {
+            Field::UserId | Field::RequestId => Class::Identity,
+            Field::Metadata => Class::Metadata,
+            Field::Payload => Class::Payload,
+            _ => Class::Title,
+        }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            Field::RecordId | Field::Timestamp | Field::MessageType | Field::UserId => Kind::String,
+            Field::Metadata => Kind::NullableObject,
+            _ => Kind::NullableString,
+        }
+    }
+
+    fn required(self) -> bool {
+        self.kind() == Kind::String
+    }
+
+    fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// Why a line is not a usable record. Messages never quote field values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("line is not valid UTF-8")]
+    NotUtf8,
+    #[error("line is not a JSON object: {0}")]
+    Syntax(String),
+    #[error("field {0:?} appears more than once")]
+    DuplicateKey(String),
+    #[error("field {0} has the wrong type")]
+    WrongType(&'static str),
+    #[error("field {0} is missing")]
+    Missing(&'static str),
+    #[error("field {0} is not a valid value: {1}")]
+    Invalid(&'static str, String),
+}
+
+/// A parsed record. Raw values borrow from the line.
+#[derive(Debug)]
+pub struct Record<'a> {
+    raw: [Option<&'a RawValue>; 14],
+    pub user_id: Eui64,
+    pub message_type: MessageType,
+    /// `None` for a null or absent `deviceId` (non-device requests).
+    pub device_id: Option<Eui64>,
+}
+
+impl<'a> Record<'a> {
+    /// Parses one line (without its `\n`).
+    pub fn parse(line: &'a [u8]) -> Result<Self, RecordError> {
+        let text = std::str::from_utf8(line).map_err(|_| RecordError::NotUtf8)?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let raw = de.deserialize_map(FieldsVisitor).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => classify_data_error(&e),
+            _ => RecordError::Syntax(syntax_message(&e)),
+        })?;
+        de.end().map_err(|e| RecordError::Syntax(syntax_message(&e)))?;
+        Self::check(raw)
+    }
+
+    fn check(raw: [Option<&'a RawValue>; 14]) -> Result<Self, RecordError> {
+        for f in Field::ALL {
+            let Some(v) = raw[f as usize] else {
+                if f.required() {
+                    return Err(RecordError::Missing(f.name()));
+                }
+                continue;
+            };
+            // RawValue holds a complete JSON value, so its first byte tells its type.
+            let ok = match (f.kind(), v.get().as_bytes().first()) {
+                (_, Some(b'"')) => f.kind() != Kind::NullableObject,
+                (Kind::NullableObject, Some(b'{')) => true,
+                (Kind::NullableString | Kind::NullableObject, Some(b'n')) => true,
+                _ => false,
+            };
+            if !ok {
+                return Err(RecordError::WrongType(f.name()));
+            }
+        }
+        let user_id = decode(&raw, Field::UserId)?
+            .and_then(|s| Eui64::parse(&s).ok())
+            .ok_or(RecordError::Invalid("userId", "not an EUI-64".into()))?;
+        let message_type = decode(&raw, Field::MessageType)?
+            .ok_or(RecordError::Missing("messageType"))?
+            .parse()
+            .map_err(|_| RecordError::Invalid("messageType", "not a SAT message type".into()))?;
+        let device_id = match decode(&raw, Field::DeviceId)? {
+            None => None,
+            Some(s) => Some(Eui64::parse(&s).map_err(|_| RecordError::Invalid("deviceId", "not an EUI-64".into()))?),
+        };
+        Ok(Self {
+            raw,
+            user_id,
+            message_type,
+            device_id,
+        })
+    }
+
+    /// The exact bytes of a field's value, if the record has it.
+    pub fn raw(&self, f: Field) -> Option<&'a str> {
+        self.raw[f as usize].map(RawValue::get)
+    }
+
+    /// Which classes have at least one field present in this record.
+    pub fn present_classes(&self) -> impl Iterator<Item = Class> + '_ {
+        Class::ALL.into_iter().filter(|c| {
+            Field::ALL
+                .iter()
+                .any(|f| f.class() == *c && self.raw[*f as usize].is_some())
+        })
+    }
+}
+
+/// Decodes a string field (handling escapes); `None` for null or absent.
+fn decode<'a>(raw: &[Option<&'a RawValue>; 14], f: Field) -> Result<Option<Cow<'a, str>>, RecordError> {
+    match raw[f as usize] {
+        None => Ok(None),
+        Some(v) if v.get() == "null" => Ok(None),
+        Some(v) => serde_json::from_str::<Cow<'a, str>>(v.get())
+            .map(Some)
+            .map_err(|_| RecordError::WrongType(f.name())),
+    }
+}
+
+fn classify_data_error(e: &serde_json::Error) -> RecordError {
+    let msg = e.to_string();
+    match msg.strip_prefix(DUPLICATE_PREFIX) {
+        Some(rest) => RecordError::DuplicateKey(rest.split(" at line").next().unwrap_or(rest).to_owned()),
+        None => RecordError::Syntax(syntax_message(e)),
+    }
+}
+
+/// serde_json's messages can quote input (e.g. "invalid type: string \"...\""); keep only the
+/// category and position so record data never reaches a log.
+fn syntax_message(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "I/O error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "not an object",
+        serde_json::error::Category::Eof => "unexpected end of line",
+    };
+    format!("{what} at column {}", e.column())
+}
+
+const DUPLICATE_PREFIX: &str = "duplicate key ";
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = [Option<&'de RawValue>; 14];
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a SAT record object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut raw: [Option<&'de RawValue>; 14] = [None; 14];
+        // Unknown keys are only remembered to catch duplicates; most records have none.
+        let mut unknown: Vec<Cow<'de, str>> = Vec::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match Field::from_name(&key) {
+                Some(f) => {
+                    if raw[f as usize].is_some() {
+                        return Err(de::Error::custom(format_args!("{DUPLICATE_PREFIX}{}", f.name())));
+                    }
+                    raw[f as usize] = Some(map.next_value::<&'de RawValue>()?);
+                }
+                None => {
+                    if unknown.contains(&key) {
+                        // Unknown names come from input; they are never echoed back.
+                        return Err(de::Error::custom(format_args!("{DUPLICATE_PREFIX}(unknown field)")));
+                    }
+                    unknown.push(key);
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const SAMPLE: &str = r#"{"recordId":"r-000001","timestamp":"2026-11-01T09:30:00Z","messageType":"ServiceRequest","srv":"4.1.1","srvTitle":"Read Instantaneous Import Registers","alertCode":null,"responseCode":null,"deviceId":"00-DB-12-34-56-78-90-A0","deviceType":"ESME","userId":"90-B3-D5-1F-30-01-00-00","userRole":"IS","requestId":"90-B3-D5-1F-30-01-00-00:00-DB-12-34-56-78-90-A0:1000","metadata":{"commandVariant":1,"transport":"WAN"},"payload":"PHNyOlJlcXVlc3Q+"}"#;
+
+    fn with(field: &str, value: &str) -> String {
+        let v: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
+        let mut m = v.as_object().unwrap().clone();
+        m.insert(field.into(), serde_json::from_str(value).unwrap());
+        serde_json::to_string(&m).unwrap()
+    }
+
+    #[test]
+    fn contract_sample_parses_with_exact_raw_values() {
+        let r = Record::parse(SAMPLE.as_bytes()).unwrap();
+        assert_eq!(r.user_id.to_string(), "90-B3-D5-1F-30-01-00-00");
+        assert_eq!(r.message_type, MessageType::ServiceRequest);
+        assert_eq!(r.device_id.unwrap().to_string(), "00-DB-12-34-56-78-90-A0");
+        assert_eq!(
+            r.raw(Field::Metadata),
+            Some(r#"{"commandVariant":1,"transport":"WAN"}"#)
+        );
+        assert_eq!(r.raw(Field::AlertCode), Some("null"));
+        assert_eq!(r.raw(Field::Payload), Some(r#""PHNyOlJlcXVlc3Q+""#));
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors_even_when_escaped() {
+        let dup = SAMPLE.replacen('{', r#"{"payload":"x","#, 1);
+        assert_eq!(
+            Record::parse(dup.as_bytes()).unwrap_err(),
+            RecordError::DuplicateKey("payload".into())
+        );
+        let escaped = SAMPLE.replacen('{', r#"{"pay\u006coad":"x","#, 1);
+        assert!(matches!(
+            Record::parse(escaped.as_bytes()),
+            Err(RecordError::DuplicateKey(_))
+        ));
+        let unknown = SAMPLE.replacen('{', r#"{"x":1,"\u0078":2,"#, 1);
+        assert!(matches!(
+            Record::parse(unknown.as_bytes()),
+            Err(RecordError::DuplicateKey(_))
+        ));
+    }
+
+    #[test]
+    fn wrong_types_and_values_are_errors() {
+        for (field, value) in [
+            ("recordId", "1"),
+            ("recordId", "null"),
+            ("payload", "{}"),
+            ("payload", "[\"a\"]"),
+            ("metadata", "\"str\""),
+            ("metadata", "[]"),
+            ("srv", "4.1"),
+            ("userId", "\"nobody\""),
+            ("userId", "null"),
+            ("deviceId", "\"00-DB\""),
+            ("deviceId", "7"),
+            ("messageType", "\"Gossip\""),
+        ] {
+            let line = with(field, value);
+            assert!(Record::parse(line.as_bytes()).is_err(), "{field}={value} accepted");
+        }
+    }
+
+    #[test]
+    fn nullable_fields_accept_null() {
+        for field in ["deviceId", "deviceType", "srv", "requestId", "metadata", "payload"] {
+            let line = with(field, "null");
+            let r = Record::parse(line.as_bytes()).unwrap_or_else(|e| panic!("{field}: {e}"));
+            assert_eq!(r.raw(Field::from_name(field).unwrap()), Some("null"));
+        }
+        assert_eq!(
+            Record::parse(with("deviceId", "null").as_bytes()).unwrap().device_id,
+            None
+        );
+    }
+
+    #[test]
+    fn not_objects_and_bad_bytes_are_errors() {
+        for line in [
+            &b"[]"[..],
+            b"\"x\"",
+            b"",
+            b"{",
+            b"{}x",
+            b"{} {}",
+            b"null",
+            &[0xff, b'{', b'}'],
+        ] {
+            assert!(
+                Record::parse(line).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(Record::parse(&[b'{', 0xc3]).unwrap_err(), RecordError::NotUtf8);
+    }
+
+    #[test]
+    fn missing_required_fields_are_errors() {
+        for field in ["recordId", "timestamp", "messageType", "userId"] {
+            let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(SAMPLE).unwrap();
+            v.remove(field);
+            let line = serde_json::to_string(&v).unwrap();
+            assert_eq!(
+                Record::parse(line.as_bytes()).unwrap_err(),
+                RecordError::Missing(Field::from_name(field).unwrap().name())
+            );
+        }
+    }
+
+    #[test]
+    fn escaped_identifiers_decode() {
+        let line = with("userId", r#""90-B3-D5-1F-30-01-00-0\u0030""#);
+        let r = Record::parse(line.as_bytes()).unwrap();
+        assert_eq!(r.user_id.to_string(), "90-B3-D5-1F-30-01-00-00");
+    }
+
+    #[test]
+    fn errors_do_not_quote_values() {
+        let line = with("payload", r#"{"secret":"TOPSECRET"}"#);
+        let e = Record::parse(line.as_bytes()).unwrap_err().to_string();
+        assert!(!e.contains("TOPSECRET"), "{e}");
+        let e = Record::parse(br#"{"a":"TOPSECRET" "b"}"#).unwrap_err().to_string();
+        assert!(!e.contains("TOPSECRET"), "{e}");
+    }
+}
