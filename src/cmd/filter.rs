@@ -1,0 +1,100 @@
+//! `satgate filter`: the sidecar's record path, offline. Reads NDJSON on stdin, writes what the
+//! principal may see on stdout, and a count summary on stderr.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Exit, PolicyArgs};
+use crate::decision::PolicyEngine;
+use crate::model::Principal;
+use crate::ownership::Inventory;
+use crate::stream::lines::{Line, LineSplitter};
+use crate::stream::{Outcome, RecordFilter};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Inventory JSON file (CONTRACT section 2).
+    #[arg(long)]
+    pub inventory: PathBuf,
+    /// The principal's User ID (EUI-64).
+    #[arg(long)]
+    pub sub: String,
+    /// The principal's role (IS, ES, GS, ED, GT, RSA, OU).
+    #[arg(long)]
+    pub role: String,
+    /// The principal's Party id.
+    #[arg(long)]
+    pub party: String,
+    /// Longest accepted record line, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_line_bytes: usize,
+}
+
+pub fn run(args: &Args) -> Exit {
+    match filter(args, &mut std::io::stdin().lock(), &mut std::io::stdout().lock()) {
+        Ok(summary) => {
+            eprintln!("{summary}");
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Error
+        }
+    }
+}
+
+/// Runs the filter over `input`, returning the summary line.
+pub fn filter(args: &Args, input: &mut impl Read, output: &mut impl Write) -> Result<String, String> {
+    let principal = Principal::from_claims(&args.sub, &args.role, &args.party).map_err(|e| e.to_string())?;
+    let engine = Arc::new(PolicyEngine::load(&args.policy.policies, &args.policy.schema).map_err(|e| e.to_string())?);
+    let text = std::fs::read_to_string(&args.inventory).map_err(|e| format!("{}: {e}", args.inventory.display()))?;
+    let (inventory, warnings) = Inventory::parse(&text).map_err(|e| format!("{}: {e}", args.inventory.display()))?;
+    for w in &warnings {
+        eprintln!("warning: inventory {w}");
+    }
+
+    let mut filter = RecordFilter::new(engine.for_principal(&principal));
+    let mut splitter = LineSplitter::new(args.max_line_bytes);
+    let mut out = Vec::with_capacity(1 << 16);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut malformed_lines = Vec::new();
+    let mut line_no = 0u64;
+    let mut on_line = |line: Line<'_>, out: &mut Vec<u8>| {
+        line_no += 1;
+        let outcome = match line {
+            Line::Complete(l) => filter.filter_line(l, out, |id| inventory.get(id).cloned()),
+            Line::TooLong => filter.malformed(crate::stream::RecordError::Syntax("line too long".into())),
+        };
+        if let Outcome::Malformed(e) = outcome {
+            malformed_lines.push(format!("line {line_no}: {e}"));
+        }
+    };
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading input: {e}")),
+        };
+        splitter.push(&buf[..n], |l| on_line(l, &mut out));
+        output.write_all(&out).map_err(|e| format!("writing output: {e}"))?;
+        out.clear();
+    }
+    splitter.finish(|l| on_line(l, &mut out));
+    output
+        .write_all(&out)
+        .and_then(|()| output.flush())
+        .map_err(|e| format!("writing output: {e}"))?;
+
+    for m in malformed_lines.iter().take(20) {
+        eprintln!("left out: {m}");
+    }
+    let s = &filter.stats;
+    Ok(format!(
+        "satgate filter: {} records in, {} out, {} not visible, {} malformed",
+        s.records_in, s.records_out, s.left_out, s.malformed
+    ))
+}

@@ -1,0 +1,60 @@
+//! One module per subcommand, each with its own arguments and a `run` returning an exit code.
+
+pub mod filter;
+pub mod sample;
+pub mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes shared by every command (CONTRACT section 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Pass.
+    Ok = 0,
+    /// Findings: invalid policies, failed tests, a widening change, ...
+    Findings = 1,
+    /// Usage, configuration or I/O error.
+    Error = 2,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "satgate",
+    version,
+    about = "Policy-as-code authorization sidecar for the DCC Service Audit Trail"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check the policies against the schema (strict validation).
+    Validate(validate::Args),
+    /// Redact an NDJSON SAT export offline, as one principal would see it.
+    Filter(filter::Args),
+    /// Write a generated sample market (inventory, Users, SAT records) to a directory.
+    Sample(sample::Args),
+}
+
+/// The policy set every command works on.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// Directory of `*.cedar` policy files.
+    #[arg(long, env = "SATGATE_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+    /// Cedar schema file.
+    #[arg(long, env = "SATGATE_SCHEMA", default_value = "schemas/sat.cedarschema")]
+    pub schema: PathBuf,
+}
+
+pub fn run(cli: Cli) -> Exit {
+    match cli.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Filter(args) => filter::run(&args),
+        Command::Sample(args) => sample::run(&args),
+    }
+}
