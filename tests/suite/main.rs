@@ -1,0 +1,7 @@
+//! End-to-end and property tests, built as one test binary with a module per topic.
+
+mod cli;
+mod memo;
+mod no_leak;
+mod oracle;
+mod policy_rules;

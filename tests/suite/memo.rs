@@ -1,0 +1,106 @@
+//! (d) Reusing a decision never differs from asking Cedar directly: for any sequence of
+//! (principal, facts) queries against one engine (so its shared cache fills up across principals),
+//! the memoized answer equals a fresh, uncached Cedar evaluation.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use satgate::decision::{DeviceFacts, Facts, PolicyEngine};
+use satgate::model::{Eui64, MessageType, Principal, Role};
+use satgate::ownership::PartyRegistration;
+
+use crate::no_leak::cases;
+
+fn principal() -> impl Strategy<Value = Principal> {
+    (
+        0u64..3,
+        proptest::sample::select(Role::ALL),
+        proptest::sample::select(vec!["SUPA", "SUPB", "DNO1"]),
+    )
+        .prop_map(|(sub, role, party)| Principal {
+            user_id: Eui64::from_u64(0xA0 + sub),
+            role,
+            party: party.into(),
+        })
+}
+
+fn facts() -> impl Strategy<Value = Facts> {
+    let device = (
+        proptest::sample::select(vec![
+            "ESME", "GSME", "CHF", "GPF", "PPMID", "HCALCS", "IHD", "CAD", "SMETS1", "",
+        ]),
+        0u8..32,
+    )
+        .prop_map(|(ty, bits)| DeviceFacts {
+            device_type: Arc::from(ty),
+            principal_party: PartyRegistration::from_bits(bits),
+        });
+    (
+        proptest::sample::select(MessageType::ALL),
+        any::<bool>(),
+        proptest::option::of(device),
+    )
+        .prop_map(|(message_type, principal_is_user, device)| Facts {
+            message_type,
+            principal_is_user,
+            device,
+        })
+}
+
+fn shared_engine() -> Arc<PolicyEngine> {
+    // A separate engine from the other tests, so its cache holds only what this test asked.
+    static ENGINE: std::sync::OnceLock<Arc<PolicyEngine>> = std::sync::OnceLock::new();
+    ENGINE
+        .get_or_init(|| Arc::new(PolicyEngine::load("policies".as_ref(), "schemas/sat.cedarschema".as_ref()).unwrap()))
+        .clone()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn memoized_equals_direct_cedar(
+        pool in proptest::collection::vec(facts(), 1..4),
+        principals in proptest::collection::vec(principal(), 1..8),
+    ) {
+        let engine = shared_engine();
+        // Every principal asks about the same few facts, so cached answers meet other principals.
+        for (f, p) in pool.iter().flat_map(|f| principals.iter().map(move |p| (f, p))) {
+            let direct = engine.evaluate(p, f).allowed();
+            prop_assert_eq!(engine.allowed(p, f), direct, "shared cache, {:?} {:?}", p, f);
+            let mut per_request = engine.for_principal(p);
+            prop_assert_eq!(per_request.allowed(f), direct);
+            prop_assert_eq!(per_request.allowed(f), direct, "request-local memo");
+        }
+    }
+}
+
+#[test]
+fn cache_is_used_and_keyed_by_principal() {
+    let engine = Arc::new(PolicyEngine::load("policies".as_ref(), "schemas/sat.cedarschema".as_ref()).unwrap());
+    let owner = Principal {
+        user_id: Eui64::from_u64(1),
+        role: Role::ImportSupplier,
+        party: "SUPA".into(),
+    };
+    let stranger = Principal {
+        party: "SUPB".into(),
+        ..owner.clone()
+    };
+    let facts = Facts {
+        message_type: MessageType::ServiceRequest,
+        principal_is_user: false,
+        device: Some(DeviceFacts {
+            device_type: "ESME".into(),
+            principal_party: PartyRegistration::IMPORT_SUPPLIER,
+        }),
+    };
+    let first = engine.allowed(&owner, &facts);
+    let again = engine.allowed(&owner, &facts);
+    assert_eq!(first, again);
+    assert_eq!(engine.stats.misses.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(engine.stats.hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // Same facts, other principal: a new decision, not the cached one.
+    engine.allowed(&stranger, &facts);
+    assert_eq!(engine.stats.misses.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
