@@ -137,7 +137,7 @@ fn main() {
     let cold_large = cold(&large);
     let warm_large = warm(&large);
 
-    let distinct = small.stats.misses.load(std::sync::atomic::Ordering::Relaxed);
+    let distinct = small.stats.misses.get();
     let (_, stats) = filter_bytes(small.for_principal(&principal), input.as_bytes(), |id| {
         inventory.get(id).cloned()
     });

@@ -16,9 +16,15 @@
 //! - [`ownership`]: who owns a Device now, from the inventory.
 //! - [`model`]: identifiers, roles, message types, field classes.
 
+pub mod auth;
 pub mod cmd;
+pub mod config;
 pub mod decision;
+pub mod metrics;
 pub mod model;
 pub mod ownership;
+pub mod reload;
 pub mod sample;
+pub mod server;
 pub mod stream;
+pub mod upstream;

@@ -1,7 +1,9 @@
 //! One module per subcommand, each with its own arguments and a `run` returning an exit code.
 
+pub mod demo;
 pub mod filter;
 pub mod sample;
+pub mod serve;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -36,6 +38,10 @@ pub enum Command {
     Validate(validate::Args),
     /// Redact an NDJSON SAT export offline, as one principal would see it.
     Filter(filter::Args),
+    /// Run a sample SSI upstream with the sidecar in front of it, and show example requests.
+    Demo(demo::Args),
+    /// Run the sidecar in front of the SSI audit endpoint.
+    Serve(Box<crate::config::ServeArgs>),
     /// Write a generated sample market (inventory, Users, SAT records) to a directory.
     Sample(sample::Args),
 }
@@ -56,5 +62,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Validate(args) => validate::run(&args),
         Command::Filter(args) => filter::run(&args),
         Command::Sample(args) => sample::run(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::Demo(args) => demo::run(&args),
     }
 }

@@ -14,10 +14,10 @@ pub mod request;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cedar_policy::{Authorizer, Decision, PolicyId, PolicySet, Schema};
+use prometheus_client::metrics::counter::Counter;
 
 pub use policies::{Finding, LoadError, LoadedPolicies, Origin};
 
@@ -87,12 +87,13 @@ impl Verdict {
     }
 }
 
-/// Counters for the decision cache.
-#[derive(Default, Debug)]
+/// Counters for decisions. Cloning shares the counters, so a reloaded policy set keeps counting
+/// into the same metrics.
+#[derive(Default, Debug, Clone)]
 pub struct DecisionStats {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub errors: AtomicU64,
+    pub hits: Counter,
+    pub misses: Counter,
+    pub errors: Counter,
 }
 
 /// A loaded policy set and the decisions it has made so far.
@@ -113,11 +114,16 @@ impl PolicyEngine {
     }
 
     pub fn new(loaded: LoadedPolicies) -> Result<Self, LoadError> {
+        Self::with_stats(loaded, DecisionStats::default())
+    }
+
+    /// Like [`PolicyEngine::new`], counting into existing counters.
+    pub fn with_stats(loaded: LoadedPolicies, stats: DecisionStats) -> Result<Self, LoadError> {
         let engine = Self {
             loaded,
             authorizer: Authorizer::new(),
             cache: moka::sync::Cache::new(CACHE_CAPACITY),
-            stats: DecisionStats::default(),
+            stats,
         };
         engine.self_check()?;
         Ok(engine)
@@ -178,7 +184,7 @@ impl PolicyEngine {
         let built = match request::build(self.schema(), principal, facts) {
             Ok(b) => b,
             Err(e) => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.errors.inc();
                 let classes = Class::ALL
                     .map(|class| ClassDecision {
                         class,
@@ -195,7 +201,7 @@ impl PolicyEngine {
             let resp = self.authorizer.is_authorized(req, self.policies(), &built.entities);
             let errors: Vec<String> = resp.diagnostics().errors().map(ToString::to_string).collect();
             if !errors.is_empty() {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.errors.inc();
             }
             let mut reasons: Vec<String> = resp.diagnostics().reason().map(ToString::to_string).collect();
             reasons.sort();
@@ -217,20 +223,20 @@ impl PolicyEngine {
     pub fn allowed(&self, principal: &Principal, facts: &Facts) -> Classes {
         let key = (principal.clone(), facts.clone());
         if let Some(c) = self.cache.get(&key) {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            self.stats.hits.inc();
             return c;
         }
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        self.stats.misses.inc();
         let allowed = self.ask(principal, facts, true).allowed();
         self.cache.insert(key, allowed);
         allowed
     }
 
     /// A per-request view for one principal, with a local memo in front of the shared cache.
-    pub fn for_principal<'e>(self: &'e Arc<Self>, principal: &'e Principal) -> Decisions<'e> {
+    pub fn for_principal(self: &Arc<Self>, principal: &Principal) -> Decisions {
         Decisions {
-            engine: self,
-            principal,
+            engine: Arc::clone(self),
+            principal: principal.clone(),
             local: HashMap::new(),
         }
     }
@@ -238,27 +244,28 @@ impl PolicyEngine {
 
 /// Decisions for one principal within one request. The local map makes the common case (a page
 /// of records sharing a few facts) a single hash lookup per record.
-pub struct Decisions<'e> {
-    engine: &'e Arc<PolicyEngine>,
-    principal: &'e Principal,
+/// It holds the policy set it started with, so a reload never changes answers mid-stream.
+pub struct Decisions {
+    engine: Arc<PolicyEngine>,
+    principal: Principal,
     local: HashMap<Facts, Classes>,
 }
 
-impl Decisions<'_> {
+impl Decisions {
     pub fn allowed(&mut self, facts: &Facts) -> Classes {
         if let Some(c) = self.local.get(facts) {
             return *c;
         }
-        let c = self.engine.allowed(self.principal, facts);
+        let c = self.engine.allowed(&self.principal, facts);
         self.local.insert(facts.clone(), c);
         c
     }
 
     pub fn principal(&self) -> &Principal {
-        self.principal
+        &self.principal
     }
 
     pub fn engine(&self) -> &Arc<PolicyEngine> {
-        self.engine
+        &self.engine
     }
 }

@@ -4,6 +4,8 @@
 //! A development aid for the demo upstream, benchmarks and tests. The sidecar's request path
 //! never uses it.
 
+pub mod upstream;
+
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 

@@ -37,14 +37,14 @@ pub struct FilterStats {
 }
 
 /// Filters one stream of records for one principal.
-pub struct RecordFilter<'e> {
-    decisions: Decisions<'e>,
+pub struct RecordFilter {
+    decisions: Decisions,
     devices: HashMap<Eui64, Option<DeviceFacts>>,
     pub stats: FilterStats,
 }
 
-impl<'e> RecordFilter<'e> {
-    pub fn new(decisions: Decisions<'e>) -> Self {
+impl RecordFilter {
+    pub fn new(decisions: Decisions) -> Self {
         Self {
             decisions,
             devices: HashMap::new(),

@@ -1,5 +1,6 @@
 //! The response path: NDJSON records in, the visible part of each record out.
 
+pub mod body;
 pub mod filter;
 pub mod lines;
 pub mod project;
@@ -19,7 +20,7 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 
 /// Filters a whole in-memory NDJSON buffer: for tools, tests and benchmarks.
 pub fn filter_bytes(
-    decisions: Decisions<'_>,
+    decisions: Decisions,
     input: &[u8],
     lookup: impl Fn(Eui64) -> Option<Arc<DeviceEntry>>,
 ) -> (Vec<u8>, FilterStats) {

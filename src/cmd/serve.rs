@@ -1,0 +1,107 @@
+//! `satgate serve`: the sidecar.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use super::Exit;
+use crate::auth::{Authenticator, KeySource};
+use crate::config::{JwtKey, LogFormat, ServeArgs, ServeConfig};
+use crate::metrics::Metrics;
+use crate::reload::{InventoryFile, PolicyStore};
+use crate::server::{self, State};
+use crate::upstream::{Timeouts, Upstream};
+
+pub fn run(args: &ServeArgs) -> Exit {
+    let config = match ServeConfig::resolve(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: configuration: {e}");
+            return Exit::Error;
+        }
+    };
+    init_logging(config.log_format, "info");
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return Exit::Error;
+        }
+    };
+    runtime.block_on(async {
+        let (state, listener) = match start(&config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Error;
+            }
+        };
+        server::spawn_reloader(Arc::clone(&state), config.reload_interval);
+        tracing::info!(listen = %config.listen, upstream = %config.upstream, "satgate serving");
+        server::run(listener, state, shutdown_signal(), config.shutdown_grace).await;
+        Exit::Ok
+    })
+}
+
+/// Loads everything the configuration names and binds the listener. Any failure is a start-up
+/// error that names what is wrong.
+pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, TcpListener), String> {
+    let metrics = Arc::new(Metrics::new());
+    let policies = PolicyStore::load(&config.policies, &config.schema, metrics.decisions.clone())
+        .map_err(|e| format!("policies:\n{e}"))?;
+    let (inventory, warnings) = InventoryFile::load(&config.inventory).map_err(|e| format!("inventory: {e}"))?;
+    for w in warnings.iter().take(50) {
+        tracing::warn!(entry = %w, "inventory entry left out");
+    }
+    let key = match &config.jwt_key {
+        JwtKey::Hs256SecretFile(p) => KeySource::Hs256Secret(p),
+        JwtKey::PublicKeyFile(p) => KeySource::PublicKeyPem(p),
+    };
+    let auth = Authenticator::new(key, config.jwt_issuer.as_deref(), config.jwt_audience.as_deref())
+        .map_err(|e| format!("jwt: {e}"))?;
+    let timeouts = Timeouts {
+        connect: config.connect_timeout,
+        first_byte: config.first_byte_timeout,
+        idle: config.idle_timeout,
+    };
+    let upstream = Upstream::new(&config.upstream, timeouts).map_err(|e| format!("upstream: {e}"))?;
+    let inventory = Arc::new(inventory);
+    let state = Arc::new(State {
+        auth,
+        policies,
+        ownership: inventory.clone(),
+        inventory,
+        upstream,
+        metrics,
+        max_line_bytes: config.max_line_bytes,
+    });
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("listen: cannot bind {}: {e}", config.listen))?;
+    Ok((state, listener))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides `default_level`.
+pub fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,366 @@
+//! `satgate serve` configuration: flags, environment variables and an optional TOML file, in
+//! that order of precedence, resolved into one validated [`ServeConfig`]. Every problem names the
+//! setting it is about.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Raw settings as given on the command line or in the environment (`SATGATE_*`).
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (kebab-case keys); flags and env win.
+    #[arg(long, env = "SATGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "SATGATE_LISTEN")]
+    pub listen: Option<String>,
+    /// Base URL of the SSI audit endpoint, e.g. http://127.0.0.1:9090.
+    #[arg(long, env = "SATGATE_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Inventory JSON file (CONTRACT section 2), reloaded when it changes.
+    #[arg(long, env = "SATGATE_INVENTORY")]
+    pub inventory: Option<PathBuf>,
+    /// Directory of `*.cedar` policies, reloaded when they change [default: policies].
+    #[arg(long, env = "SATGATE_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// Cedar schema [default: schemas/sat.cedarschema].
+    #[arg(long, env = "SATGATE_SCHEMA")]
+    pub schema: Option<PathBuf>,
+    /// File holding the HS256 shared secret (at least 32 bytes).
+    #[arg(long, env = "SATGATE_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// PEM public key: RSA for RS256 or EC P-256 for ES256.
+    #[arg(long, env = "SATGATE_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long, env = "SATGATE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "SATGATE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Longest accepted record line in bytes [default: 1048576].
+    #[arg(long, env = "SATGATE_MAX_LINE_BYTES")]
+    pub max_line_bytes: Option<usize>,
+    /// Upstream connect timeout, e.g. 2s [default: 2s].
+    #[arg(long, env = "SATGATE_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<String>,
+    /// Time allowed for the upstream's response headers [default: 10s].
+    #[arg(long, env = "SATGATE_FIRST_BYTE_TIMEOUT")]
+    pub first_byte_timeout: Option<String>,
+    /// Longest silence allowed between upstream body chunks [default: 30s].
+    #[arg(long, env = "SATGATE_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// How often policy and inventory files are checked for changes [default: 2s].
+    #[arg(long, env = "SATGATE_RELOAD_INTERVAL")]
+    pub reload_interval: Option<String>,
+    /// How long requests in flight may run after SIGTERM/SIGINT [default: 30s].
+    #[arg(long, env = "SATGATE_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "SATGATE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The same settings in a TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    upstream: Option<String>,
+    inventory: Option<PathBuf>,
+    policies: Option<PathBuf>,
+    schema: Option<PathBuf>,
+    jwt_hs256_secret_file: Option<PathBuf>,
+    jwt_public_key_file: Option<PathBuf>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
+    max_line_bytes: Option<usize>,
+    connect_timeout: Option<String>,
+    first_byte_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    reload_interval: Option<String>,
+    shutdown_grace: Option<String>,
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtKey {
+    Hs256SecretFile(PathBuf),
+    PublicKeyFile(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A complete, checked configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub upstream: String,
+    pub inventory: PathBuf,
+    pub policies: PathBuf,
+    pub schema: PathBuf,
+    pub jwt_key: JwtKey,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub max_line_bytes: usize,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub reload_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// Resolves flags/env over the config file over defaults, and checks everything.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, String> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("config: {}: {e}", path.display()))?;
+                toml::from_str::<FileSettings>(&text).map_err(|e| format!("config: {}: {e}", path.display()))?
+            }
+            None => FileSettings::default(),
+        };
+        macro_rules! pick {
+            ($field:ident) => {
+                args.$field.clone().or(file.$field)
+            };
+        }
+        let listen = pick!(listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen
+            .parse()
+            .map_err(|_| format!("listen: {listen:?} is not an ADDR:PORT"))?;
+        let upstream = pick!(upstream).ok_or("upstream: required (--upstream URL)")?;
+        crate::upstream::Upstream::new(&upstream, default_timeouts()).map_err(|e| format!("upstream: {e}"))?;
+        let inventory = pick!(inventory).ok_or("inventory: required (--inventory FILE)")?;
+        require_file("inventory", &inventory)?;
+        let policies = pick!(policies).unwrap_or_else(|| "policies".into());
+        if !policies.is_dir() {
+            return Err(format!("policies: {} is not a directory", policies.display()));
+        }
+        let schema = pick!(schema).unwrap_or_else(|| "schemas/sat.cedarschema".into());
+        require_file("schema", &schema)?;
+        let jwt_key = match (pick!(jwt_hs256_secret_file), pick!(jwt_public_key_file)) {
+            (Some(f), None) => {
+                require_file("jwt-hs256-secret-file", &f)?;
+                JwtKey::Hs256SecretFile(f)
+            }
+            (None, Some(f)) => {
+                require_file("jwt-public-key-file", &f)?;
+                JwtKey::PublicKeyFile(f)
+            }
+            (None, None) => {
+                return Err("jwt: one of --jwt-hs256-secret-file or --jwt-public-key-file is required".into())
+            }
+            (Some(_), Some(_)) => {
+                return Err("jwt: give only one of --jwt-hs256-secret-file and --jwt-public-key-file".into())
+            }
+        };
+        let max_line_bytes = pick!(max_line_bytes).unwrap_or(1 << 20);
+        if !(1024..=(64 << 20)).contains(&max_line_bytes) {
+            return Err(format!("max-line-bytes: {max_line_bytes} is outside 1024..=67108864"));
+        }
+        let duration = |name: &str, v: Option<String>, default: Duration| match v {
+            None => Ok(default),
+            Some(s) => parse_duration(&s).map_err(|e| format!("{name}: {e}")),
+        };
+        let log_format = match pick!(log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(format!("log-format: {other:?} is not text or json")),
+        };
+        Ok(Self {
+            listen,
+            upstream,
+            inventory,
+            policies,
+            schema,
+            jwt_key,
+            jwt_issuer: pick!(jwt_issuer),
+            jwt_audience: pick!(jwt_audience),
+            max_line_bytes,
+            connect_timeout: duration("connect-timeout", pick!(connect_timeout), Duration::from_secs(2))?,
+            first_byte_timeout: duration("first-byte-timeout", pick!(first_byte_timeout), Duration::from_secs(10))?,
+            idle_timeout: duration("idle-timeout", pick!(idle_timeout), Duration::from_secs(30))?,
+            reload_interval: duration("reload-interval", pick!(reload_interval), Duration::from_secs(2))?,
+            shutdown_grace: duration("shutdown-grace", pick!(shutdown_grace), Duration::from_secs(30))?,
+            log_format,
+        })
+    }
+}
+
+fn default_timeouts() -> crate::upstream::Timeouts {
+    crate::upstream::Timeouts {
+        connect: Duration::from_secs(2),
+        first_byte: Duration::from_secs(10),
+        idle: Duration::from_secs(30),
+    }
+}
+
+fn require_file(name: &str, path: &Path) -> Result<(), String> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(format!("{name}: {} is not a readable file", path.display()))
+    }
+}
+
+/// `250ms`, `2s`, `1m`: a positive whole number with a unit.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("{s:?} is not a duration like 500ms, 2s or 1m")),
+    };
+    if d.is_zero() {
+        return Err(format!("{s:?} must be greater than zero"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files() -> (tempfile::TempDir, ServeArgs) {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = dir.path().join("inv.json");
+        std::fs::write(&inv, r#"{"meterPoints":[],"devices":[]}"#).unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
+        let args = ServeArgs {
+            upstream: Some("http://127.0.0.1:9".into()),
+            inventory: Some(inv),
+            jwt_hs256_secret_file: Some(secret),
+            ..ServeArgs::default()
+        };
+        (dir, args)
+    }
+
+    #[test]
+    fn defaults_fill_what_is_not_given() {
+        let (_d, args) = files();
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_line_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let (d, mut args) = files();
+        let cfg = d.path().join("satgate.toml");
+        std::fs::write(&cfg, "listen = \"127.0.0.1:7000\"\nidle-timeout = \"5s\"\n").unwrap();
+        args.config = Some(cfg);
+        args.listen = Some("127.0.0.1:7001".into());
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7001");
+        assert_eq!(c.idle_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let (d, args) = files();
+        let cases: Vec<(ServeArgs, &str)> = vec![
+            (
+                ServeArgs {
+                    listen: Some("nowhere".into()),
+                    ..args.clone()
+                },
+                "listen:",
+            ),
+            (
+                ServeArgs {
+                    upstream: Some("ftp://x".into()),
+                    ..args.clone()
+                },
+                "upstream:",
+            ),
+            (
+                ServeArgs {
+                    upstream: None,
+                    ..args.clone()
+                },
+                "upstream: required",
+            ),
+            (
+                ServeArgs {
+                    inventory: Some("/no/such".into()),
+                    ..args.clone()
+                },
+                "inventory:",
+            ),
+            (
+                ServeArgs {
+                    jwt_hs256_secret_file: None,
+                    ..args.clone()
+                },
+                "jwt:",
+            ),
+            (
+                ServeArgs {
+                    jwt_public_key_file: Some(d.path().join("inv.json")),
+                    ..args.clone()
+                },
+                "only one",
+            ),
+            (
+                ServeArgs {
+                    idle_timeout: Some("soon".into()),
+                    ..args.clone()
+                },
+                "idle-timeout:",
+            ),
+            (
+                ServeArgs {
+                    max_line_bytes: Some(10),
+                    ..args.clone()
+                },
+                "max-line-bytes:",
+            ),
+            (
+                ServeArgs {
+                    log_format: Some("xml".into()),
+                    ..args.clone()
+                },
+                "log-format:",
+            ),
+        ];
+        for (a, want) in cases {
+            let e = ServeConfig::resolve(&a).unwrap_err();
+            assert!(e.contains(want), "{e} does not name {want}");
+        }
+        let cfg = d.path().join("bad.toml");
+        std::fs::write(&cfg, "lisen = \"x\"\n").unwrap();
+        let e = ServeConfig::resolve(&ServeArgs {
+            config: Some(cfg),
+            ..args
+        })
+        .unwrap_err();
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        for bad in ["", "2", "s", "0s", "-1s", "1h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

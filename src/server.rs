@@ -1,0 +1,349 @@
+//! The sidecar's HTTP server: accept loop, routing and the `/sat/records` request path.
+//!
+//! A request to `/sat/records` goes, in order: authenticate (401/403) -> take the current policy
+//! set -> call the upstream (502/504) -> check the first line (502) -> stream, filtering every
+//! record (see [`crate::stream::body`]). Errors before streaming are JSON bodies that never carry
+//! record data; after streaming starts, a failure ends the response early.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::auth::{Authenticator, Refusal};
+use crate::metrics::{Metrics, ReasonLabel, ResultLabel, StatusLabel};
+use crate::ownership::OwnershipSource;
+use crate::reload::{InventoryFile, PolicyStore};
+use crate::stream::body::{self, RecordStream, StreamError};
+use crate::stream::RecordFilter;
+use crate::upstream::Upstream;
+
+pub type ResponseBody = BoxBody<Bytes, std::io::Error>;
+
+/// Everything a request needs, shared by all connections.
+pub struct State {
+    pub auth: Authenticator,
+    pub policies: PolicyStore,
+    pub inventory: Arc<InventoryFile>,
+    pub ownership: Arc<dyn OwnershipSource>,
+    pub upstream: Upstream,
+    pub metrics: Arc<Metrics>,
+    pub max_line_bytes: usize,
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish for
+/// up to `grace`.
+pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>, grace: Duration) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Usually out of file descriptors: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = Arc::clone(&state);
+                let service = service_fn(move |req| handle(Arc::clone(&state), req, peer));
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; waiting for requests in flight");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
+    }
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let resp = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/sat/records") => sat_records(&state, &req, peer).await,
+        (&Method::GET, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
+        (&Method::GET, "/readyz") => readyz(&state).await,
+        (&Method::GET, "/metrics") => Response::builder()
+            .header(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .body(full(state.metrics.encode()))
+            .unwrap_or_else(|_| {
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "could not build response",
+                )
+            }),
+        (_, "/sat/records" | "/healthz" | "/readyz" | "/metrics") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "only GET is supported",
+        ),
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+    };
+    state
+        .metrics
+        .requests
+        .get_or_create(&StatusLabel {
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    Ok(resp)
+}
+
+async fn sat_records(state: &Arc<State>, req: &Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let query = req.uri().query().map(str::to_owned);
+    let access = |status: u16, principal: Option<&crate::model::Principal>, detail: &str| {
+        tracing::info!(
+            target: "satgate::access",
+            %peer,
+            sub = principal.map(|p| p.user_id.to_string()),
+            role = principal.map(|p| p.role.as_str()),
+            party = principal.map(|p| p.party.as_str()),
+            query = query.as_deref().unwrap_or(""),
+            status,
+            detail,
+            duration_ms = started.elapsed().as_secs_f64() * 1e3,
+            "request refused"
+        );
+    };
+
+    let principal = match state
+        .auth
+        .principal(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+    {
+        Ok(p) => p,
+        Err(Refusal::Unauthenticated(why)) => {
+            access(401, None, &why);
+            return error(StatusCode::UNAUTHORIZED, "unauthenticated", &why);
+        }
+        Err(Refusal::Forbidden(why)) => {
+            access(403, None, &why);
+            return error(StatusCode::FORBIDDEN, "forbidden", &why);
+        }
+    };
+    // The policy set in force now; this request keeps it even if a reload happens meanwhile.
+    let engine = state.policies.current();
+
+    let (upstream, latency) = match state.upstream.records(query.as_deref()).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            access(e.status().as_u16(), Some(&principal), &e.to_string());
+            let code = if e.status() == StatusCode::GATEWAY_TIMEOUT {
+                "upstream_timeout"
+            } else {
+                "bad_gateway"
+            };
+            return error(e.status(), code, &e.to_string());
+        }
+    };
+    state.metrics.upstream_latency.observe(latency.as_secs_f64());
+
+    let filter = RecordFilter::new(engine.for_principal(&principal));
+    let mut stream = RecordStream::new(
+        upstream.into_body(),
+        filter,
+        Arc::clone(&state.ownership),
+        state.max_line_bytes,
+        state.upstream.timeouts().idle,
+    );
+    if let Err(e) = stream.check_first_line().await {
+        let (status, code) = match e {
+            StreamError::IdleTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            _ => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+        };
+        access(status.as_u16(), Some(&principal), &e.to_string());
+        return error(status, code, &e.to_string());
+    }
+
+    let (tx, body) = body::channel();
+    let metrics = Arc::clone(&state.metrics);
+    metrics.active_streams.inc();
+    tokio::spawn(async move {
+        let (stream, result) = stream.run(tx).await;
+        metrics.active_streams.dec();
+        let s = stream.stats();
+        metrics.record_stream(s);
+        metrics
+            .ownership_lookups
+            .get_or_create(&ResultLabel { result: "error" })
+            .inc_by(stream.lookup_errors);
+        let outcome = match &result {
+            Ok(()) => "complete".to_owned(),
+            Err(e) => {
+                let reason = match e {
+                    StreamError::IdleTimeout => "upstream_idle_timeout",
+                    StreamError::ClientGone => "client_gone",
+                    _ => "upstream_error",
+                };
+                metrics.streams_aborted.get_or_create(&ReasonLabel { reason }).inc();
+                format!("ended early: {e}")
+            }
+        };
+        tracing::info!(
+            target: "satgate::access",
+            %peer,
+            sub = %principal.user_id,
+            role = principal.role.as_str(),
+            party = principal.party.as_str(),
+            query = query.as_deref().unwrap_or(""),
+            status = 200,
+            upstream_status = 200,
+            records_in = s.records_in,
+            records_out = s.records_out,
+            records_not_visible = s.left_out,
+            records_malformed = s.malformed,
+            outcome,
+            duration_ms = started.elapsed().as_secs_f64() * 1e3,
+            "request served"
+        );
+    });
+
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body.boxed())
+        .unwrap_or_else(|_| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "could not build response",
+            )
+        })
+}
+
+async fn readyz(state: &State) -> Response<ResponseBody> {
+    let inventory_error = state.inventory.last_error();
+    let upstream_ok = match state.upstream.authority() {
+        Some(addr) => matches!(
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
+            Ok(Ok(_))
+        ),
+        None => false,
+    };
+    let engine = state.policies.current();
+    let body = json!({
+        "policies": {"loaded": true, "count": engine.policies().policies().count()},
+        "inventory": {"loaded": true, "devices": state.inventory.current().len(), "lastReloadError": inventory_error},
+        "upstream": {"reachable": upstream_ok},
+    });
+    // A failed inventory reload is reported but not fatal: the last good inventory serves.
+    let status = if upstream_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, body)
+}
+
+fn full(text: impl Into<Bytes>) -> ResponseBody {
+    Full::new(text.into()).map_err(|never| match never {}).boxed()
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<ResponseBody> {
+    let mut resp = Response::new(full(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A CONTRACT section 5 error body. `message` is ours, never record data.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<ResponseBody> {
+    json_response(status, json!({"error": code, "message": message}))
+}
+
+/// Reloads policies and inventory when their files change, every `interval`.
+pub fn spawn_reloader(state: Arc<State>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let s = Arc::clone(&state);
+            let _ = tokio::task::spawn_blocking(move || reload_once(&s)).await;
+        }
+    })
+}
+
+/// One reload check of both files.
+pub fn reload_once(state: &State) {
+    match state.policies.reload_if_changed() {
+        None => {}
+        Some(Ok(n)) => {
+            state
+                .metrics
+                .policy_reloads
+                .get_or_create(&ResultLabel { result: "ok" })
+                .inc();
+            tracing::info!(policies = n, "policy set reloaded");
+        }
+        Some(Err(e)) => {
+            state
+                .metrics
+                .policy_reloads
+                .get_or_create(&ResultLabel { result: "failed" })
+                .inc();
+            tracing::error!(error = %e, "policy reload failed; the last good policy set stays in force");
+        }
+    }
+    match state.inventory.reload_if_changed() {
+        None => {}
+        Some(Ok(warnings)) => {
+            state
+                .metrics
+                .inventory_reloads
+                .get_or_create(&ResultLabel { result: "ok" })
+                .inc();
+            for w in warnings.iter().take(20) {
+                tracing::warn!(entry = %w, "inventory entry left out");
+            }
+            tracing::info!(devices = state.inventory.current().len(), "inventory reloaded");
+        }
+        Some(Err(e)) => {
+            state
+                .metrics
+                .inventory_reloads
+                .get_or_create(&ResultLabel { result: "failed" })
+                .inc();
+            tracing::error!(error = %e, "inventory reload failed; the last good inventory stays in use");
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The streaming response: upstream body frames in, filtered NDJSON chunks out.
+//!
+//! A task reads the upstream body, frames lines, filters each record and sends the visible
+//! bytes through a small bounded channel to the response body. The channel is the backpressure:
+//! when the caller reads slowly, sends wait, and so does the upstream read. Memory per stream is
+//! the channel (a few chunks), one upstream frame and at most one unfinished line.
+//!
+//! Before any byte is sent, the first line must be a JSON object (otherwise the caller gets 502,
+//! CONTRACT section 5). After that, a failure ends the response early with an error, which hyper
+//! turns into a response without its final chunk, so a client cannot mistake it for a whole one.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+
+use super::lines::{Line, LineSplitter};
+use super::record::{Record, RecordError};
+use super::{FilterStats, Outcome, RecordFilter};
+use crate::ownership::OwnershipSource;
+
+/// Why a stream could not start or had to stop.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    #[error("upstream went idle for longer than the idle timeout")]
+    IdleTimeout,
+    #[error("upstream body failed: {0}")]
+    Upstream(String),
+    #[error("upstream did not send NDJSON: {0}")]
+    NotNdjson(String),
+    #[error("client went away")]
+    ClientGone,
+}
+
+/// A response body fed by a channel.
+pub struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+}
+
+/// One filtered stream: the upstream body, the filter for the caller, and lines read ahead.
+pub struct RecordStream {
+    upstream: Incoming,
+    filter: RecordFilter,
+    ownership: Arc<dyn OwnershipSource>,
+    splitter: LineSplitter,
+    pending: VecDeque<Result<Bytes, ()>>,
+    idle: Duration,
+    ended: bool,
+    pub lookup_errors: u64,
+}
+
+impl RecordStream {
+    pub fn new(
+        upstream: Incoming,
+        filter: RecordFilter,
+        ownership: Arc<dyn OwnershipSource>,
+        max_line_bytes: usize,
+        idle: Duration,
+    ) -> Self {
+        Self {
+            upstream,
+            filter,
+            ownership,
+            splitter: LineSplitter::new(max_line_bytes),
+            pending: VecDeque::new(),
+            idle,
+            ended: false,
+            lookup_errors: 0,
+        }
+    }
+
+    pub fn stats(&self) -> &FilterStats {
+        &self.filter.stats
+    }
+
+    /// Reads one upstream frame into `pending`. `false` at the end of the body.
+    async fn read_frame(&mut self) -> Result<bool, StreamError> {
+        if self.ended {
+            return Ok(false);
+        }
+        loop {
+            let frame = match tokio::time::timeout(self.idle, self.upstream.frame()).await {
+                Err(_) => return Err(StreamError::IdleTimeout),
+                Ok(None) => {
+                    self.ended = true;
+                    let pending = &mut self.pending;
+                    self.splitter.finish(|l| pending.push_back(owned(l)));
+                    return Ok(false);
+                }
+                Ok(Some(Err(e))) => return Err(StreamError::Upstream(e.to_string())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else { continue }; // trailers carry no records
+            let pending = &mut self.pending;
+            self.splitter.push(&data, |l| {
+                pending.push_back(match l {
+                    // Whole lines inside the frame are shared, not copied.
+                    Line::Complete(b) if within(&data, b) => Ok(data.slice_ref(b)),
+                    other => owned(other),
+                })
+            });
+            return Ok(true);
+        }
+    }
+
+    /// Reads until the first non-blank line and checks it is a JSON object: before the response
+    /// starts, anything else is the upstream's failure (502), not a record to skip.
+    pub async fn check_first_line(&mut self) -> Result<(), StreamError> {
+        loop {
+            while let Some(front) = self.pending.front() {
+                match front {
+                    Err(()) => return Err(StreamError::NotNdjson("first line exceeds the line limit".into())),
+                    Ok(l) if l.iter().all(u8::is_ascii_whitespace) => {
+                        self.pending.pop_front();
+                    }
+                    Ok(l) => {
+                        return match Record::parse(l) {
+                            Err(e @ (RecordError::NotUtf8 | RecordError::Syntax(_))) => {
+                                Err(StreamError::NotNdjson(e.to_string()))
+                            }
+                            _ => Ok(()),
+                        };
+                    }
+                }
+            }
+            if !self.read_frame().await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Filters everything, sending the visible bytes. On error the receiver gets an error too,
+    /// which aborts the response.
+    pub async fn run(mut self, tx: mpsc::Sender<Result<Bytes, std::io::Error>>) -> (Self, Result<(), StreamError>) {
+        let result = self.pump(&tx).await;
+        if let Err(e) = &result {
+            if *e != StreamError::ClientGone {
+                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+            }
+        }
+        (self, result)
+    }
+
+    async fn pump(&mut self, tx: &mpsc::Sender<Result<Bytes, std::io::Error>>) -> Result<(), StreamError> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        loop {
+            while let Some(line) = self.pending.pop_front() {
+                self.filter_one(line, &mut out).await;
+            }
+            if !out.is_empty() {
+                let chunk = Bytes::from(std::mem::replace(&mut out, Vec::with_capacity(16 * 1024)));
+                tx.send(Ok(chunk)).await.map_err(|_| StreamError::ClientGone)?;
+            }
+            if !self.read_frame().await? && self.pending.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn filter_one(&mut self, line: Result<Bytes, ()>, out: &mut Vec<u8>) -> Outcome {
+        let line = match line {
+            Err(()) => {
+                return self
+                    .filter
+                    .malformed(RecordError::Syntax("line exceeds the line limit".into()))
+            }
+            Ok(l) if l.iter().all(u8::is_ascii_whitespace) => return Outcome::Blank,
+            Ok(l) => l,
+        };
+        let record = match Record::parse(&line) {
+            Err(e) => return self.filter.malformed(e),
+            Ok(r) => r,
+        };
+        if let Some(id) = self.filter.needs_device(&record) {
+            // Once per Device per stream; an error means no owners for this Device (fail closed).
+            let entry = match self.ownership.lookup(id).await {
+                Ok(entry) => entry,
+                Err(e) => {
+                    self.lookup_errors += 1;
+                    tracing::warn!(device = %id, error = %e, "ownership look-up failed; no owner view for this Device");
+                    None
+                }
+            };
+            self.filter.learn_device(id, entry.as_deref());
+        }
+        self.filter.emit(&record, out)
+    }
+}
+
+/// Wraps a channel receiver as a response body; returns the sender for [`RecordStream::run`].
+pub fn channel() -> (mpsc::Sender<Result<Bytes, std::io::Error>>, ChannelBody) {
+    // Four chunks of up to one upstream frame each: enough to overlap reading and writing.
+    let (tx, rx) = mpsc::channel(4);
+    (tx, ChannelBody { rx })
+}
+
+fn owned(l: Line<'_>) -> Result<Bytes, ()> {
+    match l {
+        Line::Complete(b) => Ok(Bytes::copy_from_slice(b)),
+        Line::TooLong => Err(()),
+    }
+}
+
+fn within(outer: &Bytes, inner: &[u8]) -> bool {
+    let (o, i) = (outer.as_ptr() as usize, inner.as_ptr() as usize);
+    i >= o && i + inner.len() <= o + outer.len()
+}

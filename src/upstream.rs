@@ -1,0 +1,131 @@
+//! The call to the SSI audit endpoint: `GET {upstream}/sat/records?{query}`, with the query
+//! passed on unchanged, and bounded waits for connecting and for the response headers.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// Why the upstream gave no usable response. Maps to 502 or 504 (CONTRACT section 5).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream timed out: {0}")]
+    Timeout(&'static str),
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream answered {0}")]
+    Status(StatusCode),
+}
+
+impl UpstreamError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+pub struct Upstream {
+    base: String,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    timeouts: Timeouts,
+}
+
+impl Upstream {
+    /// `base` is an `http://host:port[/prefix]` URL.
+    pub fn new(base: &str, timeouts: Timeouts) -> Result<Self, String> {
+        let uri: Uri = base.parse().map_err(|e| format!("upstream URL {base:?}: {e}"))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(format!("upstream URL {base:?}: expected http://host:port"));
+        }
+        if uri.query().is_some() {
+            return Err(format!("upstream URL {base:?}: must not have a query"));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(timeouts.connect));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            client,
+            timeouts,
+        })
+    }
+
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// The `host:port` to probe for readiness.
+    pub fn authority(&self) -> Option<String> {
+        let uri: Uri = self.base.parse().ok()?;
+        let port = uri.port_u16().unwrap_or(80);
+        Some(format!("{}:{port}", uri.host()?))
+    }
+
+    /// Sends the request and waits for a 200 response's headers. Returns the time it took.
+    pub async fn records(&self, query: Option<&str>) -> Result<(Response<Incoming>, Duration), UpstreamError> {
+        let url = match query {
+            Some(q) => format!("{}/sat/records?{q}", self.base),
+            None => format!("{}/sat/records", self.base),
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| UpstreamError::Unreachable("query is not a valid URI".into()))?;
+        let req = Request::get(uri)
+            .header(http::header::ACCEPT, "application/x-ndjson")
+            .body(Empty::new())
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        let start = Instant::now();
+        let resp = match tokio::time::timeout(self.timeouts.first_byte, self.client.request(req)).await {
+            Err(_) => return Err(UpstreamError::Timeout("no response headers in time")),
+            Ok(Err(e)) if is_timeout(&e) => return Err(UpstreamError::Timeout("connect")),
+            Ok(Err(e)) => return Err(UpstreamError::Unreachable(error_chain(&e))),
+            Ok(Ok(resp)) => resp,
+        };
+        if resp.status() != StatusCode::OK {
+            return Err(UpstreamError::Status(resp.status()));
+        }
+        Ok((resp, start.elapsed()))
+    }
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            || err.to_string().contains("timed out")
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(err) = source {
+        parts.push(err.to_string());
+        source = err.source();
+    }
+    parts.join(": ")
+}
