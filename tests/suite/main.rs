@@ -5,3 +5,4 @@ mod memo;
 mod no_leak;
 mod oracle;
 mod policy_rules;
+mod server;
