@@ -2,6 +2,8 @@
 
 pub mod body;
 pub mod filter;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod lines;
 pub mod project;
 pub mod record;

@@ -1,0 +1,292 @@
+//! End-to-end proxy benchmark, one run, same client and upstream for both paths:
+//!
+//! 1. stream N records (default 1,000,000) (a) directly from a fast local upstream and (b)
+//!    through a `satgate serve` child process (release build); report the time ratio, records/s
+//!    and satgate's peak RSS;
+//! 2. p50/p99 latency of a 100-record page at 64 concurrent clients, direct vs through satgate.
+//!
+//! Run: `cargo bench --bench proxy`. `SATGATE_BENCH_RECORDS` sets N.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use satgate::sample::Market;
+
+const SECRET: &str = "bench-secret-bench-secret-bench-secret";
+
+/// 10,000 distinct records, served in 64 KiB chunks, cycled up to `n` records.
+struct Corpus {
+    chunks: Vec<(Bytes, usize)>,
+}
+
+fn serve_upstream(listener: std::net::TcpListener, corpus: Arc<Corpus>) {
+    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let corpus = Arc::clone(&corpus);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let corpus = Arc::clone(&corpus);
+                    async move {
+                        let n: usize = req
+                            .uri()
+                            .query()
+                            .and_then(|q| q.strip_prefix("n="))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(100);
+                        let (tx, body) = satgate::stream::body::channel();
+                        tokio::spawn(async move {
+                            let mut left = n;
+                            for (chunk, records) in corpus.chunks.iter().cycle() {
+                                if left == 0 {
+                                    break;
+                                }
+                                let chunk = if *records <= left {
+                                    left -= records;
+                                    chunk.clone()
+                                } else {
+                                    // The first `left` lines of this chunk.
+                                    let end = chunk
+                                        .iter()
+                                        .enumerate()
+                                        .filter(|(_, b)| **b == b'\n')
+                                        .nth(left - 1)
+                                        .map_or(0, |(i, _)| i + 1);
+                                    left = 0;
+                                    chunk.slice(..end)
+                                };
+                                if tx.send(Ok(chunk)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                        Ok::<_, Infallible>(hyper::Response::new(body))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+/// GETs a URL, counting body bytes without keeping them.
+async fn drain(client: &HttpClient, url: &str, token: &str) -> usize {
+    let req = hyper::Request::get(url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Empty::new())
+        .expect("request");
+    let resp = client.request(req).await.expect("response");
+    assert_eq!(resp.status(), 200, "{url}");
+    let mut body = resp.into_body();
+    let mut n = 0;
+    while let Some(f) = body.frame().await {
+        n += f.expect("body").into_data().map_or(0, |d| d.len());
+    }
+    n
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
+}
+
+async fn latency(client: &HttpClient, base: &str, token: &str, clients: usize, per_client: usize) -> Vec<Duration> {
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, url, token) = (client.clone(), format!("{base}/sat/records?n=100"), token.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut v = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let t = Instant::now();
+                drain(&client, &url, &token).await;
+                v.push(t.elapsed());
+            }
+            v
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client task"));
+    }
+    all.sort();
+    all
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("SATGATE_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let market = Market::generate(50, 42);
+    let text = market.ndjson(10_000, 42);
+    let mut chunks = Vec::new();
+    let mut current = String::new();
+    let mut count = 0;
+    for line in text.lines() {
+        current.push_str(line);
+        current.push('\n');
+        count += 1;
+        if current.len() >= 64 * 1024 {
+            chunks.push((Bytes::from(std::mem::take(&mut current)), count));
+            count = 0;
+        }
+    }
+    chunks.push((Bytes::from(current), count));
+    let corpus = Arc::new(Corpus { chunks });
+
+    let up_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    up_listener.set_nonblocking(true).expect("nonblocking");
+    let up_addr = up_listener.local_addr().expect("addr");
+    serve_upstream(up_listener, corpus);
+
+    let dir = std::env::temp_dir().join(format!("satgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("inventory.json"), &market.inventory_json).expect("inventory");
+    std::fs::write(dir.join("secret"), SECRET).expect("secret");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let sg_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_satgate"))
+        .args([
+            "serve",
+            "--listen",
+            &sg_addr.to_string(),
+            "--upstream",
+            &format!("http://{up_addr}"),
+        ])
+        .arg("--inventory")
+        .arg(dir.join("inventory.json"))
+        .arg("--jwt-hs256-secret-file")
+        .arg(dir.join("secret"))
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("satgate serve (build with cargo bench)");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(sg_addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let user = &market.users[0].principal;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    let claims = serde_json::json!({"sub": user.user_id.to_string(), "role": user.role.as_str(), "party": user.party, "exp": exp});
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("token");
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(128)
+        .build_http();
+    let direct = format!("http://{up_addr}");
+    let via = format!("http://{sg_addr}");
+
+    // Warm both paths (connections, decision cache).
+    drain(&client, &format!("{direct}/sat/records?n=20000"), &token).await;
+    drain(&client, &format!("{via}/sat/records?n=20000"), &token).await;
+
+    let t = Instant::now();
+    let direct_bytes = drain(&client, &format!("{direct}/sat/records?n={n}"), &token).await;
+    let direct_time = t.elapsed();
+    let t = Instant::now();
+    let via_bytes = drain(&client, &format!("{via}/sat/records?n={n}"), &token).await;
+    let via_time = t.elapsed();
+    let rss_stream = peak_rss_kib(child.id());
+
+    let per_client = 30;
+    let t = Instant::now();
+    let direct_lat = latency(&client, &direct, &token, 64, per_client).await;
+    let direct_rps = direct_lat.len() as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let via_lat = latency(&client, &via, &token, 64, per_client).await;
+    let via_rps = via_lat.len() as f64 / t.elapsed().as_secs_f64();
+    let direct_one = latency(&client, &direct, &token, 1, 300).await;
+    let via_one = latency(&client, &via, &token, 1, 300).await;
+    let rss_all = peak_rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!(
+        "{n} records streamed; principal {} ({}, {})",
+        user.user_id, user.role, user.party
+    );
+    println!();
+    println!("| path | time | upstream records/s | bytes to client |");
+    println!("|---|---|---|---|");
+    println!(
+        "| (a) direct | {:.2} s | {:.0} | {direct_bytes} |",
+        direct_time.as_secs_f64(),
+        n as f64 / direct_time.as_secs_f64()
+    );
+    println!(
+        "| (b) through satgate | {:.2} s | {:.0} | {via_bytes} |",
+        via_time.as_secs_f64(),
+        n as f64 / via_time.as_secs_f64()
+    );
+    println!();
+    println!(
+        "(b)/(a) time ratio: {:.2}",
+        via_time.as_secs_f64() / direct_time.as_secs_f64()
+    );
+    println!(
+        "satgate peak RSS: {:.1} MiB after the stream, {:.1} MiB after the latency run",
+        rss_stream as f64 / 1024.0,
+        rss_all as f64 / 1024.0
+    );
+    println!();
+    println!("100-record pages, {per_client} requests per client:");
+    println!("| path | clients | p50 | p99 | pages/s |");
+    println!("|---|---|---|---|---|");
+    let row = |path: &str, clients: usize, lat: &[Duration], rps: Option<f64>| {
+        let rps = rps.map_or(String::new(), |r| format!("{r:.0}"));
+        let (p50, p99) = (percentile(lat, 0.5), percentile(lat, 0.99));
+        println!("| {path} | {clients} | {p50:.2} ms | {p99:.2} ms | {rps} |");
+    };
+    row("direct", 64, &direct_lat, Some(direct_rps));
+    row("through satgate", 64, &via_lat, Some(via_rps));
+    row("direct", 1, &direct_one, None);
+    row("through satgate", 1, &via_one, None);
+    println!(
+        "added at 64 clients: p50 {:.2} ms, p99 {:.2} ms; at 1 client: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&via_lat, 0.5) - percentile(&direct_lat, 0.5),
+        percentile(&via_lat, 0.99) - percentile(&direct_lat, 0.99),
+        percentile(&via_one, 0.5) - percentile(&direct_one, 0.5),
+        percentile(&via_one, 0.99) - percentile(&direct_one, 0.99),
+    );
+}
