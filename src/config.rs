@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::ownership::{CacheSettings, HttpSettings, HttpSource};
+
 /// Raw settings as given on the command line or in the environment (`SATGATE_*`).
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct ServeArgs {
@@ -23,6 +25,27 @@ pub struct ServeArgs {
     /// Inventory JSON file (CONTRACT section 2), reloaded when it changes.
     #[arg(long, env = "SATGATE_INVENTORY")]
     pub inventory: Option<PathBuf>,
+    /// Inventory service base URL (`GET {url}/devices/{deviceId}`), instead of --inventory.
+    #[arg(long, env = "SATGATE_INVENTORY_URL")]
+    pub inventory_url: Option<String>,
+    /// Inventory service timeout per call, connect included [default: 2s].
+    #[arg(long, env = "SATGATE_INVENTORY_TIMEOUT")]
+    pub inventory_timeout: Option<String>,
+    /// Most inventory service calls in flight at once [default: 32].
+    #[arg(long, env = "SATGATE_INVENTORY_MAX_IN_FLIGHT")]
+    pub inventory_max_in_flight: Option<usize>,
+    /// How long a Device's owners are cached [default: 30s].
+    #[arg(long, env = "SATGATE_OWNERSHIP_TTL")]
+    pub ownership_ttl: Option<String>,
+    /// How long "unknown Device" is cached [default: 5s].
+    #[arg(long, env = "SATGATE_OWNERSHIP_UNKNOWN_TTL")]
+    pub ownership_unknown_ttl: Option<String>,
+    /// Most Devices in the ownership cache [default: 100000].
+    #[arg(long, env = "SATGATE_OWNERSHIP_CACHE_CAPACITY")]
+    pub ownership_cache_capacity: Option<u64>,
+    /// File holding the bearer token for POST /admin/ownership/invalidate (disabled if unset).
+    #[arg(long, env = "SATGATE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Directory of `*.cedar` policies, reloaded when they change [default: policies].
     #[arg(long, env = "SATGATE_POLICIES")]
     pub policies: Option<PathBuf>,
@@ -71,6 +94,13 @@ struct FileSettings {
     listen: Option<String>,
     upstream: Option<String>,
     inventory: Option<PathBuf>,
+    inventory_url: Option<String>,
+    inventory_timeout: Option<String>,
+    inventory_max_in_flight: Option<usize>,
+    ownership_ttl: Option<String>,
+    ownership_unknown_ttl: Option<String>,
+    ownership_cache_capacity: Option<u64>,
+    admin_token_file: Option<PathBuf>,
     policies: Option<PathBuf>,
     schema: Option<PathBuf>,
     jwt_hs256_secret_file: Option<PathBuf>,
@@ -92,6 +122,13 @@ pub enum JwtKey {
     PublicKeyFile(PathBuf),
 }
 
+/// Where ownership comes from.
+#[derive(Debug, Clone)]
+pub enum OwnershipSourceConfig {
+    File(PathBuf),
+    Http(String, HttpSettings),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -103,7 +140,9 @@ pub enum LogFormat {
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub upstream: String,
-    pub inventory: PathBuf,
+    pub ownership: OwnershipSourceConfig,
+    pub ownership_cache: CacheSettings,
+    pub admin_token_file: Option<PathBuf>,
     pub policies: PathBuf,
     pub schema: PathBuf,
     pub jwt_key: JwtKey,
@@ -139,8 +178,44 @@ impl ServeConfig {
             .map_err(|_| format!("listen: {listen:?} is not an ADDR:PORT"))?;
         let upstream = pick!(upstream).ok_or("upstream: required (--upstream URL)")?;
         crate::upstream::Upstream::new(&upstream, default_timeouts()).map_err(|e| format!("upstream: {e}"))?;
-        let inventory = pick!(inventory).ok_or("inventory: required (--inventory FILE)")?;
-        require_file("inventory", &inventory)?;
+        let duration = |name: &str, v: Option<String>, default: Duration| match v {
+            None => Ok(default),
+            Some(s) => parse_duration(&s).map_err(|e| format!("{name}: {e}")),
+        };
+        let ownership = match (pick!(inventory), pick!(inventory_url)) {
+            (Some(file), None) => {
+                require_file("inventory", &file)?;
+                OwnershipSourceConfig::File(file)
+            }
+            (None, Some(url)) => {
+                let timeout = duration("inventory-timeout", pick!(inventory_timeout), Duration::from_secs(2))?;
+                let settings = HttpSettings {
+                    connect_timeout: timeout,
+                    request_timeout: timeout,
+                    max_in_flight: pick!(inventory_max_in_flight).unwrap_or(32),
+                };
+                HttpSource::new(&url, settings.clone()).map_err(|e| format!("inventory-url: {e}"))?;
+                OwnershipSourceConfig::Http(url, settings)
+            }
+            (None, None) => return Err("inventory: one of --inventory FILE or --inventory-url URL is required".into()),
+            (Some(_), Some(_)) => return Err("inventory: give only one of --inventory and --inventory-url".into()),
+        };
+        let ownership_cache = CacheSettings {
+            capacity: pick!(ownership_cache_capacity).unwrap_or(100_000),
+            ttl: duration("ownership-ttl", pick!(ownership_ttl), Duration::from_secs(30))?,
+            unknown_ttl: duration(
+                "ownership-unknown-ttl",
+                pick!(ownership_unknown_ttl),
+                Duration::from_secs(5),
+            )?,
+        };
+        if ownership_cache.unknown_ttl > ownership_cache.ttl {
+            return Err("ownership-unknown-ttl: must not be longer than ownership-ttl".into());
+        }
+        let admin_token_file = pick!(admin_token_file);
+        if let Some(f) = &admin_token_file {
+            require_file("admin-token-file", f)?;
+        }
         let policies = pick!(policies).unwrap_or_else(|| "policies".into());
         if !policies.is_dir() {
             return Err(format!("policies: {} is not a directory", policies.display()));
@@ -167,10 +242,6 @@ impl ServeConfig {
         if !(1024..=(64 << 20)).contains(&max_line_bytes) {
             return Err(format!("max-line-bytes: {max_line_bytes} is outside 1024..=67108864"));
         }
-        let duration = |name: &str, v: Option<String>, default: Duration| match v {
-            None => Ok(default),
-            Some(s) => parse_duration(&s).map_err(|e| format!("{name}: {e}")),
-        };
         let log_format = match pick!(log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -179,7 +250,9 @@ impl ServeConfig {
         Ok(Self {
             listen,
             upstream,
-            inventory,
+            ownership,
+            ownership_cache,
+            admin_token_file,
             policies,
             schema,
             jwt_key,

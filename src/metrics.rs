@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 
 use crate::decision::DecisionStats;
 use crate::model::Class;
+use crate::ownership::OwnershipStats;
 use crate::stream::FilterStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,8 +45,8 @@ pub struct Metrics {
     pub active_streams: Gauge,
     pub policy_reloads: Family<ResultLabel, Counter>,
     pub inventory_reloads: Family<ResultLabel, Counter>,
-    pub ownership_lookups: Family<ResultLabel, Counter>,
     pub decisions: DecisionStats,
+    pub ownership: OwnershipStats,
 }
 
 impl Default for Metrics {
@@ -68,8 +69,8 @@ impl Metrics {
             active_streams: Gauge::default(),
             policy_reloads: Family::default(),
             inventory_reloads: Family::default(),
-            ownership_lookups: Family::default(),
             decisions: DecisionStats::default(),
+            ownership: OwnershipStats::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "HTTP requests by response status", m.requests.clone());
@@ -106,10 +107,36 @@ impl Metrics {
             "Inventory reloads by result",
             m.inventory_reloads.clone(),
         );
+        let o = &m.ownership;
         registry.register(
-            "ownership_lookups",
-            "Device ownership look-ups by result",
-            m.ownership_lookups.clone(),
+            "ownership_cache_hits",
+            "Ownership answers from the cache",
+            o.hits.clone(),
+        );
+        registry.register(
+            "ownership_source_calls",
+            "Ownership look-ups sent to the source",
+            o.source_calls.clone(),
+        );
+        registry.register(
+            "ownership_coalesced_waits",
+            "Ownership look-ups answered by another request's call in flight",
+            o.coalesced_waits.clone(),
+        );
+        registry.register(
+            "ownership_source_errors",
+            "Ownership source calls that failed",
+            o.source_errors.clone(),
+        );
+        registry.register(
+            "ownership_source_latency_seconds",
+            "Ownership source call duration",
+            o.source_latency.clone(),
+        );
+        registry.register(
+            "ownership_cache_entries",
+            "Devices in the ownership cache",
+            o.entries.clone(),
         );
         registry.register(
             "decision_cache_hits",

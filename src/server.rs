@@ -23,9 +23,10 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::auth::{Authenticator, Refusal};
+use crate::decision::PolicyStore;
 use crate::metrics::{Metrics, ReasonLabel, ResultLabel, StatusLabel};
-use crate::ownership::OwnershipSource;
-use crate::reload::{InventoryFile, PolicyStore};
+use crate::ownership::InventoryFile;
+use crate::ownership::{CachedSource, OwnershipSource};
 use crate::stream::body::{self, RecordStream, StreamError};
 use crate::stream::RecordFilter;
 use crate::upstream::Upstream;
@@ -36,11 +37,15 @@ pub type ResponseBody = BoxBody<Bytes, std::io::Error>;
 pub struct State {
     pub auth: Authenticator,
     pub policies: PolicyStore,
-    pub inventory: Arc<InventoryFile>,
-    pub ownership: Arc<dyn OwnershipSource>,
+    /// The inventory file, when ownership comes from one (reloads, readiness).
+    pub inventory: Option<Arc<InventoryFile>>,
+    /// Ownership look-ups, cached, whatever the source.
+    pub ownership: Arc<CachedSource>,
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     pub max_line_bytes: usize,
+    /// Bearer token for the admin endpoint; `None` disables it.
+    pub admin_token: Option<Vec<u8>>,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish for
@@ -94,6 +99,7 @@ async fn handle(
         (&Method::GET, "/sat/records") => sat_records(&state, &req, peer).await,
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
         (&Method::GET, "/readyz") => readyz(&state).await,
+        (&Method::POST, "/admin/ownership/invalidate") => admin_invalidate(&state, &req).await,
         (&Method::GET, "/metrics") => Response::builder()
             .header(
                 header::CONTENT_TYPE,
@@ -177,7 +183,7 @@ async fn sat_records(state: &Arc<State>, req: &Request<Incoming>, peer: SocketAd
     let mut stream = RecordStream::new(
         upstream.into_body(),
         filter,
-        Arc::clone(&state.ownership),
+        Arc::clone(&state.ownership) as Arc<dyn OwnershipSource>,
         state.max_line_bytes,
         state.upstream.timeouts().idle,
     );
@@ -198,10 +204,6 @@ async fn sat_records(state: &Arc<State>, req: &Request<Incoming>, peer: SocketAd
         metrics.active_streams.dec();
         let s = stream.stats();
         metrics.record_stream(s);
-        metrics
-            .ownership_lookups
-            .get_or_create(&ResultLabel { result: "error" })
-            .inc_by(stream.lookup_errors);
         let outcome = match &result {
             Ok(()) => "complete".to_owned(),
             Err(e) => {
@@ -227,6 +229,7 @@ async fn sat_records(state: &Arc<State>, req: &Request<Incoming>, peer: SocketAd
             records_out = s.records_out,
             records_not_visible = s.left_out,
             records_malformed = s.malformed,
+            ownership_errors = stream.lookup_errors,
             outcome,
             duration_ms = started.elapsed().as_secs_f64() * 1e3,
             "request served"
@@ -247,8 +250,48 @@ async fn sat_records(state: &Arc<State>, req: &Request<Incoming>, peer: SocketAd
         })
 }
 
+/// `POST /admin/ownership/invalidate[?deviceId=EUI]`: forget one Device's cached owners, or all,
+/// when a registration change is known to have happened.
+async fn admin_invalidate(state: &State, req: &Request<Incoming>) -> Response<ResponseBody> {
+    let Some(expected) = &state.admin_token else {
+        return error(StatusCode::NOT_FOUND, "not_found", "the admin endpoint is not enabled");
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    if !constant_time_eq(given, expected) {
+        return error(StatusCode::UNAUTHORIZED, "unauthenticated", "admin token required");
+    }
+    let device = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|p| p.strip_prefix("deviceId="));
+    match device {
+        None => {
+            state.ownership.invalidate_all();
+            tracing::info!("admin: ownership cache cleared");
+            json_response(StatusCode::OK, json!({"invalidated": "all"}))
+        }
+        Some(raw) => match crate::model::Eui64::parse(raw) {
+            Ok(id) => {
+                state.ownership.invalidate(id).await;
+                tracing::info!(device = %id, "admin: cached owners forgotten");
+                json_response(StatusCode::OK, json!({"invalidated": id.to_string()}))
+            }
+            Err(_) => error(StatusCode::BAD_REQUEST, "bad_request", "deviceId must be an EUI-64"),
+        },
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn readyz(state: &State) -> Response<ResponseBody> {
-    let inventory_error = state.inventory.last_error();
     let upstream_ok = match state.upstream.authority() {
         Some(addr) => matches!(
             tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
@@ -259,7 +302,10 @@ async fn readyz(state: &State) -> Response<ResponseBody> {
     let engine = state.policies.current();
     let body = json!({
         "policies": {"loaded": true, "count": engine.policies().policies().count()},
-        "inventory": {"loaded": true, "devices": state.inventory.current().len(), "lastReloadError": inventory_error},
+        "inventory": match &state.inventory {
+            Some(file) => json!({"source": "file", "loaded": true, "devices": file.current().len(), "lastReloadError": file.last_error()}),
+            None => json!({"source": "http", "cachedDevices": state.ownership.stats().entries.get()}),
+        },
         "upstream": {"reachable": upstream_ok},
     });
     // A failed inventory reload is reported but not fatal: the last good inventory serves.
@@ -324,9 +370,12 @@ pub fn reload_once(state: &State) {
             tracing::error!(error = %e, "policy reload failed; the last good policy set stays in force");
         }
     }
-    match state.inventory.reload_if_changed() {
+    let Some(inventory) = &state.inventory else { return };
+    match inventory.reload_if_changed() {
         None => {}
         Some(Ok(warnings)) => {
+            // Owners cached from the old file must not outlive it.
+            state.ownership.invalidate_all();
             state
                 .metrics
                 .inventory_reloads
@@ -335,7 +384,7 @@ pub fn reload_once(state: &State) {
             for w in warnings.iter().take(20) {
                 tracing::warn!(entry = %w, "inventory entry left out");
             }
-            tracing::info!(devices = state.inventory.current().len(), "inventory reloaded");
+            tracing::info!(devices = inventory.current().len(), "inventory reloaded");
         }
         Some(Err(e)) => {
             state

@@ -13,7 +13,8 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 
 use super::{Exit, PolicyArgs};
-use crate::config::{JwtKey, LogFormat, ServeConfig};
+use crate::config::{JwtKey, LogFormat, OwnershipSourceConfig, ServeConfig};
+use crate::ownership::CacheSettings;
 use crate::sample::{Market, Rng, SampleUser};
 use crate::server;
 
@@ -81,7 +82,9 @@ async fn demo(args: &Args) -> Result<(), String> {
     let config = ServeConfig {
         listen: args.listen,
         upstream: format!("http://{}", args.upstream_listen),
-        inventory: inventory.clone(),
+        ownership: OwnershipSourceConfig::File(inventory.clone()),
+        ownership_cache: CacheSettings::default(),
+        admin_token_file: None,
         policies: args.policy.policies.clone(),
         schema: args.policy.schema.clone(),
         jwt_key: JwtKey::Hs256SecretFile(secret_file.clone()),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{Exit, PolicyArgs};
 use crate::decision::PolicyEngine;
 use crate::model::Principal;
-use crate::ownership::Inventory;
+use crate::ownership::{HttpSettings, HttpSource, Inventory, OwnershipSource};
 use crate::stream::lines::{Line, LineSplitter};
 use crate::stream::{Outcome, RecordFilter};
 
@@ -17,8 +17,11 @@ pub struct Args {
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Inventory JSON file (CONTRACT section 2).
+    #[arg(long, required_unless_present = "inventory_url", conflicts_with = "inventory_url")]
+    pub inventory: Option<PathBuf>,
+    /// Inventory service base URL (`GET {url}/devices/{deviceId}`), instead of --inventory.
     #[arg(long)]
-    pub inventory: PathBuf,
+    pub inventory_url: Option<String>,
     /// The principal's User ID (EUI-64).
     #[arg(long)]
     pub sub: String,
@@ -50,11 +53,32 @@ pub fn run(args: &Args) -> Exit {
 pub fn filter(args: &Args, input: &mut impl Read, output: &mut impl Write) -> Result<String, String> {
     let principal = Principal::from_claims(&args.sub, &args.role, &args.party).map_err(|e| e.to_string())?;
     let engine = Arc::new(PolicyEngine::load(&args.policy.policies, &args.policy.schema).map_err(|e| e.to_string())?);
-    let text = std::fs::read_to_string(&args.inventory).map_err(|e| format!("{}: {e}", args.inventory.display()))?;
-    let (inventory, warnings) = Inventory::parse(&text).map_err(|e| format!("{}: {e}", args.inventory.display()))?;
-    for w in &warnings {
-        eprintln!("warning: inventory {w}");
-    }
+    let source: Arc<dyn OwnershipSource> = match (&args.inventory, &args.inventory_url) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let (inventory, warnings) = Inventory::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            for w in &warnings {
+                eprintln!("warning: inventory {w}");
+            }
+            Arc::new(inventory)
+        }
+        (None, Some(url)) => {
+            Arc::new(HttpSource::new(url, HttpSettings::default()).map_err(|e| format!("inventory-url: {e}"))?)
+        }
+        (None, None) => return Err("one of --inventory or --inventory-url is required".into()),
+    };
+    // Look-ups are async (the HTTP source); each Device is asked once per run.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let lookup = |id| match runtime.block_on(source.lookup(id)) {
+        Ok(entry) => entry,
+        Err(e) => {
+            eprintln!("warning: {e}; no owner view for Device {id}");
+            None
+        }
+    };
 
     let mut filter = RecordFilter::new(engine.for_principal(&principal));
     let mut splitter = LineSplitter::new(args.max_line_bytes);
@@ -65,7 +89,7 @@ pub fn filter(args: &Args, input: &mut impl Read, output: &mut impl Write) -> Re
     let mut on_line = |line: Line<'_>, out: &mut Vec<u8>| {
         line_no += 1;
         let outcome = match line {
-            Line::Complete(l) => filter.filter_line(l, out, |id| inventory.get(id).cloned()),
+            Line::Complete(l) => filter.filter_line(l, out, lookup),
             Line::TooLong => filter.malformed(crate::stream::RecordError::Syntax("line too long".into())),
         };
         if let Outcome::Malformed(e) = outcome {

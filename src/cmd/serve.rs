@@ -6,9 +6,10 @@ use tokio::net::TcpListener;
 
 use super::Exit;
 use crate::auth::{Authenticator, KeySource};
-use crate::config::{JwtKey, LogFormat, ServeArgs, ServeConfig};
+use crate::config::{JwtKey, LogFormat, OwnershipSourceConfig, ServeArgs, ServeConfig};
+use crate::decision::PolicyStore;
 use crate::metrics::Metrics;
-use crate::reload::{InventoryFile, PolicyStore};
+use crate::ownership::{CachedSource, HttpSource, InventoryFile, OwnershipSource};
 use crate::server::{self, State};
 use crate::upstream::{Timeouts, Upstream};
 
@@ -37,6 +38,7 @@ pub fn run(args: &ServeArgs) -> Exit {
             }
         };
         server::spawn_reloader(Arc::clone(&state), config.reload_interval);
+        spawn_sighup_invalidation(Arc::clone(&state));
         tracing::info!(listen = %config.listen, upstream = %config.upstream, "satgate serving");
         server::run(listener, state, shutdown_signal(), config.shutdown_grace).await;
         Exit::Ok
@@ -49,10 +51,36 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, TcpListener), St
     let metrics = Arc::new(Metrics::new());
     let policies = PolicyStore::load(&config.policies, &config.schema, metrics.decisions.clone())
         .map_err(|e| format!("policies:\n{e}"))?;
-    let (inventory, warnings) = InventoryFile::load(&config.inventory).map_err(|e| format!("inventory: {e}"))?;
-    for w in warnings.iter().take(50) {
-        tracing::warn!(entry = %w, "inventory entry left out");
-    }
+    let (inventory, source): (Option<Arc<InventoryFile>>, Arc<dyn OwnershipSource>) = match &config.ownership {
+        OwnershipSourceConfig::File(path) => {
+            let (file, warnings) = InventoryFile::load(path).map_err(|e| format!("inventory: {e}"))?;
+            for w in warnings.iter().take(50) {
+                tracing::warn!(entry = %w, "inventory entry left out");
+            }
+            let file = Arc::new(file);
+            (Some(Arc::clone(&file)), file)
+        }
+        OwnershipSourceConfig::Http(url, settings) => {
+            let http = HttpSource::new(url, settings.clone()).map_err(|e| format!("inventory-url: {e}"))?;
+            (None, Arc::new(http))
+        }
+    };
+    let ownership = Arc::new(CachedSource::new(
+        source,
+        config.ownership_cache.clone(),
+        metrics.ownership.clone(),
+    ));
+    let admin_token = match &config.admin_token_file {
+        None => None,
+        Some(path) => {
+            let token = std::fs::read(path).map_err(|e| format!("admin-token-file: {}: {e}", path.display()))?;
+            let token = token.trim_ascii().to_vec();
+            if token.len() < 16 {
+                return Err("admin-token-file: the token must be at least 16 bytes".into());
+            }
+            Some(token)
+        }
+    };
     let key = match &config.jwt_key {
         JwtKey::Hs256SecretFile(p) => KeySource::Hs256Secret(p),
         JwtKey::PublicKeyFile(p) => KeySource::PublicKeyPem(p),
@@ -65,20 +93,34 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, TcpListener), St
         idle: config.idle_timeout,
     };
     let upstream = Upstream::new(&config.upstream, timeouts).map_err(|e| format!("upstream: {e}"))?;
-    let inventory = Arc::new(inventory);
     let state = Arc::new(State {
         auth,
         policies,
-        ownership: inventory.clone(),
         inventory,
+        ownership,
         upstream,
         metrics,
         max_line_bytes: config.max_line_bytes,
+        admin_token,
     });
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("listen: cannot bind {}: {e}", config.listen))?;
     Ok((state, listener))
+}
+
+/// SIGHUP forgets every cached owner: for operators who know registrations just changed.
+fn spawn_sighup_invalidation(state: Arc<State>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            state.ownership.invalidate_all();
+            tracing::info!("SIGHUP: ownership cache cleared");
+        }
+    });
 }
 
 async fn shutdown_signal() {

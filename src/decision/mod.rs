@@ -11,6 +11,7 @@
 
 pub mod policies;
 pub mod request;
+pub mod store;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,6 +21,7 @@ use cedar_policy::{Authorizer, Decision, PolicyId, PolicySet, Schema};
 use prometheus_client::metrics::counter::Counter;
 
 pub use policies::{Finding, LoadError, LoadedPolicies, Origin};
+pub use store::PolicyStore;
 
 use crate::model::{Class, Classes, Eui64, MessageType, Principal};
 use crate::ownership::{DeviceEntry, PartyRegistration};

@@ -4,12 +4,18 @@
 //! A source answers for one Device at a time: known (with its entry), unknown, or an error. Every
 //! caller treats unknown and error alike when deciding: no Device, so no owners (fail closed).
 
+mod cache;
+mod file;
+mod http;
 mod inventory;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use cache::{CacheSettings, CachedSource, OwnershipStats};
+pub use file::InventoryFile;
+pub use http::{HttpSettings, HttpSource};
 pub use inventory::{Inventory, InventoryError, InventoryWarning};
 
 use crate::model::Eui64;

@@ -180,26 +180,11 @@ impl RecordStream {
                     .filter
                     .malformed(RecordError::Syntax("line exceeds the line limit".into()))
             }
-            Ok(l) if l.iter().all(u8::is_ascii_whitespace) => return Outcome::Blank,
             Ok(l) => l,
         };
-        let record = match Record::parse(&line) {
-            Err(e) => return self.filter.malformed(e),
-            Ok(r) => r,
-        };
-        if let Some(id) = self.filter.needs_device(&record) {
-            // Once per Device per stream; an error means no owners for this Device (fail closed).
-            let entry = match self.ownership.lookup(id).await {
-                Ok(entry) => entry,
-                Err(e) => {
-                    self.lookup_errors += 1;
-                    tracing::warn!(device = %id, error = %e, "ownership look-up failed; no owner view for this Device");
-                    None
-                }
-            };
-            self.filter.learn_device(id, entry.as_deref());
-        }
-        self.filter.emit(&record, out)
+        let (outcome, lookup_failed) = self.filter.filter_line_with(&line, out, self.ownership.as_ref()).await;
+        self.lookup_errors += u64::from(lookup_failed);
+        outcome
     }
 }
 

@@ -10,7 +10,7 @@ use super::project;
 use super::record::{Field, Record, RecordError};
 use crate::decision::{Decisions, DeviceFacts, Facts};
 use crate::model::{Class, Eui64};
-use crate::ownership::DeviceEntry;
+use crate::ownership::{DeviceEntry, OwnershipSource};
 
 /// What happened to one line.
 #[derive(Debug, PartialEq, Eq)]
@@ -87,6 +87,37 @@ impl RecordFilter {
         self.stats.records_in += 1;
         self.stats.malformed += 1;
         Outcome::Malformed(e)
+    }
+
+    /// The whole pipeline for one line, asking `source` about a Device the first time this stream
+    /// sees it. A source error means no owners for that Device (fail closed); it is logged and
+    /// reported in the second value.
+    pub async fn filter_line_with(
+        &mut self,
+        line: &[u8],
+        out: &mut Vec<u8>,
+        source: &dyn OwnershipSource,
+    ) -> (Outcome, bool) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return (Outcome::Blank, false);
+        }
+        let record = match Record::parse(line) {
+            Err(e) => return (self.malformed(e), false),
+            Ok(r) => r,
+        };
+        let mut failed = false;
+        if let Some(id) = self.needs_device(&record) {
+            let entry = match source.lookup(id).await {
+                Ok(entry) => entry,
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(device = %id, error = %e, "ownership look-up failed; no owner view for this Device");
+                    None
+                }
+            };
+            self.learn_device(id, entry.as_deref());
+        }
+        (self.emit(&record, out), failed)
     }
 
     /// The whole pipeline for a caller whose ownership look-ups are synchronous.

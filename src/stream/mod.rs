@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::decision::Decisions;
 use crate::model::Eui64;
-use crate::ownership::DeviceEntry;
+use crate::ownership::{DeviceEntry, OwnershipSource};
 
 /// Default longest accepted line.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
@@ -39,5 +39,19 @@ pub fn filter_bytes(
     };
     splitter.push(input, &mut on_line);
     splitter.finish(&mut on_line);
+    (out, filter.stats)
+}
+
+/// Like [`filter_bytes`], with look-ups through an ownership source (async).
+pub async fn filter_bytes_with(
+    decisions: Decisions,
+    input: &[u8],
+    source: &dyn OwnershipSource,
+) -> (Vec<u8>, FilterStats) {
+    let mut filter = RecordFilter::new(decisions);
+    let mut out = Vec::with_capacity(input.len());
+    for line in input.split(|b| *b == b'\n') {
+        filter.filter_line_with(line, &mut out, source).await;
+    }
     (out, filter.stats)
 }

@@ -4,5 +4,6 @@ mod cli;
 mod memo;
 mod no_leak;
 mod oracle;
+mod ownership;
 mod policy_rules;
 mod server;

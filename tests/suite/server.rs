@@ -15,7 +15,8 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use satgate::config::{JwtKey, LogFormat, ServeConfig};
+use satgate::config::{JwtKey, LogFormat, OwnershipSourceConfig, ServeConfig};
+use satgate::ownership::CacheSettings;
 use satgate::server::State;
 use serde_json::{json, Value};
 
@@ -162,7 +163,9 @@ fn config(dir: &std::path::Path, upstream: String, policies: PathBuf) -> ServeCo
     ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         upstream,
-        inventory,
+        ownership: OwnershipSourceConfig::File(inventory),
+        ownership_cache: CacheSettings::default(),
+        admin_token_file: None,
         policies,
         schema: "schemas/sat.cedarschema".into(),
         jwt_key: JwtKey::Hs256SecretFile(secret),
@@ -574,7 +577,7 @@ async fn the_binary_streams_a_large_response_in_bounded_memory() {
         ])
         .args([
             "--inventory",
-            cfg.inventory.to_str().unwrap(),
+            dir.path().join("inventory.json").to_str().unwrap(),
             "--policies",
             "policies",
             "--schema",
@@ -622,5 +625,129 @@ async fn the_binary_streams_a_large_response_in_bounded_memory() {
     assert!(
         hwm_kib < 64 * 1024,
         "peak RSS {hwm_kib} KiB while streaming {streamed} bytes"
+    );
+}
+
+/// An inventory service answering from the sample inventory, one Device per call.
+async fn sample_inventory_service() -> String {
+    let inv: Value = serde_json::from_str(&std::fs::read_to_string("tests/data/inventory.json").unwrap()).unwrap();
+    let inv = Arc::new(inv);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let inv = Arc::clone(&inv);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    let inv = Arc::clone(&inv);
+                    async move {
+                        let id = req.uri().path().trim_start_matches("/devices/").to_owned();
+                        let device = inv["devices"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .find(|d| d["deviceId"] == id.as_str())
+                            .cloned();
+                        let (status, body) = match device {
+                            None => (404, String::new()),
+                            Some(d) => {
+                                let points: Vec<Value> = inv["meterPoints"]
+                                    .as_array()
+                                    .unwrap()
+                                    .iter()
+                                    .filter(|mp| d["mpxns"].as_array().unwrap().contains(&mp["mpxn"]))
+                                    .cloned()
+                                    .collect();
+                                (200, json!({"meterPoints": points, "devices": [d]}).to_string())
+                            }
+                        };
+                        let mut r = hyper::Response::new(http_body_util::Full::new(Bytes::from(body)));
+                        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn the_http_inventory_source_serves_like_the_file_and_the_admin_endpoint_clears_it() {
+    let up = start_upstream().await;
+    let inventory_url = sample_inventory_service().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), format!("http://{}", up.addr), "policies".into());
+    cfg.ownership = OwnershipSourceConfig::Http(inventory_url, satgate::ownership::HttpSettings::default());
+    let admin = dir.path().join("admin-token");
+    std::fs::write(&admin, "admin-token-admin-token").unwrap();
+    cfg.admin_token_file = Some(admin);
+    let (state, listener) = satgate::cmd::serve::start(&cfg).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(satgate::server::run(
+        listener,
+        Arc::clone(&state),
+        std::future::pending(),
+        cfg.shutdown_grace,
+    ));
+
+    for (sub, role, party) in users() {
+        let (st, body, _) = get(
+            addr,
+            "/sat/records?mode=ok&n=300",
+            Some(&token(&sub, &role, &party, 300)),
+        )
+        .await;
+        assert_eq!(st, 200);
+        assert!(
+            body == expected_for(&sub, &role, &party, 300),
+            "{role}/{party} differs from the file source"
+        );
+    }
+    let o = state.metrics.encode();
+    assert!(o.contains("satgate_ownership_cache_hits_total"), "{o}");
+    let calls = state.metrics.ownership.source_calls.get();
+    assert!(
+        calls > 0 && calls <= 60,
+        "each Device asked about once, then cached: {calls} calls"
+    );
+
+    let post = |auth: Option<&'static str>, query: &'static str| async move {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let mut req = hyper::Request::post(format!("http://{addr}/admin/ownership/invalidate{query}"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        client
+            .request(req.body(Empty::new()).unwrap())
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post(None, "").await, 401);
+    assert_eq!(post(Some("Bearer wrong-token-wrong-token"), "").await, 401);
+    assert_eq!(
+        post(Some("Bearer admin-token-admin-token"), "?deviceId=nope").await,
+        400
+    );
+    assert_eq!(
+        post(
+            Some("Bearer admin-token-admin-token"),
+            "?deviceId=00-DB-00-00-00-00-01-01"
+        )
+        .await,
+        200
+    );
+    assert_eq!(post(Some("Bearer admin-token-admin-token"), "").await, 200);
+    let t = supa();
+    get(addr, "/sat/records?mode=ok&n=300", Some(&t)).await;
+    assert!(
+        state.metrics.ownership.source_calls.get() > calls,
+        "cleared cache asks the source again"
     );
 }

@@ -1,0 +1,71 @@
+//! The policy set in force, replaced whole when its files change.
+//!
+//! A request takes the current set once, when it starts, and keeps it to the end. A new set is
+//! parsed and strictly validated before it replaces the old one; a broken one is reported and the
+//! last good set keeps serving. The decision cache belongs to a set, so it goes with it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::{DecisionStats, LoadError, PolicyEngine};
+use crate::watch::Fingerprint;
+
+/// The policy files of a directory plus the schema, in a stable order.
+fn policy_files(dir: &Path, schema: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files.push(schema.to_path_buf());
+    files
+}
+
+/// The current policy set, reloadable.
+pub struct PolicyStore {
+    dir: PathBuf,
+    schema: PathBuf,
+    stats: DecisionStats,
+    current: RwLock<Arc<PolicyEngine>>,
+    seen: Mutex<Fingerprint>,
+}
+
+impl PolicyStore {
+    pub fn load(dir: &Path, schema: &Path, stats: DecisionStats) -> Result<Self, LoadError> {
+        let seen = Fingerprint::of(&policy_files(dir, schema));
+        let engine = PolicyEngine::with_stats(super::policies::load(dir, schema)?, stats.clone())?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            schema: schema.to_path_buf(),
+            stats,
+            current: RwLock::new(Arc::new(engine)),
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// The policy set a new request should use.
+    pub fn current(&self) -> Arc<PolicyEngine> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Reloads if any file changed. `None`: nothing changed; `Some(Err)`: the new files are
+    /// broken and the last good set stays. The decision cache goes with the old set.
+    pub fn reload_if_changed(&self) -> Option<Result<usize, LoadError>> {
+        let now = Fingerprint::of(&policy_files(&self.dir, &self.schema));
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if *seen == now {
+            return None;
+        }
+        *seen = now;
+        let loaded = super::policies::load(&self.dir, &self.schema)
+            .and_then(|l| PolicyEngine::with_stats(l, self.stats.clone()));
+        Some(loaded.map(|engine| {
+            let n = engine.policies().policies().count();
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);
+            n
+        }))
+    }
+}

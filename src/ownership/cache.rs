@@ -1,0 +1,145 @@
+//! A bounded cache in front of any ownership source.
+//!
+//! - Known Devices are kept for `ttl`, unknown ones for the shorter `unknown_ttl` (a Device
+//!   being installed should not stay invisible to its owners for long).
+//! - Concurrent misses for one Device are coalesced into a single source call.
+//! - Errors are never cached: the next request asks again. The caller treats an error as "no
+//!   owners" for that Device (fail closed).
+//!
+//! Staleness bound: an answer is at most `ttl` old (`unknown_ttl` for "unknown"), plus the source's
+//! own lag (for the file source, one reload interval; its reloads also clear this cache).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+use super::{DeviceEntry, LookupResult, OwnershipSource, SourceError};
+use crate::model::Eui64;
+
+/// Counters for the cache and the source behind it. Cloning shares them.
+#[derive(Clone, Debug)]
+pub struct OwnershipStats {
+    pub hits: Counter,
+    pub source_calls: Counter,
+    pub coalesced_waits: Counter,
+    pub source_errors: Counter,
+    pub source_latency: Histogram,
+    pub entries: Gauge,
+}
+
+impl Default for OwnershipStats {
+    fn default() -> Self {
+        Self {
+            hits: Counter::default(),
+            source_calls: Counter::default(),
+            coalesced_waits: Counter::default(),
+            source_errors: Counter::default(),
+            source_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            entries: Gauge::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CacheSettings {
+    pub capacity: u64,
+    pub ttl: Duration,
+    pub unknown_ttl: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            capacity: 100_000,
+            ttl: Duration::from_secs(30),
+            unknown_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+type Answer = Option<Arc<DeviceEntry>>;
+
+struct Ttl(CacheSettings);
+
+impl moka::Expiry<Eui64, Answer> for Ttl {
+    fn expire_after_create(&self, _: &Eui64, value: &Answer, _: Instant) -> Option<Duration> {
+        Some(if value.is_some() {
+            self.0.ttl
+        } else {
+            self.0.unknown_ttl
+        })
+    }
+}
+
+pub struct CachedSource {
+    source: Arc<dyn OwnershipSource>,
+    cache: moka::future::Cache<Eui64, Answer>,
+    stats: OwnershipStats,
+}
+
+impl CachedSource {
+    pub fn new(source: Arc<dyn OwnershipSource>, settings: CacheSettings, stats: OwnershipStats) -> Self {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(settings.capacity)
+            .expire_after(Ttl(settings))
+            .build();
+        Self { source, cache, stats }
+    }
+
+    /// Forgets one Device, e.g. after a known Change of Supplier.
+    pub async fn invalidate(&self, device: Eui64) {
+        self.cache.invalidate(&device).await;
+    }
+
+    /// Forgets everything, e.g. after the source itself changed.
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
+    pub fn stats(&self) -> &OwnershipStats {
+        &self.stats
+    }
+
+    async fn cached_lookup(&self, device: Eui64) -> LookupResult {
+        if let Some(answer) = self.cache.get(&device).await {
+            self.stats.hits.inc();
+            return Ok(answer);
+        }
+        let ran = AtomicBool::new(false);
+        let result = self
+            .cache
+            .try_get_with(device, async {
+                ran.store(true, Ordering::Relaxed);
+                self.stats.source_calls.inc();
+                let started = Instant::now();
+                let answer = self.source.lookup(device).await;
+                self.stats.source_latency.observe(started.elapsed().as_secs_f64());
+                answer
+            })
+            .await;
+        let ran = ran.load(Ordering::Relaxed);
+        if !ran {
+            // Another request's look-up for this Device answered this one too.
+            self.stats.coalesced_waits.inc();
+        }
+        self.stats.entries.set(self.cache.entry_count() as i64);
+        result.map_err(|e: Arc<SourceError>| {
+            if ran {
+                self.stats.source_errors.inc();
+            }
+            (*e).clone()
+        })
+    }
+}
+
+impl OwnershipSource for CachedSource {
+    fn lookup(&self, device: Eui64) -> Pin<Box<dyn Future<Output = LookupResult> + Send + '_>> {
+        Box::pin(self.cached_lookup(device))
+    }
+}

@@ -1,0 +1,125 @@
+//! An inventory service over HTTP: `GET {base}/devices/{deviceId}`.
+//!
+//! The service answers `200` with an inventory document (CONTRACT section 2) holding that one
+//! Device and the meter points it is linked to, so the same validation applies as for the file;
+//! `404` means unknown. Anything else (another status, a body that does not parse or does not
+//! describe the Device asked for, a timeout, too many bytes) is an error: satgate then gives no
+//! owner view for that Device. Calls in flight are bounded; beyond the bound callers queue.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Semaphore;
+
+use super::{Inventory, LookupResult, OwnershipSource, SourceError};
+use crate::model::Eui64;
+
+/// Largest response accepted for one Device.
+const MAX_BODY_BYTES: usize = 256 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_in_flight: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            max_in_flight: 32,
+        }
+    }
+}
+
+pub struct HttpSource {
+    base: String,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    permits: Semaphore,
+    request_timeout: Duration,
+}
+
+impl HttpSource {
+    /// `base` is an `http://host:port[/prefix]` URL.
+    pub fn new(base: &str, settings: HttpSettings) -> Result<Self, String> {
+        let uri: Uri = base.parse().map_err(|e| format!("{base:?}: {e}"))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() || uri.query().is_some() {
+            return Err(format!("{base:?}: expected http://host:port[/prefix]"));
+        }
+        if settings.max_in_flight == 0 {
+            return Err("at least one call in flight is needed".into());
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            permits: Semaphore::new(settings.max_in_flight),
+            request_timeout: settings.request_timeout,
+        })
+    }
+
+    async fn fetch(&self, device: Eui64) -> LookupResult {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| SourceError("inventory client closed".into()))?;
+        let url = format!("{}/devices/{device}", self.base);
+        let req = http::Request::get(&url)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|e| SourceError(format!("{url}: {e}")))?;
+        let call = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| SourceError(format!("{url}: {e}")))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| SourceError(format!("{url}: reading the body: {e}")))?
+                .to_bytes();
+            Ok::<_, SourceError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(self.request_timeout, call)
+            .await
+            .map_err(|_| SourceError(format!("{url}: no answer within {:?}", self.request_timeout)))??;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::OK => {
+                let text = std::str::from_utf8(&body).map_err(|_| SourceError(format!("{url}: body is not UTF-8")))?;
+                let (inventory, warnings) = Inventory::parse(text).map_err(|e| SourceError(format!("{url}: {e}")))?;
+                match inventory.get(device) {
+                    Some(entry) => Ok(Some(Arc::clone(entry))),
+                    // The service described the Device, but unusably: no owners, and say why.
+                    None if !warnings.is_empty() => {
+                        let why: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+                        Err(SourceError(format!("{url}: unusable entry: {}", why.join("; "))))
+                    }
+                    None => Err(SourceError(format!("{url}: the answer does not describe {device}"))),
+                }
+            }
+            other => Err(SourceError(format!("{url}: answered {other}"))),
+        }
+    }
+}
+
+impl OwnershipSource for HttpSource {
+    fn lookup(&self, device: Eui64) -> Pin<Box<dyn Future<Output = LookupResult> + Send + '_>> {
+        Box::pin(self.fetch(device))
+    }
+}
