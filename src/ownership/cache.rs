@@ -11,7 +11,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,13 +63,14 @@ impl Default for CacheSettings {
     }
 }
 
-type Answer = Option<Arc<DeviceEntry>>;
+/// An answer and the cache generation it was asked in.
+type Answer = (u64, Option<Arc<DeviceEntry>>);
 
 struct Ttl(CacheSettings);
 
 impl moka::Expiry<Eui64, Answer> for Ttl {
     fn expire_after_create(&self, _: &Eui64, value: &Answer, _: Instant) -> Option<Duration> {
-        Some(if value.is_some() {
+        Some(if value.1.is_some() {
             self.0.ttl
         } else {
             self.0.unknown_ttl
@@ -80,6 +81,9 @@ impl moka::Expiry<Eui64, Answer> for Ttl {
 pub struct CachedSource {
     source: Arc<dyn OwnershipSource>,
     cache: moka::future::Cache<Eui64, Answer>,
+    /// Bumped by `invalidate_all`: a look-up that started before it may finish after it, and its
+    /// answer must not survive the invalidation.
+    generation: AtomicU64,
     stats: OwnershipStats,
 }
 
@@ -89,16 +93,25 @@ impl CachedSource {
             .max_capacity(settings.capacity)
             .expire_after(Ttl(settings))
             .build();
-        Self { source, cache, stats }
+        Self {
+            source,
+            cache,
+            generation: AtomicU64::new(0),
+            stats,
+        }
     }
 
-    /// Forgets one Device, e.g. after a known Change of Supplier.
+    /// Forgets one Device, e.g. after a known Change of Supplier. A look-up of it already in
+    /// flight may carry the old registration, so the generation moves too: every other entry is
+    /// asked again once (rare admin action; exactness over efficiency).
     pub async fn invalidate(&self, device: Eui64) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate(&device).await;
     }
 
     /// Forgets everything, e.g. after the source itself changed.
     pub fn invalidate_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate_all();
     }
 
@@ -107,9 +120,27 @@ impl CachedSource {
     }
 
     async fn cached_lookup(&self, device: Eui64) -> LookupResult {
+        // At most two rounds: the second only when the first answer predates an invalidation.
+        for _ in 0..2 {
+            let generation = self.generation.load(Ordering::SeqCst);
+            let (asked_in, answer) = self.lookup_once(device, generation).await?;
+            // Asked in this generation or a later one: nothing it predates was invalidated.
+            if asked_in >= generation {
+                return Ok(answer);
+            }
+            self.cache.invalidate(&device).await;
+        }
+        // Invalidated twice while asking: ask the source directly rather than loop.
+        self.source.lookup(device).await
+    }
+
+    async fn lookup_once(&self, device: Eui64, generation: u64) -> Result<Answer, SourceError> {
         if let Some(answer) = self.cache.get(&device).await {
-            self.stats.hits.inc();
-            return Ok(answer);
+            if answer.0 == generation {
+                self.stats.hits.inc();
+                return Ok(answer);
+            }
+            self.cache.invalidate(&device).await;
         }
         let ran = AtomicBool::new(false);
         let result = self
@@ -120,7 +151,7 @@ impl CachedSource {
                 let started = Instant::now();
                 let answer = self.source.lookup(device).await;
                 self.stats.source_latency.observe(started.elapsed().as_secs_f64());
-                answer
+                answer.map(|a| (generation, a))
             })
             .await;
         let ran = ran.load(Ordering::Relaxed);

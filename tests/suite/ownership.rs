@@ -65,16 +65,19 @@ impl OwnershipSource for Scripted {
     fn lookup(&self, device: Eui64) -> Pin<Box<dyn Future<Output = LookupResult> + Send + '_>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(self.delay).await;
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(SourceError("inventory service down".into()));
-            }
-            Ok(self
+            // The answer is what the inventory said when asked; it arrives after the delay.
+            let answer = self
                 .inventory
                 .lock()
                 .unwrap()
                 .as_ref()
-                .and_then(|i| i.get(device).cloned()))
+                .and_then(|i| i.get(device).cloned());
+            let fail = self.fail.load(Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            if fail {
+                return Err(SourceError("inventory service down".into()));
+            }
+            Ok(answer)
         })
     }
 }
@@ -157,6 +160,31 @@ async fn change_of_supplier_takes_effect_within_the_ttl() {
     source.set(Some(inventory("SUPA")));
     cache.invalidate(id(ESME)).await;
     assert_eq!(sees(cache.as_ref(), "SUPA").await, (true, true));
+}
+
+#[tokio::test]
+async fn an_answer_in_flight_during_an_invalidation_is_not_kept() {
+    let source = Scripted::new(Some(inventory("SUPA")), Duration::from_millis(100));
+    let cache = cached(source.clone(), 60_000, 60_000);
+    let in_flight = {
+        let c = Arc::clone(&cache);
+        tokio::spawn(async move { c.lookup(id(ESME)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    source.set(Some(inventory("SUPB")));
+    cache.invalidate_all();
+    let old = in_flight.await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        old.meter_points[0].import_supplier.as_deref(),
+        Some("SUPA"),
+        "asked before the change"
+    );
+    let now = cache.lookup(id(ESME)).await.unwrap().unwrap();
+    assert_eq!(
+        now.meter_points[0].import_supplier.as_deref(),
+        Some("SUPB"),
+        "the old answer was not cached"
+    );
 }
 
 #[tokio::test]
