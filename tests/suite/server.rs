@@ -759,3 +759,32 @@ async fn the_http_inventory_source_serves_like_the_file_and_the_admin_endpoint_c
         "cleared cache asks the source again"
     );
 }
+
+/// `satgate filter` takes its ownership from the inventory service just as from the file.
+#[tokio::test]
+async fn filter_with_the_http_inventory_source_matches_the_file_source() {
+    let url = sample_inventory_service().await;
+    let run = |source: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_satgate"))
+                .arg("filter")
+                .args(&source)
+                .args(["--sub", "90-B3-D5-1F-30-01-00-06", "--role", "ED", "--party", "DNO1"])
+                .stdin(std::fs::File::open("tests/data/records.ndjson").unwrap())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+            assert!(child.wait().unwrap().success());
+            out
+        })
+    };
+    let via_http = run(vec!["--inventory-url".into(), url]).await.unwrap();
+    let via_file = run(vec!["--inventory".into(), "tests/data/inventory.json".into()])
+        .await
+        .unwrap();
+    assert!(!via_file.is_empty());
+    assert!(via_http == via_file, "HTTP and file sources disagree");
+}
