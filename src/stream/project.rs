@@ -65,6 +65,18 @@ mod tests {
     }
 
     #[test]
+    fn whitespace_around_values_is_not_copied() {
+        let spaced = "{ \"recordId\" :\t\"r-1\" , \"timestamp\":\"t\",\"messageType\" : \"DCCAlert\" ,\"userId\": \"90-B3-D5-1F-30-01-00-00\" , \"metadata\" : { \"a\" : 1 } }\r";
+        let r = Record::parse(spaced.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        write(&r, Classes::ALL, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"recordId\":\"r-1\",\"timestamp\":\"t\",\"messageType\":\"DCCAlert\",\"userId\":\"90-B3-D5-1F-30-01-00-00\",\"metadata\":{ \"a\" : 1 }}\n"
+        );
+    }
+
+    #[test]
     fn no_title_means_no_record_at_all() {
         let all_but_title: Classes = [Class::Identity, Class::Metadata, Class::Payload].into_iter().collect();
         assert_eq!(project(all_but_title), "");
