@@ -5,56 +5,18 @@
 //!
 //! Run: `cargo bench --bench ownership`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use hyper_util::rt::TokioIo;
 use satgate::decision::PolicyEngine;
 use satgate::ownership::{CacheSettings, CachedSource, HttpSettings, HttpSource, OwnershipSource, OwnershipStats};
 use satgate::sample::{Market, Rng};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 async fn inventory_service(inventory: Value) -> String {
-    let inv = Arc::new(inventory);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let inv = Arc::clone(&inv);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let inv = Arc::clone(&inv);
-                    async move {
-                        let id = req.uri().path().trim_start_matches("/devices/").to_owned();
-                        let devices = inv["devices"].as_array().cloned().unwrap_or_default();
-                        let body = match devices.into_iter().find(|d| d["deviceId"] == id.as_str()) {
-                            None => String::new(),
-                            Some(d) => {
-                                let mpxns = d["mpxns"].as_array().cloned().unwrap_or_default();
-                                let points: Vec<Value> = inv["meterPoints"]
-                                    .as_array()
-                                    .map(|a| a.iter().filter(|mp| mpxns.contains(&mp["mpxn"])).cloned().collect())
-                                    .unwrap_or_default();
-                                json!({"meterPoints": points, "devices": [d]}).to_string()
-                            }
-                        };
-                        let status = if body.is_empty() { 404 } else { 200 };
-                        let mut r = hyper::Response::new(http_body_util::Full::new(Bytes::from(body)));
-                        *r.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(satgate::sample::inventory_service::serve(listener, Arc::new(inventory)));
     format!("http://{addr}")
 }
 

@@ -4,6 +4,7 @@
 //! A development aid for the demo upstream, benchmarks and tests. The sidecar's request path
 //! never uses it.
 
+pub mod inventory_service;
 pub mod upstream;
 
 use std::fmt::Write as _;

@@ -639,48 +639,9 @@ async fn the_binary_streams_a_large_response_in_bounded_memory() {
 /// An inventory service answering from the sample inventory, one Device per call.
 async fn sample_inventory_service() -> String {
     let inv: Value = serde_json::from_str(&std::fs::read_to_string("tests/data/inventory.json").unwrap()).unwrap();
-    let inv = Arc::new(inv);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let inv = Arc::clone(&inv);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                    let inv = Arc::clone(&inv);
-                    async move {
-                        let id = req.uri().path().trim_start_matches("/devices/").to_owned();
-                        let device = inv["devices"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .find(|d| d["deviceId"] == id.as_str())
-                            .cloned();
-                        let (status, body) = match device {
-                            None => (404, String::new()),
-                            Some(d) => {
-                                let points: Vec<Value> = inv["meterPoints"]
-                                    .as_array()
-                                    .unwrap()
-                                    .iter()
-                                    .filter(|mp| d["mpxns"].as_array().unwrap().contains(&mp["mpxn"]))
-                                    .cloned()
-                                    .collect();
-                                (200, json!({"meterPoints": points, "devices": [d]}).to_string())
-                            }
-                        };
-                        let mut r = hyper::Response::new(http_body_util::Full::new(Bytes::from(body)));
-                        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(satgate::sample::inventory_service::serve(listener, Arc::new(inv)));
     format!("http://{addr}")
 }
 
