@@ -13,12 +13,12 @@ pub mod policies;
 pub mod request;
 pub mod store;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use cedar_policy::{Authorizer, Decision, PolicyId, PolicySet, Schema};
 use prometheus_client::metrics::counter::Counter;
+use rustc_hash::FxHashMap;
 
 pub use policies::{Finding, LoadError, LoadedPolicies, Origin};
 pub use store::PolicyStore;
@@ -239,7 +239,7 @@ impl PolicyEngine {
         Decisions {
             engine: Arc::clone(self),
             principal: principal.clone(),
-            local: HashMap::new(),
+            local: FxHashMap::default(),
         }
     }
 }
@@ -250,7 +250,7 @@ impl PolicyEngine {
 pub struct Decisions {
     engine: Arc<PolicyEngine>,
     principal: Principal,
-    local: HashMap<Facts, Classes>,
+    local: FxHashMap<Facts, Classes>,
 }
 
 impl Decisions {

@@ -4,7 +4,7 @@
 //! ownership source, every later one reuses the answer. That also keeps one response internally
 //! consistent while a registration changes underneath it.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use super::project;
 use super::record::{Field, Record, RecordError};
@@ -39,7 +39,7 @@ pub struct FilterStats {
 /// Filters one stream of records for one principal.
 pub struct RecordFilter {
     decisions: Decisions,
-    devices: HashMap<Eui64, Option<DeviceFacts>>,
+    devices: FxHashMap<Eui64, Option<DeviceFacts>>,
     pub stats: FilterStats,
 }
 
@@ -47,7 +47,7 @@ impl RecordFilter {
     pub fn new(decisions: Decisions) -> Self {
         Self {
             decisions,
-            devices: HashMap::new(),
+            devices: FxHashMap::default(),
             stats: FilterStats::default(),
         }
     }

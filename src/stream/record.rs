@@ -100,7 +100,23 @@ impl Field {
     }
 
     fn from_name(name: &str) -> Option<Field> {
-        Field::ALL.into_iter().find(|f| f.name() == name)
+        Some(match name {
+            "recordId" => Field::RecordId,
+            "timestamp" => Field::Timestamp,
+            "messageType" => Field::MessageType,
+            "srv" => Field::Srv,
+            "srvTitle" => Field::SrvTitle,
+            "alertCode" => Field::AlertCode,
+            "responseCode" => Field::ResponseCode,
+            "deviceId" => Field::DeviceId,
+            "deviceType" => Field::DeviceType,
+            "userRole" => Field::UserRole,
+            "userId" => Field::UserId,
+            "requestId" => Field::RequestId,
+            "metadata" => Field::Metadata,
+            "payload" => Field::Payload,
+            _ => return None,
+        })
     }
 }
 
@@ -202,8 +218,8 @@ fn decode<'a>(raw: &[Option<&'a RawValue>; 14], f: Field) -> Result<Option<Cow<'
     match raw[f as usize] {
         None => Ok(None),
         Some(v) if v.get() == "null" => Ok(None),
-        Some(v) => serde_json::from_str::<Cow<'a, str>>(v.get())
-            .map(Some)
+        Some(v) => serde_json::from_str::<Str<'a>>(v.get())
+            .map(|s| Some(s.0))
             .map_err(|_| RecordError::WrongType(f.name())),
     }
 }
@@ -230,6 +246,29 @@ fn syntax_message(e: &serde_json::Error) -> String {
 
 const DUPLICATE_PREFIX: &str = "duplicate key ";
 
+/// A JSON string borrowed from the input when it has no escapes, owned only when it has.
+/// (serde's own `Cow<str>` always allocates.)
+struct Str<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 struct FieldsVisitor;
 
 impl<'de> Visitor<'de> for FieldsVisitor {
@@ -243,7 +282,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
         let mut raw: [Option<&'de RawValue>; 14] = [None; 14];
         // Unknown keys are only remembered to catch duplicates; most records have none.
         let mut unknown: Vec<Cow<'de, str>> = Vec::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
             match Field::from_name(&key) {
                 Some(f) => {
                     if raw[f as usize].is_some() {
