@@ -160,6 +160,7 @@ impl RecordStream {
     async fn pump(&mut self, tx: &mpsc::Sender<Result<Bytes, std::io::Error>>) -> Result<(), StreamError> {
         let mut out = Vec::with_capacity(16 * 1024);
         loop {
+            self.prefetch_devices().await;
             while let Some(line) = self.pending.pop_front() {
                 self.filter_one(line, &mut out).await;
             }
@@ -171,6 +172,11 @@ impl RecordStream {
                 return Ok(());
             }
         }
+    }
+
+    async fn prefetch_devices(&mut self) {
+        let lines = self.pending.iter().flatten().map(|l| &l[..]);
+        self.filter.prefetch_devices(lines, self.ownership.as_ref()).await;
     }
 
     async fn filter_one(&mut self, line: Result<Bytes, ()>, out: &mut Vec<u8>) -> Outcome {

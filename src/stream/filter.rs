@@ -57,6 +57,43 @@ impl RecordFilter {
         record.device_id.filter(|id| !self.devices.contains_key(id))
     }
 
+    /// Looks up, concurrently, the Devices that `lines` (read ahead) name and this stream has not
+    /// seen yet, so a page about many new Devices waits for one round of look-ups instead of one
+    /// per Device. Only a speed-up: ids are found by a cheap scan, answers are the source's own,
+    /// and a failed look-up is left for the record path to retry and report.
+    pub async fn prefetch_devices<'l>(&mut self, lines: impl Iterator<Item = &'l [u8]>, source: &dyn OwnershipSource) {
+        const MARKER: &[u8] = b"\"deviceId\":\"";
+        const MAX: usize = 64;
+        let mut ids = Vec::new();
+        for line in lines {
+            let Some(at) = memchr::memmem::find(line, MARKER) else {
+                continue;
+            };
+            let start = at + MARKER.len();
+            let Some(id) = line.get(start..start + 23) else {
+                continue;
+            };
+            let Some(id) = std::str::from_utf8(id).ok().and_then(|s| Eui64::parse(s).ok()) else {
+                continue;
+            };
+            if !self.devices.contains_key(&id) && !ids.contains(&id) {
+                ids.push(id);
+                if ids.len() == MAX {
+                    break;
+                }
+            }
+        }
+        if ids.len() < 2 {
+            return;
+        }
+        let answers = futures_util::future::join_all(ids.iter().map(|id| source.lookup(*id))).await;
+        for (id, answer) in ids.into_iter().zip(answers) {
+            if let Ok(entry) = answer {
+                self.learn_device(id, entry.as_deref());
+            }
+        }
+    }
+
     /// Records what the ownership source said about a Device (`None`: unknown or failed).
     pub fn learn_device(&mut self, id: Eui64, entry: Option<&DeviceEntry>) {
         let facts = entry.map(|e| DeviceFacts::of(self.decisions.principal(), e));

@@ -379,3 +379,57 @@ proptest! {
         })?;
     }
 }
+
+/// Counts concurrent and total look-ups; every Device is known and supplied by SUPA.
+struct Concurrent {
+    calls: AtomicUsize,
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl OwnershipSource for Concurrent {
+    fn lookup(&self, device: Eui64) -> Pin<Box<dyn Future<Output = LookupResult> + Send + '_>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            let inv = Inventory::parse(&inventory_json(&device.to_string(), "SUPA"))
+                .unwrap()
+                .0;
+            Ok(inv.get(device).cloned())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_page_about_many_new_devices_looks_them_up_together_once_each() {
+    let source = Concurrent {
+        calls: AtomicUsize::new(0),
+        now: AtomicUsize::new(0),
+        max: AtomicUsize::new(0),
+    };
+    let devices: Vec<String> = (0..30u64).map(|n| Eui64::from_u64(0xD000 + n).to_string()).collect();
+    let mut input = String::new();
+    for round in 0..3 {
+        for d in &devices {
+            let rec = json!({"recordId":format!("r-{round}-{d}"),"timestamp":"t","messageType":"DeviceAlert",
+                             "deviceId":d,"userId":SENDER,"payload":"SECRET-PAYLOAD"});
+            input.push_str(&format!("{rec}\n"));
+        }
+    }
+    let p = Principal::from_claims("AA-00-00-00-00-00-00-01", "IS", "SUPA").unwrap();
+    let (out, stats) = filter_bytes_with(engine().for_principal(&p), input.as_bytes(), &source).await;
+    assert_eq!(stats.records_out, 90, "titles of every record about its Devices");
+    assert!(!String::from_utf8(out).unwrap().contains("SECRET-PAYLOAD"));
+    assert_eq!(
+        source.calls.load(Ordering::SeqCst),
+        30,
+        "one look-up per Device per stream"
+    );
+    assert!(
+        source.max.load(Ordering::SeqCst) > 1,
+        "look-ups were made one at a time"
+    );
+}
