@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Required `aud` claim.
     #[arg(long, env = "SATGATE_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// Most client connections served at once [default: 1024].
+    #[arg(long, env = "SATGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Longest accepted record line in bytes [default: 1048576].
     #[arg(long, env = "SATGATE_MAX_LINE_BYTES")]
     pub max_line_bytes: Option<usize>,
@@ -108,6 +111,7 @@ struct FileSettings {
     jwt_issuer: Option<String>,
     jwt_audience: Option<String>,
     max_line_bytes: Option<usize>,
+    max_connections: Option<usize>,
     connect_timeout: Option<String>,
     first_byte_timeout: Option<String>,
     idle_timeout: Option<String>,
@@ -149,6 +153,7 @@ pub struct ServeConfig {
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub max_line_bytes: usize,
+    pub max_connections: usize,
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
@@ -242,6 +247,10 @@ impl ServeConfig {
         if !(1024..=(64 << 20)).contains(&max_line_bytes) {
             return Err(format!("max-line-bytes: {max_line_bytes} is outside 1024..=67108864"));
         }
+        let max_connections = pick!(max_connections).unwrap_or(1024);
+        if max_connections == 0 {
+            return Err("max-connections: must be at least 1".into());
+        }
         let log_format = match pick!(log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -259,6 +268,7 @@ impl ServeConfig {
             jwt_issuer: pick!(jwt_issuer),
             jwt_audience: pick!(jwt_audience),
             max_line_bytes,
+            max_connections,
             connect_timeout: duration("connect-timeout", pick!(connect_timeout), Duration::from_secs(2))?,
             first_byte_timeout: duration("first-byte-timeout", pick!(first_byte_timeout), Duration::from_secs(10))?,
             idle_timeout: duration("idle-timeout", pick!(idle_timeout), Duration::from_secs(30))?,

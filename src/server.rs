@@ -44,6 +44,8 @@ pub struct State {
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     pub max_line_bytes: usize,
+    /// Most connections served at once.
+    pub max_connections: usize,
     /// Bearer token for the admin endpoint; `None` disables it.
     pub admin_token: Option<Vec<u8>>,
 }
@@ -53,7 +55,17 @@ pub struct State {
 pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>, grace: Duration) {
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // The accept loop holds the connection limit: at the limit it stops accepting, and the kernel
+    // backlog (then the clients) wait, instead of satgate running out of memory or descriptors.
+    let limit = Arc::new(tokio::sync::Semaphore::new(state.max_connections));
     loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&limit).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -77,6 +89,7 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
             () = &mut shutdown => break,

@@ -91,6 +91,7 @@ async fn demo(args: &Args) -> Result<(), String> {
         jwt_issuer: None,
         jwt_audience: None,
         max_line_bytes: 1 << 20,
+        max_connections: 1024,
         connect_timeout: Duration::from_secs(2),
         first_byte_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(30),

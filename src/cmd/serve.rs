@@ -101,6 +101,7 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, TcpListener), St
         upstream,
         metrics,
         max_line_bytes: config.max_line_bytes,
+        max_connections: config.max_connections,
         admin_token,
     });
     let listener = TcpListener::bind(config.listen)

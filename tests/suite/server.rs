@@ -172,6 +172,7 @@ fn config(dir: &std::path::Path, upstream: String, policies: PathBuf) -> ServeCo
         jwt_issuer: None,
         jwt_audience: None,
         max_line_bytes: 64 * 1024,
+        max_connections: 64,
         connect_timeout: Duration::from_secs(1),
         first_byte_timeout: Duration::from_millis(1500),
         idle_timeout: Duration::from_millis(1500),
@@ -748,4 +749,36 @@ async fn filter_with_the_http_inventory_source_matches_the_file_source() {
         .unwrap();
     assert!(!via_file.is_empty());
     assert!(via_http == via_file, "HTTP and file sources disagree");
+}
+
+#[tokio::test]
+async fn the_connection_limit_holds_new_connections_back() {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), format!("http://{}", up.addr), "policies".into());
+    cfg.max_connections = 2;
+    let (state, listener) = satgate::cmd::serve::start(&cfg).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(satgate::server::run(
+        listener,
+        state,
+        std::future::pending(),
+        cfg.shutdown_grace,
+    ));
+
+    let idle_a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _idle_b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third = tokio::spawn(async move { get(addr, "/healthz", None).await.0 });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served beyond the limit of 2"
+    );
+    drop(idle_a);
+    let status = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200, "served once a slot was free");
 }
