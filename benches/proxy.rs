@@ -66,10 +66,11 @@ fn serve_upstream(listener: std::net::TcpListener, corpus: Arc<Corpus>) {
                                     left = 0;
                                     chunk.slice(..end)
                                 };
-                                if tx.send(Ok(chunk)).await.is_err() {
+                                if tx.send(chunk).await.is_err() {
                                     return;
                                 }
                             }
+                            tx.finish();
                         });
                         Ok::<_, Infallible>(hyper::Response::new(body))
                     }

@@ -33,11 +33,13 @@ pub enum KeySource<'a> {
     PublicKeyPem(&'a Path),
 }
 
+/// Claims are taken as any JSON here and typed below, so a verified token with a mistyped claim
+/// is a 403 (unusable claims), not a 401.
 #[derive(Deserialize)]
 struct Claims {
-    sub: Option<String>,
-    role: Option<String>,
-    party: Option<String>,
+    sub: Option<serde_json::Value>,
+    role: Option<serde_json::Value>,
+    party: Option<serde_json::Value>,
 }
 
 impl Authenticator {
@@ -101,8 +103,9 @@ impl Authenticator {
             // The error kind names the failed check; it never includes the token.
             .map_err(|e| Refusal::Unauthenticated(format!("invalid token: {e}")))?;
         let c = data.claims;
-        let (Some(sub), Some(role), Some(party)) = (c.sub, c.role, c.party) else {
-            return Err(Refusal::Forbidden("token lacks sub, role or party".into()));
+        let text = |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_str()).map(str::to_owned);
+        let (Some(sub), Some(role), Some(party)) = (text(&c.sub), text(&c.role), text(&c.party)) else {
+            return Err(Refusal::Forbidden("token lacks a string sub, role or party".into()));
         };
         Principal::from_claims(&sub, &role, &party).map_err(|e| Refusal::Forbidden(format!("unusable claim {e}")))
     }
@@ -211,6 +214,11 @@ mod tests {
         let mut c = good();
         c.as_object_mut().unwrap().remove("party");
         assert!(matches!(check(&token(c)), Err(Refusal::Forbidden(_))));
+        for (k, v) in [("role", json!(3)), ("party", json!({})), ("sub", json!(null))] {
+            let mut c = good();
+            c[k] = v;
+            assert!(matches!(check(&token(c)), Err(Refusal::Forbidden(_))), "mistyped {k}");
+        }
     }
 
     /// Unpadded base64url, enough to forge an unsigned token.

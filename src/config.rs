@@ -306,7 +306,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(|| format!("{s:?} is too long"))?),
         _ => return Err(format!("{s:?} is not a duration like 500ms, 2s or 1m")),
     };
     if d.is_zero() {
@@ -442,7 +442,7 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        for bad in ["", "2", "s", "0s", "-1s", "1h"] {
+        for bad in ["", "2", "s", "0s", "-1s", "1h", "400000000000000000m"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

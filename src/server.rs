@@ -41,6 +41,8 @@ pub struct State {
     pub inventory: Option<Arc<InventoryFile>>,
     /// Ownership look-ups, cached, whatever the source.
     pub ownership: Arc<CachedSource>,
+    /// `host:port` of the inventory service, when ownership comes from one (readiness probe).
+    pub inventory_service: Option<String>,
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     pub max_line_bytes: usize,
@@ -113,19 +115,7 @@ async fn handle(
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
         (&Method::GET, "/readyz") => readyz(&state).await,
         (&Method::POST, "/admin/ownership/invalidate") => admin_invalidate(&state, &req).await,
-        (&Method::GET, "/metrics") => Response::builder()
-            .header(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
-            .body(full(state.metrics.encode()))
-            .unwrap_or_else(|_| {
-                error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "could not build response",
-                )
-            }),
+        (&Method::GET, "/metrics") => metrics(&state, &req),
         (_, "/sat/records" | "/healthz" | "/readyz" | "/metrics") => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -223,6 +213,7 @@ async fn sat_records(state: &Arc<State>, req: &Request<Incoming>, peer: SocketAd
                 let reason = match e {
                     StreamError::IdleTimeout => "upstream_idle_timeout",
                     StreamError::ClientGone => "client_gone",
+                    StreamError::ClientStalled => "client_stalled",
                     _ => "upstream_error",
                 };
                 metrics.streams_aborted.get_or_create(&ReasonLabel { reason }).inc();
@@ -261,6 +252,25 @@ async fn sat_records(state: &Arc<State>, req: &Request<Incoming>, peer: SocketAd
                 "could not build response",
             )
         })
+}
+
+/// Prometheus text by default; OpenMetrics when the scraper asks for it. The exposition is the
+/// same (OpenMetrics' `# EOF` is a comment to the Prometheus text parser).
+fn metrics(state: &State, req: &Request<Incoming>) -> Response<ResponseBody> {
+    let openmetrics = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    let mut resp = Response::new(full(state.metrics.encode()));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp
 }
 
 /// `POST /admin/ownership/invalidate[?deviceId=EUI]`: forget one Device's cached owners, or all,
@@ -305,29 +315,44 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn readyz(state: &State) -> Response<ResponseBody> {
-    let upstream_ok = match state.upstream.authority() {
-        Some(addr) => matches!(
-            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
-            Ok(Ok(_))
-        ),
-        None => false,
-    };
+    let upstream_ok = reachable(state.upstream.authority()).await;
     let engine = state.policies.current();
+    let (inventory, inventory_ok) = match (&state.inventory, &state.inventory_service) {
+        (Some(file), _) => (
+            json!({"source": "file", "loaded": true, "devices": file.current().len(), "lastReloadError": file.last_error()}),
+            true,
+        ),
+        (None, service) => {
+            let ok = reachable(service.clone()).await;
+            (
+                json!({"source": "http", "reachable": ok, "cachedDevices": state.ownership.stats().entries.get()}),
+                ok,
+            )
+        }
+    };
     let body = json!({
-        "policies": {"loaded": true, "count": engine.policies().policies().count()},
-        "inventory": match &state.inventory {
-            Some(file) => json!({"source": "file", "loaded": true, "devices": file.current().len(), "lastReloadError": file.last_error()}),
-            None => json!({"source": "http", "cachedDevices": state.ownership.stats().entries.get()}),
-        },
+        "policies": {"loaded": true, "count": engine.policies().policies().count(), "lastReloadError": state.policies.last_error()},
+        "inventory": inventory,
         "upstream": {"reachable": upstream_ok},
     });
-    // A failed inventory reload is reported but not fatal: the last good inventory serves.
-    let status = if upstream_ok {
+    // A failed reload is reported but not fatal: the last good policies and inventory serve.
+    let status = if upstream_ok && inventory_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     json_response(status, body)
+}
+
+/// Whether a TCP connection to `addr` opens within a second.
+async fn reachable(addr: Option<String>) -> bool {
+    match addr {
+        Some(addr) => matches!(
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
+            Ok(Ok(_))
+        ),
+        None => false,
+    }
 }
 
 fn full(text: impl Into<Bytes>) -> ResponseBody {

@@ -93,7 +93,10 @@ pub fn filter(args: &Args, input: &mut impl Read, output: &mut impl Write) -> Re
             Line::TooLong => filter.malformed(crate::stream::RecordError::Syntax("line too long".into())),
         };
         if let Outcome::Malformed(e) = outcome {
-            malformed_lines.push(format!("line {line_no}: {e}"));
+            // The first few, named; the rest only counted.
+            if malformed_lines.len() < 20 {
+                malformed_lines.push(format!("line {line_no}: {e}"));
+            }
         }
     };
     loop {
@@ -113,7 +116,7 @@ pub fn filter(args: &Args, input: &mut impl Read, output: &mut impl Write) -> Re
         .and_then(|()| output.flush())
         .map_err(|e| format!("writing output: {e}"))?;
 
-    for m in malformed_lines.iter().take(20) {
+    for m in &malformed_lines {
         eprintln!("left out: {m}");
     }
     let s = &filter.stats;

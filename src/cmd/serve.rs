@@ -51,6 +51,7 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, TcpListener), St
     let metrics = Arc::new(Metrics::new());
     let policies = PolicyStore::load(&config.policies, &config.schema, metrics.decisions.clone())
         .map_err(|e| format!("policies:\n{e}"))?;
+    let mut inventory_service = None;
     let (inventory, source): (Option<Arc<InventoryFile>>, Arc<dyn OwnershipSource>) = match &config.ownership {
         OwnershipSourceConfig::File(path) => {
             let (file, warnings) = InventoryFile::load(path).map_err(|e| format!("inventory: {e}"))?;
@@ -62,6 +63,7 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, TcpListener), St
         }
         OwnershipSourceConfig::Http(url, settings) => {
             let http = HttpSource::new(url, settings.clone()).map_err(|e| format!("inventory-url: {e}"))?;
+            inventory_service = http.authority();
             (None, Arc::new(http))
         }
     };
@@ -98,6 +100,7 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, TcpListener), St
         policies,
         inventory,
         ownership,
+        inventory_service,
         upstream,
         metrics,
         max_line_bytes: config.max_line_bytes,

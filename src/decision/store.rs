@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::{DecisionStats, LoadError, PolicyEngine};
-use crate::watch::Fingerprint;
+use crate::watch::{Fingerprint, Settle};
 
 /// The policy files of a directory plus the schema, in a stable order.
 fn policy_files(dir: &Path, schema: &Path) -> Vec<PathBuf> {
@@ -30,7 +30,8 @@ pub struct PolicyStore {
     schema: PathBuf,
     stats: DecisionStats,
     current: RwLock<Arc<PolicyEngine>>,
-    seen: Mutex<Fingerprint>,
+    seen: Mutex<Settle>,
+    last_error: RwLock<Option<String>>,
 }
 
 impl PolicyStore {
@@ -42,8 +43,14 @@ impl PolicyStore {
             schema: schema.to_path_buf(),
             stats,
             current: RwLock::new(Arc::new(engine)),
-            seen: Mutex::new(seen),
+            seen: Mutex::new(Settle::new(seen)),
+            last_error: RwLock::new(None),
         })
+    }
+
+    /// The error of the last reload, if it failed (the previous set is still in force).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The policy set a new request should use.
@@ -54,14 +61,16 @@ impl PolicyStore {
     /// Reloads if any file changed. `None`: nothing changed; `Some(Err)`: the new files are
     /// broken and the last good set stays. The decision cache goes with the old set.
     pub fn reload_if_changed(&self) -> Option<Result<usize, LoadError>> {
-        let now = Fingerprint::of(&policy_files(&self.dir, &self.schema));
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if *seen == now {
-            return None;
-        }
-        *seen = now;
+        let mut settle = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let target = settle.poll(Fingerprint::of(&policy_files(&self.dir, &self.schema)))?;
         let loaded = super::policies::load(&self.dir, &self.schema)
             .and_then(|l| PolicyEngine::with_stats(l, self.stats.clone()));
+        if Fingerprint::of(&policy_files(&self.dir, &self.schema)) != target {
+            // Changed while loading: what was read may mix old and new files. Try again later.
+            return None;
+        }
+        settle.done(target);
+        *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = loaded.as_ref().err().map(ToString::to_string);
         Some(loaded.map(|engine| {
             let n = engine.policies().policies().count();
             *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);

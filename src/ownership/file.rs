@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::{Inventory, LookupResult, OwnershipSource};
 use crate::model::Eui64;
-use crate::watch::Fingerprint;
+use crate::watch::{Fingerprint, Settle};
 
 /// The inventory file, reloadable.
 pub struct InventoryFile {
     path: PathBuf,
     current: RwLock<Arc<Inventory>>,
-    seen: Mutex<Fingerprint>,
+    seen: Mutex<Settle>,
     last_error: RwLock<Option<String>>,
 }
 
@@ -27,7 +27,7 @@ impl InventoryFile {
         let file = Self {
             path: path.to_path_buf(),
             current: RwLock::new(Arc::new(inventory)),
-            seen: Mutex::new(seen),
+            seen: Mutex::new(Settle::new(seen)),
             last_error: RwLock::new(None),
         };
         Ok((file, warnings))
@@ -50,13 +50,16 @@ impl InventoryFile {
 
     /// Reloads if the file changed: `Some(Ok(warnings))` on success.
     pub fn reload_if_changed(&self) -> Option<Result<Vec<String>, String>> {
-        let now = Fingerprint::of(std::slice::from_ref(&self.path));
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if *seen == now {
+        let files = std::slice::from_ref(&self.path);
+        let mut settle = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let target = settle.poll(Fingerprint::of(files))?;
+        let read = Self::read(&self.path);
+        if Fingerprint::of(files) != target {
+            // Rewritten while being read: try again once it settles.
             return None;
         }
-        *seen = now;
-        let result = Self::read(&self.path).map(|(inventory, warnings)| {
+        settle.done(target);
+        let result = read.map(|(inventory, warnings)| {
             *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inventory);
             warnings
         });

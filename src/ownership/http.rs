@@ -70,32 +70,16 @@ impl HttpSource {
         })
     }
 
+    /// The service's `host:port`, for readiness probes.
+    pub fn authority(&self) -> Option<String> {
+        let uri: Uri = self.base.parse().ok()?;
+        Some(format!("{}:{}", uri.host()?, uri.port_u16().unwrap_or(80)))
+    }
+
     async fn fetch(&self, device: Eui64) -> LookupResult {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| SourceError("inventory client closed".into()))?;
         let url = format!("{}/devices/{device}", self.base);
-        let req = http::Request::get(&url)
-            .header(http::header::ACCEPT, "application/json")
-            .body(Empty::new())
-            .map_err(|e| SourceError(format!("{url}: {e}")))?;
-        let call = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| SourceError(format!("{url}: {e}")))?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| SourceError(format!("{url}: reading the body: {e}")))?
-                .to_bytes();
-            Ok::<_, SourceError>((status, body))
-        };
-        let (status, body) = tokio::time::timeout(self.request_timeout, call)
+        // The timeout covers waiting for a free slot too: a caller never waits longer than it.
+        let (status, body) = tokio::time::timeout(self.request_timeout, self.call(&url))
             .await
             .map_err(|_| SourceError(format!("{url}: no answer within {:?}", self.request_timeout)))??;
         match status {
@@ -115,6 +99,31 @@ impl HttpSource {
             }
             other => Err(SourceError(format!("{url}: answered {other}"))),
         }
+    }
+
+    /// One bounded call: a slot, the request, and at most `MAX_BODY_BYTES` of body.
+    async fn call(&self, url: &str) -> Result<(StatusCode, Bytes), SourceError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| SourceError("inventory client closed".into()))?;
+        let req = http::Request::get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|e| SourceError(format!("{url}: {e}")))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| SourceError(format!("{url}: {e}")))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| SourceError(format!("{url}: reading the body: {e}")))?
+            .to_bytes();
+        Ok((status, body))
     }
 }
 

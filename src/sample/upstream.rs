@@ -60,13 +60,14 @@ async fn respond(lines: Arc<Vec<String>>, req: Request<Incoming>) -> Result<Resp
         for line in wanted {
             chunk.push_str(line);
             chunk.push('\n');
-            if chunk.len() >= 60 * 1024 && tx.send(Ok(Bytes::from(std::mem::take(&mut chunk)))).await.is_err() {
+            if chunk.len() >= 60 * 1024 && tx.send(Bytes::from(std::mem::take(&mut chunk))).await.is_err() {
                 return;
             }
         }
-        if !chunk.is_empty() {
-            let _ = tx.send(Ok(Bytes::from(chunk))).await;
+        if !chunk.is_empty() && tx.send(Bytes::from(chunk)).await.is_err() {
+            return;
         }
+        tx.finish();
     });
     let mut resp = Response::new(body.boxed());
     resp.headers_mut().insert(

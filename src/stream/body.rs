@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -37,11 +38,16 @@ pub enum StreamError {
     NotNdjson(String),
     #[error("client went away")]
     ClientGone,
+    #[error("client stopped reading for longer than the idle timeout")]
+    ClientStalled,
 }
 
-/// A response body fed by a channel.
+/// A response body fed by a channel. It ends cleanly only after [`BodySender::finish`]: if the
+/// sender goes away any other way (an error, a panic, a stalled client), the body ends with an
+/// error, so the response is cut short rather than looking complete.
 pub struct ChannelBody {
-    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    rx: mpsc::Receiver<Bytes>,
+    done: Arc<AtomicBool>,
 }
 
 impl Body for ChannelBody {
@@ -49,8 +55,44 @@ impl Body for ChannelBody {
     type Error = std::io::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+        self.rx.poll_recv(cx).map(|chunk| match chunk {
+            Some(bytes) => Some(Ok(Frame::data(bytes))),
+            None if self.done.load(Ordering::Acquire) => None,
+            None => Some(Err(std::io::Error::other("stream ended early"))),
+        })
     }
+}
+
+/// The sending half of a [`ChannelBody`].
+pub struct BodySender {
+    tx: mpsc::Sender<Bytes>,
+    done: Arc<AtomicBool>,
+}
+
+impl BodySender {
+    /// Sends a chunk; `Err` when the receiver (the client's response) is gone.
+    pub async fn send(&self, chunk: Bytes) -> Result<(), ()> {
+        self.tx.send(chunk).await.map_err(drop)
+    }
+
+    /// Ends the body cleanly. Dropping the sender without this aborts the response.
+    pub fn finish(self) {
+        self.done.store(true, Ordering::Release);
+    }
+}
+
+/// A bounded channel body: four chunks of up to one upstream frame each, enough to overlap
+/// reading and writing, and the source of backpressure.
+pub fn channel() -> (BodySender, ChannelBody) {
+    let (tx, rx) = mpsc::channel(4);
+    let done = Arc::new(AtomicBool::new(false));
+    (
+        BodySender {
+            tx,
+            done: Arc::clone(&done),
+        },
+        ChannelBody { rx, done },
+    )
 }
 
 /// One filtered stream: the upstream body, the filter for the caller, and lines read ahead.
@@ -97,6 +139,11 @@ impl RecordStream {
         loop {
             let frame = match tokio::time::timeout(self.idle, self.upstream.frame()).await {
                 Err(_) => return Err(StreamError::IdleTimeout),
+                Ok(None) if self.splitter.buffered() > 0 => {
+                    // NDJSON lines end with \n: a body that stops inside one was cut short, even
+                    // if the connection closed cleanly.
+                    return Err(StreamError::Upstream("body ended inside a line".into()));
+                }
                 Ok(None) => {
                     self.ended = true;
                     let pending = &mut self.pending;
@@ -147,17 +194,16 @@ impl RecordStream {
 
     /// Filters everything, sending the visible bytes. On error the receiver gets an error too,
     /// which aborts the response.
-    pub async fn run(mut self, tx: mpsc::Sender<Result<Bytes, std::io::Error>>) -> (Self, Result<(), StreamError>) {
+    pub async fn run(mut self, tx: BodySender) -> (Self, Result<(), StreamError>) {
         let result = self.pump(&tx).await;
-        if let Err(e) = &result {
-            if *e != StreamError::ClientGone {
-                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-            }
+        if result.is_ok() {
+            tx.finish();
         }
+        // Otherwise `tx` is dropped unfinished: the response ends with an error.
         (self, result)
     }
 
-    async fn pump(&mut self, tx: &mpsc::Sender<Result<Bytes, std::io::Error>>) -> Result<(), StreamError> {
+    async fn pump(&mut self, tx: &BodySender) -> Result<(), StreamError> {
         let mut out = Vec::with_capacity(16 * 1024);
         loop {
             self.prefetch_devices().await;
@@ -166,7 +212,13 @@ impl RecordStream {
             }
             if !out.is_empty() {
                 let chunk = Bytes::from(std::mem::replace(&mut out, Vec::with_capacity(16 * 1024)));
-                tx.send(Ok(chunk)).await.map_err(|_| StreamError::ClientGone)?;
+                // A client that stops reading must not hold the stream (and its upstream
+                // connection) forever.
+                match tokio::time::timeout(self.idle, tx.send(chunk)).await {
+                    Err(_) => return Err(StreamError::ClientStalled),
+                    Ok(Err(_)) => return Err(StreamError::ClientGone),
+                    Ok(Ok(())) => {}
+                }
             }
             if !self.read_frame().await? && self.pending.is_empty() {
                 return Ok(());
@@ -192,13 +244,6 @@ impl RecordStream {
         self.lookup_errors += u64::from(lookup_failed);
         outcome
     }
-}
-
-/// Wraps a channel receiver as a response body; returns the sender for [`RecordStream::run`].
-pub fn channel() -> (mpsc::Sender<Result<Bytes, std::io::Error>>, ChannelBody) {
-    // Four chunks of up to one upstream frame each: enough to overlap reading and writing.
-    let (tx, rx) = mpsc::channel(4);
-    (tx, ChannelBody { rx })
 }
 
 fn owned(l: Line<'_>) -> Result<Bytes, ()> {

@@ -12,6 +12,9 @@ use crate::decision::{Decisions, DeviceFacts, Facts};
 use crate::model::{Class, Eui64};
 use crate::ownership::{DeviceEntry, OwnershipSource};
 
+/// How many Devices one stream remembers (about 100 bytes each).
+const MAX_DEVICES_PER_STREAM: usize = 65_536;
+
 /// What happened to one line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -96,6 +99,11 @@ impl RecordFilter {
 
     /// Records what the ownership source said about a Device (`None`: unknown or failed).
     pub fn learn_device(&mut self, id: Eui64, entry: Option<&DeviceEntry>) {
+        if self.devices.len() >= MAX_DEVICES_PER_STREAM {
+            // Bounded memory for streams over very many Devices: start over. Later records of a
+            // forgotten Device are looked up again (through the shared cache).
+            self.devices.clear();
+        }
         let facts = entry.map(|e| DeviceFacts::of(self.decisions.principal(), e));
         self.devices.insert(id, facts);
     }

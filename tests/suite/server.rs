@@ -120,24 +120,33 @@ async fn upstream_respond(
             chunk.push('\n');
             if chunk.len() >= 32 * 1024 {
                 sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                if tx.send(Ok(Bytes::from(std::mem::take(&mut chunk)))).await.is_err() {
+                if tx.send(Bytes::from(std::mem::take(&mut chunk))).await.is_err() {
                     return;
                 }
             }
             if mode == "die" && i == n / 2 {
                 // Half a line, then a broken body.
-                let _ = tx.send(Ok(Bytes::from(line[..line.len() / 2].to_owned()))).await;
-                let _ = tx.send(Err(std::io::Error::other("upstream crashed"))).await;
+                let _ = tx.send(Bytes::from(line[..line.len() / 2].to_owned())).await;
+                return; // unfinished: the upstream response breaks off
+            }
+            if mode == "cut" && i == n / 2 {
+                // A clean end of body, but inside a line.
+                let _ = tx
+                    .send(Bytes::from(std::mem::take(&mut chunk) + &line[..line.len() / 2]))
+                    .await;
+                tx.finish();
                 return;
             }
             if mode == "stall" && i == n / 2 {
-                let _ = tx.send(Ok(Bytes::from(std::mem::take(&mut chunk)))).await;
+                let _ = tx.send(Bytes::from(std::mem::take(&mut chunk))).await;
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 return;
             }
         }
         sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        let _ = tx.send(Ok(Bytes::from(chunk))).await;
+        if tx.send(Bytes::from(chunk)).await.is_ok() {
+            tx.finish();
+        }
     });
     let mut r = hyper::Response::new(body.boxed());
     r.headers_mut()
@@ -251,6 +260,12 @@ async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Vec<u8>
     }
 }
 
+/// Two reload polls: a change is loaded once it looks the same on two polls in a row.
+fn reload(state: &State) {
+    satgate::server::reload_once(state);
+    satgate::server::reload_once(state);
+}
+
 fn supa() -> String {
     let (sub, role, party) = users().into_iter().find(|u| u.1 == "IS" && u.2 == "SUPA").unwrap();
     token(&sub, &role, &party, 300)
@@ -360,7 +375,7 @@ async fn an_upstream_dying_mid_stream_ends_the_response_early_with_only_filtered
     let (sub, role, party) = users().into_iter().find(|u| u.1 == "ED").unwrap();
     let t = token(&sub, &role, &party, 300);
     let full = expected_for(&sub, &role, &party, 2000);
-    for mode in ["die", "stall"] {
+    for mode in ["die", "stall", "cut"] {
         let (st, body, clean) = get(s.addr, &format!("/sat/records?mode={mode}&n=2000"), Some(&t)).await;
         assert_eq!(st, 200);
         assert!(!clean, "{mode}: the response must not look complete");
@@ -377,7 +392,7 @@ async fn an_upstream_dying_mid_stream_ends_the_response_early_with_only_filtered
     }
     let metrics = s.state.metrics.encode();
     assert!(
-        metrics.contains("satgate_streams_aborted_total{reason=\"upstream_error\"} 1"),
+        metrics.contains("satgate_streams_aborted_total{reason=\"upstream_error\"} 2"),
         "{metrics}"
     );
     assert!(
@@ -470,7 +485,7 @@ async fn policy_reload_takes_a_good_set_and_keeps_the_last_good_on_error() {
         "@id(\"freeze\")\nforbid (principal, action, resource);\n",
     )
     .unwrap();
-    satgate::server::reload_once(&s.state);
+    reload(&s.state);
     let (st, frozen, _) = get(s.addr, "/sat/records?mode=ok&n=50", Some(&t)).await;
     assert_eq!((st, frozen.len()), (200, 0), "a good new policy takes effect");
 
@@ -479,7 +494,7 @@ async fn policy_reload_takes_a_good_set_and_keeps_the_last_good_on_error() {
         "@id(\"freeze\")\nforbid (principal, action, resource) when { resource.nope };\n",
     )
     .unwrap();
-    satgate::server::reload_once(&s.state);
+    reload(&s.state);
     let (_, still, _) = get(s.addr, "/sat/records?mode=ok&n=50", Some(&t)).await;
     assert_eq!(still.len(), 0, "a broken policy keeps the last good set");
     let m = s.state.metrics.encode();
@@ -487,8 +502,39 @@ async fn policy_reload_takes_a_good_set_and_keeps_the_last_good_on_error() {
     assert!(m.contains("satgate_policy_reloads_total{result=\"failed\"} 1"), "{m}");
 
     std::fs::remove_file(policies.join("zz-freeze.cedar")).unwrap();
-    satgate::server::reload_once(&s.state);
+    reload(&s.state);
     assert_eq!(get(s.addr, "/sat/records?mode=ok&n=50", Some(&t)).await.1, before);
+}
+
+#[tokio::test]
+async fn a_policy_directory_being_rewritten_is_not_loaded_half_way() {
+    let up = start_upstream().await;
+    let s = start_sidecar(format!("http://{}", up.addr)).await;
+    let policies = s.dir.path().join("policies");
+    let scope = std::fs::read_to_string(policies.join("scope.cedar")).unwrap();
+    let has_scope = |s: &Sidecar| {
+        s.state
+            .policies
+            .current()
+            .policies()
+            .policies()
+            .any(|p| p.id().to_string() == "han-devices-only")
+    };
+
+    // `rm` then `cp`: the moment in between has no forbid policies at all.
+    std::fs::remove_file(policies.join("scope.cedar")).unwrap();
+    satgate::server::reload_once(&s.state);
+    assert!(has_scope(&s), "a directory seen changing once is not loaded yet");
+    std::fs::write(policies.join("scope.cedar"), format!("// reviewed\n{scope}")).unwrap();
+    satgate::server::reload_once(&s.state);
+    assert!(has_scope(&s));
+    satgate::server::reload_once(&s.state);
+    assert!(has_scope(&s), "the settled new set has the forbid policies");
+    assert!(s
+        .state
+        .metrics
+        .encode()
+        .contains("satgate_policy_reloads_total{result=\"ok\"} 1"));
 }
 
 #[tokio::test]
@@ -501,7 +547,7 @@ async fn inventory_reload_moves_ownership_and_a_broken_file_keeps_the_last_good(
     let original = std::fs::read_to_string(&inv_path).unwrap();
 
     std::fs::write(&inv_path, "{ not json").unwrap();
-    satgate::server::reload_once(&s.state);
+    reload(&s.state);
     assert_eq!(
         get(s.addr, "/sat/records?mode=ok&n=200", Some(&t)).await.1,
         before,
@@ -521,7 +567,7 @@ async fn inventory_reload_moves_ownership_and_a_broken_file_keeps_the_last_good(
     )
     .unwrap();
     std::fs::rename(&tmp, &inv_path).unwrap();
-    satgate::server::reload_once(&s.state);
+    reload(&s.state);
     let after = get(s.addr, "/sat/records?mode=ok&n=200", Some(&t)).await.1;
     assert!(
         after.len() < before.len(),
