@@ -15,6 +15,7 @@
 //!   and decisions reused for records with equal facts.
 //! - [`ownership`]: who owns a Device now, from the inventory.
 //! - [`model`]: identifiers, roles, message types, field classes.
+//! - [`review`]: policy review tooling (tests, access matrix, diff, symbolic proofs).
 
 pub mod auth;
 pub mod cmd;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod model;
 pub mod ownership;
 pub mod reload;
+pub mod review;
 pub mod sample;
 pub mod server;
 pub mod stream;

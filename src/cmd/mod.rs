@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod filter;
+pub mod matrix;
 pub mod sample;
 pub mod serve;
 pub mod validate;
@@ -44,6 +45,8 @@ pub enum Command {
     Serve(Box<crate::config::ServeArgs>),
     /// Write a generated sample market (inventory, Users, SAT records) to a directory.
     Sample(sample::Args),
+    /// Print who may see which class, over the whole decision space the policies can see.
+    Matrix(matrix::Args),
 }
 
 /// The policy set every command works on.
@@ -64,5 +67,6 @@ pub fn run(cli: Cli) -> Exit {
         Command::Sample(args) => sample::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Matrix(args) => matrix::run(&args),
     }
 }

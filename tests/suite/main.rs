@@ -6,3 +6,4 @@ mod no_leak;
 mod oracle;
 mod policy_rules;
 mod server;
+mod tooling;

@@ -1,0 +1,166 @@
+//! The review commands end to end: `matrix`, including a
+//! deliberately widened policy set that each of them must catch.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use satgate::decision::PolicyEngine;
+use satgate::review::matrix::Matrix;
+
+const SCHEMA: &str = "schemas/sat.cedarschema";
+
+fn satgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_satgate"))
+        .args(args)
+        .output()
+        .expect("the satgate binary runs")
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn show(o: &Output) -> String {
+    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), out(o), err(o))
+}
+
+/// A copy of the shipped `policies/*.cedar` (not the subdirectories), minus `skip`, plus `extra`.
+fn policy_dir(skip: &[&str], extra: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir("policies").unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+        if p.extension().is_some_and(|e| e == "cedar") && !skip.contains(&name.as_str()) {
+            std::fs::copy(&p, dir.path().join(&name)).unwrap();
+        }
+    }
+    for (name, text) in extra {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+/// Payload for everyone: drops the titles-only forbid and permits ViewPayload outright.
+fn widened() -> tempfile::TempDir {
+    let scope = std::fs::read_to_string("policies/scope.cedar").unwrap();
+    let han_only = scope
+        .split("// SEC H8.16 modification, titles only")
+        .next()
+        .unwrap()
+        .to_owned();
+    policy_dir(
+        &["scope.cedar"],
+        &[
+            ("scope.cedar", &han_only),
+            (
+                "zz-widen.cedar",
+                "@id(\"payload-for-all\")\npermit (principal, action == Action::\"ViewPayload\", resource);\n",
+            ),
+        ],
+    )
+}
+
+/// Titles of HAN Device records for RSA: wider, and outside the owner-roles-only invariant.
+fn rsa_titles() -> tempfile::TempDir {
+    policy_dir(
+        &[],
+        &[(
+            "zz-rsa.cedar",
+            "@id(\"rsa-titles\")\npermit (principal, action == Action::\"ViewTitle\", resource)\nwhen { principal.role == Role::\"RSA\" };\n",
+        )],
+    )
+}
+
+/// Export Suppliers see titles where their Party is the import supplier: wider, but within every
+/// invariant, so only a comparison with the old policies catches it.
+fn export_titles_on_import() -> tempfile::TempDir {
+    policy_dir(
+        &[],
+        &[(
+            "zz-es.cedar",
+            "@id(\"es-on-import\")\npermit (principal, action == Action::\"ViewTitle\", resource)\nwhen { principal.role == Role::\"ES\" && resource has device && resource.device.principalParty.importSupplier };\n",
+        )],
+    )
+}
+
+fn path(d: &tempfile::TempDir) -> &str {
+    d.path().to_str().unwrap()
+}
+
+// ---- matrix
+
+#[test]
+fn committed_access_matrix_is_up_to_date() {
+    let engine = PolicyEngine::load(Path::new("policies"), Path::new(SCHEMA)).unwrap();
+    let matrix = Matrix::build(&engine);
+    assert!(matrix.findings.is_empty(), "{:?}", matrix.findings);
+    let committed = std::fs::read_to_string("policies/ACCESS-MATRIX.md").unwrap();
+    assert!(
+        committed == matrix.markdown(),
+        "policies/ACCESS-MATRIX.md is stale: regenerate with `cargo run -- matrix > policies/ACCESS-MATRIX.md`"
+    );
+    let o = satgate(&["matrix", "--check", "policies/ACCESS-MATRIX.md"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+}
+
+#[test]
+fn matrix_check_catches_a_widened_policy() {
+    for dir in [widened(), rsa_titles(), export_titles_on_import()] {
+        let o = satgate(&[
+            "matrix",
+            "--policies",
+            path(&dir),
+            "--check",
+            "policies/ACCESS-MATRIX.md",
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+        assert!(err(&o).contains("out of date"), "{}", show(&o));
+    }
+}
+
+#[test]
+fn matrix_reports_policies_reading_inputs_it_does_not_vary() {
+    for (policy, what) in [
+        (
+            "permit (principal, action == Action::\"ViewTitle\", resource) when { principal.party == \"SUPA\" };",
+            "principal.party",
+        ),
+        (
+            "permit (principal == User::\"90-B3-D5-1F-30-01-00-00\", action, resource);",
+            "User::",
+        ),
+    ] {
+        let dir = policy_dir(&[], &[("zz.cedar", &format!("@id(\"special\")\n{policy}\n"))]);
+        let o = satgate(&["matrix", "--policies", path(&dir)]);
+        assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+        assert!(
+            err(&o).contains("INCOMPLETE MATRIX: special") && err(&o).contains(what),
+            "{}",
+            show(&o)
+        );
+        assert!(out(&o).contains("WARNING: this matrix is incomplete"), "{}", out(&o));
+    }
+}
+
+#[test]
+fn matrix_enumerates_device_types_named_by_policies() {
+    let dir = policy_dir(
+        &[],
+        &[(
+            "zz.cedar",
+            "@id(\"smets1-own\")\npermit (principal, action, resource) when { resource.principalIsUser && resource has device && resource.device.deviceType == \"SMETS1\" };\n",
+        )],
+    );
+    let o = satgate(&["matrix", "--policies", path(&dir), "--format", "csv"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(err(&o).contains("SMETS1"), "{}", show(&o));
+    assert!(out(&o).contains("IS,other,SMETS1,importSupplier,ServiceRequest,false,false,false,false"));
+    let o = satgate(&["matrix", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["cells"].as_array().unwrap().len(), 7 * 2 * (9 * 32 + 1) * 7);
+}
