@@ -5,6 +5,7 @@ pub mod filter;
 pub mod matrix;
 pub mod sample;
 pub mod serve;
+pub mod test;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -47,6 +48,8 @@ pub enum Command {
     Sample(sample::Args),
     /// Print who may see which class, over the whole decision space the policies can see.
     Matrix(matrix::Args),
+    /// Run policy test files (Cedar run-tests format or satgate's record-level format).
+    Test(test::Args),
 }
 
 /// The policy set every command works on.
@@ -68,5 +71,6 @@ pub fn run(cli: Cli) -> Exit {
         Command::Serve(args) => serve::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Matrix(args) => matrix::run(&args),
+        Command::Test(args) => test::run(&args),
     }
 }

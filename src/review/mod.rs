@@ -3,6 +3,10 @@
 //! - [`space`]: the finite decision space the schema lets policies see, its enumeration, and the
 //!   scan that says when a policy reads something the enumeration does not vary.
 //! - [`matrix`]: the access matrix over that space, rendered for reviewers (markdown) or tools.
+//! - [`cases`]: policy test files (Cedar `run-tests` format and satgate's record-level format).
+//! - [`junit`]: JUnit XML for CI test reports.
 
+pub mod cases;
+pub mod junit;
 pub mod matrix;
 pub mod space;

@@ -1,11 +1,11 @@
-//! The review commands end to end: `matrix`, including a
+//! The review commands end to end: `test`, `matrix`, including a
 //! deliberately widened policy set that each of them must catch.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 use satgate::decision::PolicyEngine;
-use satgate::review::matrix::Matrix;
+use satgate::review::{junit, matrix::Matrix};
 
 const SCHEMA: &str = "schemas/sat.cedarschema";
 
@@ -89,6 +89,80 @@ fn export_titles_on_import() -> tempfile::TempDir {
 
 fn path(d: &tempfile::TempDir) -> &str {
     d.path().to_str().unwrap()
+}
+
+// ---- test
+
+#[test]
+fn shipped_policy_tests_pass() {
+    let o = satgate(&["test"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let text = out(&o);
+    assert!(text.contains(" 0 failed"), "{text}");
+    assert!(text.contains("PASS policies/tests/cedar/requests.json"), "{text}");
+    assert!(text.contains("PASS policies/tests/change-of-supplier.json"), "{text}");
+}
+
+#[test]
+fn shipped_policy_tests_run_against_another_policy_dir_by_default() {
+    let copy = policy_dir(&[], &[]);
+    let o = satgate(&["test", "--policies", path(&copy)]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+}
+
+#[test]
+fn policy_tests_fail_without_the_own_records_policy() {
+    let broken = policy_dir(&["own-records.cedar"], &[]);
+    let o = satgate(&["test", "--policies", path(&broken)]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let text = out(&o);
+    assert!(text.contains("FAIL policies/tests/own-records.json"), "{text}");
+    assert!(
+        text.contains("FAIL policies/tests/cedar/requests.json: own record: payload allowed"),
+        "{text}"
+    );
+}
+
+#[test]
+fn junit_output_is_well_formed_and_counts_failures() {
+    let o = satgate(&["test", "--format", "junit"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    junit::well_formed(&out(&o)).unwrap();
+    assert!(out(&o).contains("failures=\"0\""));
+
+    let broken = policy_dir(&["own-records.cedar"], &[]);
+    let o = satgate(&["test", "--format", "junit", "--policies", path(&broken)]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    junit::well_formed(&out(&o)).unwrap();
+    assert!(out(&o).contains("<failure message="));
+}
+
+#[test]
+fn unreadable_or_unparseable_test_files_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{ not json").unwrap();
+    let o = satgate(&["test", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let o = satgate(&["test", dir.path().join("missing.json").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+}
+
+#[test]
+fn a_wrong_cedar_expectation_fails_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wrong.json");
+    let cases = std::fs::read_to_string("policies/tests/cedar/requests.json").unwrap();
+    // Turn every expected decision round: each case must now fail.
+    let flipped = cases
+        .replace("\"allow\"", "\"tmp\"")
+        .replace("\"deny\"", "\"allow\"")
+        .replace("\"tmp\"", "\"deny\"");
+    std::fs::write(&file, flipped).unwrap();
+    let o = satgate(&["test", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(!out(&o).contains("PASS"), "{}", out(&o));
+    assert!(out(&o).contains("expected deny, got allow"), "{}", out(&o));
 }
 
 // ---- matrix
