@@ -1,6 +1,8 @@
 //! One module per subcommand, each with its own arguments and a `run` returning an exit code.
 
 pub mod demo;
+pub mod diff;
+pub mod explain;
 pub mod filter;
 pub mod matrix;
 pub mod sample;
@@ -50,6 +52,10 @@ pub enum Command {
     Matrix(matrix::Args),
     /// Run policy test files (Cedar run-tests format or satgate's record-level format).
     Test(test::Args),
+    /// Show what a policy change would newly allow or deny.
+    Diff(diff::Args),
+    /// Explain the decision for one principal, one record and an inventory.
+    Explain(explain::Args),
 }
 
 /// The policy set every command works on.
@@ -72,5 +78,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Demo(args) => demo::run(&args),
         Command::Matrix(args) => matrix::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Diff(args) => diff::run(&args),
+        Command::Explain(args) => explain::run(&args),
     }
 }
