@@ -9,6 +9,7 @@ pub mod sample;
 pub mod serve;
 pub mod test;
 pub mod validate;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -54,6 +55,8 @@ pub enum Command {
     Test(test::Args),
     /// Show what a policy change would newly allow or deny.
     Diff(diff::Args),
+    /// Prove invariants over every request with the Cedar symbolic compiler (needs cvc5).
+    Verify(verify::Args),
     /// Explain the decision for one principal, one record and an inventory.
     Explain(explain::Args),
 }
@@ -79,6 +82,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Matrix(args) => matrix::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Diff(args) => diff::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Explain(args) => explain::run(&args),
     }
 }

@@ -1,5 +1,7 @@
-//! The review commands end to end: `test`, `matrix`, `diff`, `explain`, including a
+//! The review commands end to end: `test`, `matrix`, `diff`, `verify`, `explain`, including a
 //! deliberately widened policy set that each of them must catch.
+//!
+//! `verify` needs cvc5; without it these tests fail (exit 2) rather than pass silently.
 
 use std::process::{Command, Output};
 
@@ -323,6 +325,72 @@ fn diff_over_a_corpus_counts_records_and_never_prints_values() {
             assert!(!text.contains(&v["metadata"].to_string()), "metadata printed");
         }
     }
+}
+
+// ---- verify (needs cvc5)
+
+#[test]
+fn shipped_policies_verify() {
+    let o = satgate(&["verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let text = out(&o);
+    assert!(
+        text.contains("PROVED  invariant titles-only-for-others [ViewPayload]"),
+        "{text}"
+    );
+    assert!(text.contains("PROVED  invariant han-scope [ViewTitle]"), "{text}");
+    assert!(text.contains("PROVED  policy own-records never errors"), "{text}");
+    assert!(!text.contains("FAILED"), "{text}");
+}
+
+#[test]
+fn verify_refutes_a_widened_policy_with_a_counterexample() {
+    let wide = widened();
+    let o = satgate(&["verify", "--policies", path(&wide)]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let text = out(&o);
+    assert!(
+        text.contains("FAILED  invariant titles-only-for-others [ViewPayload]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("counterexample: a User in role") && text.contains("asking ViewPayload of another User's record"),
+        "{text}"
+    );
+
+    let o = satgate(&["verify", "--policies", path(&wide), "--against", "policies"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(out(&o).contains("COMPARE [ViewPayload] WIDER"), "{}", out(&o));
+}
+
+#[test]
+fn verify_against_reports_equivalence_narrowing_and_widening() {
+    let copy = policy_dir(&[], &[]);
+    let o = satgate(&["verify", "--against", path(&copy)]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(out(&o).contains("COMPARE [ViewTitle] equivalent"), "{}", out(&o));
+
+    let narrow = policy_dir(&["device-owners.cedar"], &[]);
+    let o = satgate(&["verify", "--policies", path(&narrow), "--against", "policies"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(out(&o).contains("COMPARE [ViewTitle] narrower"), "{}", out(&o));
+
+    let rsa = rsa_titles();
+    let o = satgate(&["verify", "--policies", path(&rsa)]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        out(&o).contains("FAILED  invariant owner-roles-only [ViewTitle]"),
+        "{}",
+        out(&o)
+    );
+
+    // Within every invariant, yet wider than before: only --against catches it.
+    let es = export_titles_on_import();
+    let o = satgate(&["verify", "--policies", path(&es)]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let o = satgate(&["verify", "--policies", path(&es), "--against", "policies"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(out(&o).contains("COMPARE [ViewTitle] WIDER"), "{}", out(&o));
 }
 
 // ---- explain
