@@ -7,14 +7,21 @@
 //!
 //! The request path, top to bottom:
 //!
-//! - [`cmd`]: one module per subcommand; `main.rs` only dispatches and maps exit codes.
-//! - [`stream`]: NDJSON framing ([`stream::lines`]), one record parsed without copying
-//!   ([`stream::record`]), the per-record pipeline ([`stream::filter`]) and the allowlist
-//!   projection of allowed fields ([`stream::project`]).
+//! - [`server`]: accept loop with the connection limit, routing, graceful shutdown, the
+//!   `/sat/records` path, reloads; [`config`] resolves its settings.
+//! - [`auth`]: `Authorization: Bearer` JWT to a [`model::Principal`], or 401/403.
+//! - [`upstream`]: the call to the SAT endpoint, with timeouts.
+//! - [`stream`]: the streaming body with backpressure ([`stream::body`]), NDJSON framing
+//!   ([`stream::lines`]), one record parsed without copying ([`stream::record`]), the
+//!   per-record pipeline ([`stream::filter`]) and the allowlist projection ([`stream::project`]).
 //! - [`decision`]: policies and schema loading, the Cedar request built from a record's facts,
-//!   and decisions reused for records with equal facts.
-//! - [`ownership`]: who owns a Device now, from the inventory.
+//!   decisions reused for records with equal facts, and the policy set in force.
+//! - [`ownership`]: who owns a Device now: the inventory file and HTTP sources and the cache.
 //! - [`model`]: identifiers, roles, message types, field classes.
+//!
+//! Around it: [`cmd`] (one module per subcommand; `main.rs` only dispatches), [`review`]
+//! (policy tests, access matrix, diff, symbolic proofs), [`metrics`], [`watch`] (file changes)
+//! and [`sample`] (generated data and stand-in services for the demo, tests and benchmarks).
 
 pub mod auth;
 pub mod cmd;
@@ -23,6 +30,7 @@ pub mod decision;
 pub mod metrics;
 pub mod model;
 pub mod ownership;
+pub mod review;
 pub mod sample;
 pub mod server;
 pub mod stream;

@@ -1,10 +1,15 @@
 //! One module per subcommand, each with its own arguments and a `run` returning an exit code.
 
 pub mod demo;
+pub mod diff;
+pub mod explain;
 pub mod filter;
+pub mod matrix;
 pub mod sample;
 pub mod serve;
+pub mod test;
 pub mod validate;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -44,6 +49,16 @@ pub enum Command {
     Serve(Box<crate::config::ServeArgs>),
     /// Write a generated sample market (inventory, Users, SAT records) to a directory.
     Sample(sample::Args),
+    /// Print who may see which class, over the whole decision space the policies can see.
+    Matrix(matrix::Args),
+    /// Run policy test files (Cedar run-tests format or satgate's record-level format).
+    Test(test::Args),
+    /// Show what a policy change would newly allow or deny.
+    Diff(diff::Args),
+    /// Prove invariants over every request with the Cedar symbolic compiler (needs cvc5).
+    Verify(verify::Args),
+    /// Explain the decision for one principal, one record and an inventory.
+    Explain(explain::Args),
 }
 
 /// The policy set every command works on.
@@ -64,5 +79,10 @@ pub fn run(cli: Cli) -> Exit {
         Command::Sample(args) => sample::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Matrix(args) => matrix::run(&args),
+        Command::Test(args) => test::run(&args),
+        Command::Diff(args) => diff::run(&args),
+        Command::Verify(args) => verify::run(&args),
+        Command::Explain(args) => explain::run(&args),
     }
 }

@@ -7,3 +7,4 @@ mod oracle;
 mod ownership;
 mod policy_rules;
 mod server;
+mod tooling;

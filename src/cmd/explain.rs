@@ -1,0 +1,138 @@
+//! `satgate explain`: for one principal, one record and an inventory, every class's decision, the
+//! policies that decided it (with `file:line`), any errors, and the facts the policies saw.
+//! Prints no payload, metadata or identity of the record.
+
+use std::path::PathBuf;
+
+use super::matrix::load;
+use super::{Exit, PolicyArgs};
+use crate::decision::{DeviceFacts, Facts};
+use crate::model::Principal;
+use crate::ownership::{Inventory, PartyRegistration};
+use crate::review::space::classes_label;
+use crate::stream::Record;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// The principal's User ID (EUI-64).
+    #[arg(long)]
+    pub sub: String,
+    /// The principal's role (IS, ES, GS, ED, GT, RSA, OU).
+    #[arg(long)]
+    pub role: String,
+    /// The principal's Party id.
+    #[arg(long)]
+    pub party: String,
+    /// One SAT record: a file holding a JSON object, or the JSON object itself.
+    #[arg(long, value_name = "FILE_OR_JSON")]
+    pub record: String,
+    /// Inventory JSON file (CONTRACT section 2).
+    #[arg(long)]
+    pub inventory: PathBuf,
+}
+
+pub fn run(args: &Args) -> Exit {
+    match explain(args) {
+        Ok(text) => {
+            print!("{text}");
+            Exit::Ok
+        }
+        Err(code) => code,
+    }
+}
+
+fn usage(message: String) -> Exit {
+    eprintln!("error: {message}");
+    Exit::Error
+}
+
+/// The explanation as text, or the exit code after reporting the problem.
+pub fn explain(args: &Args) -> Result<String, Exit> {
+    let engine = load(&args.policy)?;
+    let principal = Principal::from_claims(&args.sub, &args.role, &args.party).map_err(|e| usage(e.to_string()))?;
+    let record_text = if args.record.trim_start().starts_with('{') {
+        args.record.clone()
+    } else {
+        std::fs::read_to_string(&args.record).map_err(|e| usage(format!("{}: {e}", args.record)))?
+    };
+    let record_json: serde_json::Value =
+        serde_json::from_str(&record_text).map_err(|e| usage(format!("record is not JSON: {e}")))?;
+    // The filter's own parser, on the one-line form, so explain sees exactly what `filter` sees.
+    let line = serde_json::to_vec(&record_json).map_err(|e| usage(e.to_string()))?;
+    let record = Record::parse(&line).map_err(|e| usage(format!("record is not a usable SAT record: {e}")))?;
+    let inv_text =
+        std::fs::read_to_string(&args.inventory).map_err(|e| usage(format!("{}: {e}", args.inventory.display())))?;
+    let (inventory, _) =
+        Inventory::parse(&inv_text).map_err(|e| usage(format!("{}: {e}", args.inventory.display())))?;
+
+    let entry = record.device_id.and_then(|id| inventory.get(id).cloned());
+    let device = entry.as_deref().map(|e| DeviceFacts::of(&principal, e));
+    let facts = Facts::new(&principal, record.user_id, record.message_type, device);
+    let verdict = engine.evaluate(&principal, &facts);
+
+    let mut out = String::new();
+    let record_id = record_json
+        .get("recordId")
+        .and_then(|v| v.as_str())
+        .unwrap_or("(no recordId)");
+    out.push_str(&format!(
+        "principal: {} role {} party {:?}\nrecord: {record_id}\n\nfacts the policies saw:\n",
+        principal.user_id, principal.role, principal.party
+    ));
+    out.push_str(&format!("  messageType: {}\n", facts.message_type));
+    out.push_str(&format!(
+        "  principalIsUser: {} (record's userId {} the principal)\n",
+        facts.principal_is_user,
+        if facts.principal_is_user { "is" } else { "is not" }
+    ));
+    match (&facts.device, record.device_id) {
+        (Some(d), _) => {
+            out.push_str(&format!(
+                "  device.deviceType: {:?} (from the inventory)\n",
+                d.device_type
+            ));
+            for (flag, name) in PartyRegistration::FLAGS {
+                out.push_str(&format!(
+                    "  device.principalParty.{name}: {}\n",
+                    d.principal_party.contains(flag)
+                ));
+            }
+        }
+        (None, Some(id)) => out.push_str(&format!(
+            "  device: absent (Device {id} is not in the inventory or unusable: no owners)\n"
+        )),
+        (None, None) => out.push_str("  device: absent (the record names no Device)\n"),
+    }
+    out.push_str("\ndecisions:\n");
+    for d in &verdict.classes {
+        out.push_str(&format!(
+            "  {:<9} {}\n",
+            d.class.name(),
+            if d.allowed { "ALLOW" } else { "DENY" }
+        ));
+        if d.reasons.is_empty() && d.errors.is_empty() {
+            out.push_str("    no policy applied (default deny)\n");
+        }
+        for r in &d.reasons {
+            let origin = engine
+                .origin(&cedar_policy::PolicyId::new(r))
+                .map_or_else(String::new, |o| format!(" ({o})"));
+            out.push_str(&format!("    decided by {r}{origin}\n"));
+        }
+        for e in &d.errors {
+            out.push_str(&format!("    error: {e}\n"));
+        }
+    }
+    let allowed = verdict.allowed();
+    out.push_str(&format!(
+        "\nresult: {}\n",
+        if allowed == crate::model::Classes::NONE {
+            "record left out (title denied)".to_owned()
+        } else {
+            format!("written with {}", classes_label(allowed))
+        }
+    ));
+    Ok(out)
+}

@@ -1,0 +1,83 @@
+//! `satgate matrix`: who may see which class, over every role x record relation x Device type x
+//! Party registration x message type. Exit 1 when the matrix cannot be complete (a policy reads
+//! an input the enumeration does not vary, or errors) or when `--check FILE` is out of date.
+
+use std::path::PathBuf;
+
+use super::{Exit, PolicyArgs};
+use crate::decision::{LoadError, PolicyEngine};
+use crate::review::matrix::Matrix;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Markdown,
+    Csv,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "markdown")]
+    pub format: Format,
+    /// Instead of printing, compare with FILE (a committed matrix) and exit 1 if it differs.
+    #[arg(long, value_name = "FILE")]
+    pub check: Option<PathBuf>,
+}
+
+/// Loads a policy set, reporting failures with the exit code they deserve.
+pub fn load(policy: &PolicyArgs) -> Result<PolicyEngine, Exit> {
+    PolicyEngine::load(&policy.policies, &policy.schema).map_err(|e| match e {
+        LoadError::Invalid(_) => {
+            eprintln!("{e}");
+            Exit::Findings
+        }
+        LoadError::Io { .. } => {
+            eprintln!("error: {e}");
+            Exit::Error
+        }
+    })
+}
+
+pub fn run(args: &Args) -> Exit {
+    let engine = match load(&args.policy) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let matrix = Matrix::build(&engine);
+    let text = match args.format {
+        Format::Markdown => matrix.markdown(),
+        Format::Csv => matrix.csv(),
+        Format::Json => matrix.json(),
+    };
+    let mut exit = Exit::Ok;
+    for f in &matrix.findings {
+        eprintln!("INCOMPLETE MATRIX: {f}");
+        exit = Exit::Findings;
+    }
+    for t in &matrix.extra_device_types {
+        eprintln!("note: a policy names {t:?}; enumerated as a Device type");
+    }
+    match &args.check {
+        None => print!("{text}"),
+        Some(file) => match std::fs::read_to_string(file) {
+            Err(e) => {
+                eprintln!("error: {}: {e}", file.display());
+                return Exit::Error;
+            }
+            Ok(committed) if committed == text => println!("ok: {} is up to date", file.display()),
+            Ok(_) => {
+                eprintln!(
+                    "{} is out of date: the policies now give a different matrix; regenerate it with \
+                     `satgate matrix > {}` and review the change",
+                    file.display(),
+                    file.display()
+                );
+                exit = Exit::Findings;
+            }
+        },
+    }
+    exit
+}

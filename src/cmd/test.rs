@@ -1,0 +1,97 @@
+//! `satgate test [PATHS...]`: runs policy test files (see [`crate::review::cases`]) against the
+//! policies. Exit 1 when a case fails, 2 when a file cannot be read or parsed.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::matrix::load;
+use super::{Exit, PolicyArgs};
+use crate::review::{cases, junit};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One line per case and totals.
+    Human,
+    /// JUnit XML on stdout.
+    Junit,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Test files or directories of `*.json` test files. The default is `policies/tests`
+    /// relative to the working directory, whatever `--policies` says, so the shipped cases can
+    /// be run against another policy set.
+    #[arg(default_value = "policies/tests")]
+    pub paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+}
+
+pub fn run(args: &Args) -> Exit {
+    let engine = match load(&args.policy) {
+        Ok(e) => Arc::new(e),
+        Err(code) => return code,
+    };
+    let files = match cases::collect_files(&args.paths) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {}: {}", e.file.display(), e.message);
+            return Exit::Error;
+        }
+    };
+    if files.is_empty() {
+        eprintln!("error: no test files (*.json) found");
+        return Exit::Error;
+    }
+    let mut results = Vec::new();
+    let mut file_errors = Vec::new();
+    for file in &files {
+        match cases::run_file(&engine, file) {
+            Ok(r) => results.extend(r),
+            Err(e) => file_errors.push(e),
+        }
+    }
+    let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    let mut stdout = std::io::stdout().lock();
+    let written = match args.format {
+        Format::Junit => stdout.write_all(junit::render(&results, &file_errors).as_bytes()),
+        Format::Human => {
+            let mut text = String::new();
+            for r in &results {
+                match &r.failure {
+                    None => text.push_str(&format!("PASS {}: {}\n", r.file.display(), r.name)),
+                    Some(why) => text.push_str(&format!("FAIL {}: {}: {why}\n", r.file.display(), r.name)),
+                }
+            }
+            for e in &file_errors {
+                text.push_str(&format!("ERROR {}: {}\n", e.file.display(), e.message));
+            }
+            text.push_str(&format!(
+                "{} cases: {} passed, {failed} failed; {} files, {} unreadable\n",
+                results.len(),
+                results.len() - failed,
+                files.len(),
+                file_errors.len()
+            ));
+            stdout.write_all(text.as_bytes())
+        }
+    };
+    if let Err(e) = written.and_then(|()| stdout.flush()) {
+        eprintln!("error: writing output: {e}");
+        return Exit::Error;
+    }
+    for e in &file_errors {
+        eprintln!("error: {}: {}", e.file.display(), e.message);
+    }
+    if !file_errors.is_empty() {
+        Exit::Error
+    } else if failed > 0 {
+        Exit::Findings
+    } else {
+        Exit::Ok
+    }
+}
