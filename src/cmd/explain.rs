@@ -5,9 +5,8 @@
 use std::path::PathBuf;
 
 use super::matrix::load;
-use super::{Exit, PolicyArgs};
+use super::{Exit, PolicyArgs, PrincipalArgs};
 use crate::decision::{DeviceFacts, Facts};
-use crate::model::Principal;
 use crate::ownership::{Inventory, PartyRegistration};
 use crate::review::space::classes_label;
 use crate::stream::Record;
@@ -16,15 +15,8 @@ use crate::stream::Record;
 pub struct Args {
     #[command(flatten)]
     pub policy: PolicyArgs,
-    /// The principal's User ID (EUI-64).
-    #[arg(long)]
-    pub sub: String,
-    /// The principal's role (IS, ES, GS, ED, GT, RSA, OU).
-    #[arg(long)]
-    pub role: String,
-    /// The principal's Party id.
-    #[arg(long)]
-    pub party: String,
+    #[command(flatten)]
+    pub principal: PrincipalArgs,
     /// One SAT record: a file holding a JSON object, or the JSON object itself.
     #[arg(long, value_name = "FILE_OR_JSON")]
     pub record: String,
@@ -51,7 +43,7 @@ fn usage(message: String) -> Exit {
 /// The explanation as text, or the exit code after reporting the problem.
 pub fn explain(args: &Args) -> Result<String, Exit> {
     let engine = load(&args.policy)?;
-    let principal = Principal::from_claims(&args.sub, &args.role, &args.party).map_err(|e| usage(e.to_string()))?;
+    let principal = args.principal.principal().map_err(|e| usage(e.to_string()))?;
     let record_text = if args.record.trim_start().starts_with('{') {
         args.record.clone()
     } else {

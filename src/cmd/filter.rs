@@ -5,9 +5,8 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Exit, PolicyArgs};
+use super::{Exit, PolicyArgs, PrincipalArgs};
 use crate::decision::PolicyEngine;
-use crate::model::Principal;
 use crate::ownership::{HttpSettings, HttpSource, Inventory, OwnershipSource};
 use crate::stream::lines::{Line, LineSplitter};
 use crate::stream::{Outcome, RecordFilter};
@@ -22,15 +21,8 @@ pub struct Args {
     /// Inventory service base URL (`GET {url}/devices/{deviceId}`), instead of --inventory.
     #[arg(long)]
     pub inventory_url: Option<String>,
-    /// The principal's User ID (EUI-64).
-    #[arg(long)]
-    pub sub: String,
-    /// The principal's role (IS, ES, GS, ED, GT, RSA, OU).
-    #[arg(long)]
-    pub role: String,
-    /// The principal's Party id.
-    #[arg(long)]
-    pub party: String,
+    #[command(flatten)]
+    pub principal: PrincipalArgs,
     /// Longest accepted record line, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_line_bytes: usize,
@@ -51,7 +43,7 @@ pub fn run(args: &Args) -> Exit {
 
 /// Runs the filter over `input`, returning the summary line.
 pub fn filter(args: &Args, input: &mut impl Read, output: &mut impl Write) -> Result<String, String> {
-    let principal = Principal::from_claims(&args.sub, &args.role, &args.party).map_err(|e| e.to_string())?;
+    let principal = args.principal.principal().map_err(|e| e.to_string())?;
     let engine = Arc::new(PolicyEngine::load(&args.policy.policies, &args.policy.schema).map_err(|e| e.to_string())?);
     let source: Arc<dyn OwnershipSource> = match (&args.inventory, &args.inventory_url) {
         (Some(path), _) => {

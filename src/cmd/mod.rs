@@ -72,6 +72,26 @@ pub struct PolicyArgs {
     pub schema: PathBuf,
 }
 
+/// The principal a command acts as, given on the command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PrincipalArgs {
+    /// The principal's User ID (EUI-64).
+    #[arg(long)]
+    pub sub: String,
+    /// The principal's role (IS, ES, GS, ED, GT, RSA, OU).
+    #[arg(long)]
+    pub role: String,
+    /// The principal's Party id.
+    #[arg(long)]
+    pub party: String,
+}
+
+impl PrincipalArgs {
+    pub fn principal(&self) -> Result<crate::model::Principal, crate::model::InvalidValue> {
+        crate::model::Principal::from_claims(&self.sub, &self.role, &self.party)
+    }
+}
+
 pub fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Validate(args) => validate::run(&args),
