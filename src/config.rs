@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::ownership::{CacheSettings, HttpSettings, HttpSource};
+use crate::tls::TlsFiles;
 
 /// Raw settings as given on the command line or in the environment (`SATGATE_*`).
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -46,6 +47,12 @@ pub struct ServeArgs {
     /// File holding the bearer token for POST /admin/ownership/invalidate (disabled if unset).
     #[arg(long, env = "SATGATE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// PEM certificate chain to serve TLS with (needs --tls-key-file); reloaded when it changes.
+    #[arg(long, env = "SATGATE_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert-file.
+    #[arg(long, env = "SATGATE_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
     /// Directory of `*.cedar` policies, reloaded when they change [default: policies].
     #[arg(long, env = "SATGATE_POLICIES")]
     pub policies: Option<PathBuf>,
@@ -104,6 +111,8 @@ struct FileSettings {
     ownership_unknown_ttl: Option<String>,
     ownership_cache_capacity: Option<u64>,
     admin_token_file: Option<PathBuf>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
     policies: Option<PathBuf>,
     schema: Option<PathBuf>,
     jwt_hs256_secret_file: Option<PathBuf>,
@@ -147,6 +156,8 @@ pub struct ServeConfig {
     pub ownership: OwnershipSourceConfig,
     pub ownership_cache: CacheSettings,
     pub admin_token_file: Option<PathBuf>,
+    /// Serve TLS with these files; plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
     pub policies: PathBuf,
     pub schema: PathBuf,
     pub jwt_key: JwtKey,
@@ -221,6 +232,16 @@ impl ServeConfig {
         if let Some(f) = &admin_token_file {
             require_file("admin-token-file", f)?;
         }
+        let tls = match (pick!(tls_cert_file), pick!(tls_key_file)) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                require_file("tls-cert-file", &cert)?;
+                require_file("tls-key-file", &key)?;
+                Some(TlsFiles { cert, key })
+            }
+            (Some(_), None) => return Err("tls-key-file: required with --tls-cert-file".into()),
+            (None, Some(_)) => return Err("tls-cert-file: required with --tls-key-file".into()),
+        };
         let policies = pick!(policies).unwrap_or_else(|| "policies".into());
         if !policies.is_dir() {
             return Err(format!("policies: {} is not a directory", policies.display()));
@@ -262,6 +283,7 @@ impl ServeConfig {
             ownership,
             ownership_cache,
             admin_token_file,
+            tls,
             policies,
             schema,
             jwt_key,
@@ -393,6 +415,28 @@ mod tests {
                     ..args.clone()
                 },
                 "jwt:",
+            ),
+            (
+                ServeArgs {
+                    tls_cert_file: Some("tests/data/tls/a.crt".into()),
+                    ..args.clone()
+                },
+                "tls-key-file: required",
+            ),
+            (
+                ServeArgs {
+                    tls_key_file: Some("tests/data/tls/a.key".into()),
+                    ..args.clone()
+                },
+                "tls-cert-file: required",
+            ),
+            (
+                ServeArgs {
+                    tls_cert_file: Some("/no/such.crt".into()),
+                    tls_key_file: Some("tests/data/tls/a.key".into()),
+                    ..args.clone()
+                },
+                "tls-cert-file:",
             ),
             (
                 ServeArgs {

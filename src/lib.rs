@@ -7,8 +7,8 @@
 //!
 //! The request path, top to bottom:
 //!
-//! - [`server`]: accept loop with the connection limit, routing, graceful shutdown, the
-//!   `/sat/records` path, reloads; [`config`] resolves its settings.
+//! - [`server`]: accept loop with the connection limit, TLS termination ([`tls`]), routing,
+//!   graceful shutdown, the `/sat/records` path, reloads; [`config`] resolves its settings.
 //! - [`auth`]: `Authorization: Bearer` JWT to a [`model::Principal`], or 401/403.
 //! - [`upstream`]: the call to the SAT endpoint, with timeouts.
 //! - [`stream`]: the streaming body with backpressure ([`stream::body`]), NDJSON framing
@@ -34,5 +34,6 @@ pub mod review;
 pub mod sample;
 pub mod server;
 pub mod stream;
+pub mod tls;
 pub mod upstream;
 pub mod watch;

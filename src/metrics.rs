@@ -45,6 +45,8 @@ pub struct Metrics {
     pub active_streams: Gauge,
     pub policy_reloads: Family<ResultLabel, Counter>,
     pub inventory_reloads: Family<ResultLabel, Counter>,
+    pub tls_reloads: Family<ResultLabel, Counter>,
+    pub tls_handshake_failures: Counter,
     pub decisions: DecisionStats,
     pub ownership: OwnershipStats,
 }
@@ -69,6 +71,8 @@ impl Metrics {
             active_streams: Gauge::default(),
             policy_reloads: Family::default(),
             inventory_reloads: Family::default(),
+            tls_reloads: Family::default(),
+            tls_handshake_failures: Counter::default(),
             decisions: DecisionStats::default(),
             ownership: OwnershipStats::default(),
             registry: Registry::default(),
@@ -106,6 +110,16 @@ impl Metrics {
             "inventory_reloads",
             "Inventory reloads by result",
             m.inventory_reloads.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "TLS certificate and key reloads by result",
+            m.tls_reloads.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "Client connections that failed or timed out in the TLS handshake",
+            m.tls_handshake_failures.clone(),
         );
         let o = &m.ownership;
         registry.register(

@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -29,6 +29,7 @@ use crate::ownership::InventoryFile;
 use crate::ownership::{CachedSource, OwnershipSource};
 use crate::stream::body::{self, RecordStream, StreamError};
 use crate::stream::RecordFilter;
+use crate::tls::ServerTls;
 use crate::upstream::Upstream;
 
 pub type ResponseBody = BoxBody<Bytes, std::io::Error>;
@@ -50,7 +51,12 @@ pub struct State {
     pub max_connections: usize,
     /// Bearer token for the admin endpoint; `None` disables it.
     pub admin_token: Option<Vec<u8>>,
+    /// TLS termination; plain HTTP when `None`.
+    pub tls: Option<ServerTls>,
 }
+
+/// Longest a client may take to send its request headers, or to finish a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish for
 /// up to `grace`.
@@ -81,15 +87,25 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
                 };
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&state);
-                let service = service_fn(move |req| handle(Arc::clone(&state), req, peer));
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    match state.tls.as_ref().map(ServerTls::acceptor) {
+                        None => serve_connection(stream, state, peer, watcher).await,
+                        Some(acceptor) => {
+                            // The handshake runs in the connection's task, so a slow client
+                            // holds only its own connection slot, never the accept loop.
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => serve_connection(tls, state, peer, watcher).await,
+                                Ok(Err(e)) => {
+                                    state.metrics.tls_handshake_failures.inc();
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                }
+                                Err(_) => {
+                                    state.metrics.tls_handshake_failures.inc();
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                }
+                            }
+                        }
                     }
                     drop(permit);
                 });
@@ -102,6 +118,21 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
+    }
+}
+
+/// Serves HTTP/1.1 on one accepted connection, plain or TLS, until it closes.
+async fn serve_connection<IO>(io: IO, state: Arc<State>, peer: SocketAddr, watcher: Watcher)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(Arc::clone(&state), req, peer));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -330,11 +361,14 @@ async fn readyz(state: &State) -> Response<ResponseBody> {
             )
         }
     };
-    let body = json!({
+    let mut body = json!({
         "policies": {"loaded": true, "count": engine.policies().policies().count(), "lastReloadError": state.policies.last_error()},
         "inventory": inventory,
         "upstream": {"reachable": upstream_ok},
     });
+    if let Some(tls) = &state.tls {
+        body["tls"] = json!({"loaded": true, "lastReloadError": tls.last_error()});
+    }
     // A failed reload is reported but not fatal: the last good policies and inventory serve.
     let status = if upstream_ok && inventory_ok {
         StatusCode::OK
@@ -374,7 +408,7 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Response
     json_response(status, json!({"error": code, "message": message}))
 }
 
-/// Reloads policies and inventory when their files change, every `interval`.
+/// Reloads policies, TLS files and inventory when their files change, every `interval`.
 pub fn spawn_reloader(state: Arc<State>, interval: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -387,7 +421,7 @@ pub fn spawn_reloader(state: Arc<State>, interval: Duration) -> tokio::task::Joi
     })
 }
 
-/// One reload check of both files.
+/// One reload check of every watched file.
 pub fn reload_once(state: &State) {
     match state.policies.reload_if_changed() {
         None => {}
@@ -406,6 +440,27 @@ pub fn reload_once(state: &State) {
                 .get_or_create(&ResultLabel { result: "failed" })
                 .inc();
             tracing::error!(error = %e, "policy reload failed; the last good policy set stays in force");
+        }
+    }
+    if let Some(tls) = &state.tls {
+        match tls.reload_if_changed() {
+            None => {}
+            Some(Ok(())) => {
+                state
+                    .metrics
+                    .tls_reloads
+                    .get_or_create(&ResultLabel { result: "ok" })
+                    .inc();
+                tracing::info!("TLS certificate and key reloaded");
+            }
+            Some(Err(e)) => {
+                state
+                    .metrics
+                    .tls_reloads
+                    .get_or_create(&ResultLabel { result: "failed" })
+                    .inc();
+                tracing::error!(error = %e, "TLS reload failed; the last good certificate stays in use");
+            }
         }
     }
     let Some(inventory) = &state.inventory else { return };

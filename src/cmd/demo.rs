@@ -84,6 +84,7 @@ async fn demo(args: &Args) -> Result<(), String> {
         upstream: format!("http://{}", args.upstream_listen),
         ownership: OwnershipSourceConfig::File(inventory.clone()),
         ownership_cache: CacheSettings::default(),
+        tls: None,
         admin_token_file: None,
         policies: args.policy.policies.clone(),
         schema: args.policy.schema.clone(),

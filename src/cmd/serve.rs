@@ -11,6 +11,7 @@ use crate::decision::PolicyStore;
 use crate::metrics::Metrics;
 use crate::ownership::{CachedSource, HttpSource, InventoryFile, OwnershipSource};
 use crate::server::{self, State};
+use crate::tls::ServerTls;
 use crate::upstream::{Timeouts, Upstream};
 
 pub fn run(args: &ServeArgs) -> Exit {
@@ -39,7 +40,8 @@ pub fn run(args: &ServeArgs) -> Exit {
         };
         server::spawn_reloader(Arc::clone(&state), config.reload_interval);
         spawn_sighup_invalidation(Arc::clone(&state));
-        tracing::info!(listen = %config.listen, upstream = %config.upstream, "satgate serving");
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        tracing::info!(listen = %config.listen, scheme, upstream = %config.upstream, "satgate serving");
         server::run(listener, state, shutdown_signal(), config.shutdown_grace).await;
         Exit::Ok
     })
@@ -95,6 +97,7 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, TcpListener), St
         idle: config.idle_timeout,
     };
     let upstream = Upstream::new(&config.upstream, timeouts).map_err(|e| format!("upstream: {e}"))?;
+    let tls = config.tls.clone().map(ServerTls::load).transpose()?;
     let state = Arc::new(State {
         auth,
         policies,
@@ -106,6 +109,7 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, TcpListener), St
         max_line_bytes: config.max_line_bytes,
         max_connections: config.max_connections,
         admin_token,
+        tls,
     });
     let listener = TcpListener::bind(config.listen)
         .await

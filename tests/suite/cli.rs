@@ -177,3 +177,42 @@ fn filter_refuses_an_unusable_principal() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("sub"), "{}", stderr(&o));
 }
+
+#[test]
+fn serve_refuses_bad_configuration_and_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
+    let secret = secret.to_str().unwrap();
+    let base = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--inventory",
+        "tests/data/inventory.json",
+        "--jwt-hs256-secret-file",
+        secret,
+    ];
+    let cases: [(&[&str], &str); 3] = [
+        (&["--tls-cert-file", "tests/data/tls/a.crt"], "tls-key-file: required"),
+        (&["--max-line-bytes", "10"], "max-line-bytes:"),
+        // Both files exist, but the key is another certificate's: found when they are loaded.
+        (
+            &[
+                "--tls-cert-file",
+                "tests/data/tls/a.crt",
+                "--tls-key-file",
+                "tests/data/tls/b.key",
+            ],
+            "error: tls:",
+        ),
+    ];
+    for (extra, named) in cases {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let o = satgate(&args, b"");
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(named), "{extra:?}: {}", stderr(&o));
+    }
+}

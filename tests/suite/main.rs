@@ -7,4 +7,5 @@ mod oracle;
 mod ownership;
 mod policy_rules;
 mod server;
+mod tls;
 mod tooling;

@@ -27,7 +27,7 @@ fn sample() -> Arc<Vec<String>> {
     Arc::new(text.lines().map(str::to_owned).collect())
 }
 
-fn users() -> Vec<(String, String, String)> {
+pub(crate) fn users() -> Vec<(String, String, String)> {
     let v: Value = serde_json::from_str(&std::fs::read_to_string("tests/data/users.json").unwrap()).unwrap();
     v.as_array()
         .unwrap()
@@ -44,12 +44,12 @@ fn users() -> Vec<(String, String, String)> {
 
 /// The in-test SSI upstream. Behaviour is chosen by the `mode` query parameter, which also
 /// shows that the query reaches the upstream unchanged.
-struct Upstream {
-    addr: SocketAddr,
+pub(crate) struct Upstream {
+    pub(crate) addr: SocketAddr,
     sent_bytes: Arc<AtomicU64>,
 }
 
-async fn start_upstream() -> Upstream {
+pub(crate) async fn start_upstream() -> Upstream {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let sent_bytes = Arc::new(AtomicU64::new(0));
@@ -154,10 +154,10 @@ async fn upstream_respond(
     Ok(r)
 }
 
-struct Sidecar {
-    addr: SocketAddr,
-    state: Arc<State>,
-    dir: tempfile::TempDir,
+pub(crate) struct Sidecar {
+    pub(crate) addr: SocketAddr,
+    pub(crate) state: Arc<State>,
+    pub(crate) dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     serving: tokio::task::JoinHandle<()>,
 }
@@ -175,6 +175,7 @@ fn config(dir: &std::path::Path, upstream: String, policies: PathBuf) -> ServeCo
         ownership: OwnershipSourceConfig::File(inventory),
         ownership_cache: CacheSettings::default(),
         admin_token_file: None,
+        tls: None,
         policies,
         schema: "schemas/sat.cedarschema".into(),
         jwt_key: JwtKey::Hs256SecretFile(secret),
@@ -192,6 +193,14 @@ fn config(dir: &std::path::Path, upstream: String, policies: PathBuf) -> ServeCo
 }
 
 async fn start_sidecar(upstream: String) -> Sidecar {
+    start_sidecar_with(upstream, |_, _| {}).await
+}
+
+/// A sidecar whose configuration `tweak` may change first (given its temporary directory).
+pub(crate) async fn start_sidecar_with(
+    upstream: String,
+    tweak: impl FnOnce(&mut ServeConfig, &std::path::Path),
+) -> Sidecar {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies).unwrap();
@@ -201,7 +210,8 @@ async fn start_sidecar(upstream: String) -> Sidecar {
             std::fs::copy(&p, policies.join(p.file_name().unwrap())).unwrap();
         }
     }
-    let cfg = config(dir.path(), upstream, policies);
+    let mut cfg = config(dir.path(), upstream, policies);
+    tweak(&mut cfg, dir.path());
     let (state, listener) = satgate::cmd::serve::start(&cfg).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -222,7 +232,7 @@ async fn start_sidecar(upstream: String) -> Sidecar {
     }
 }
 
-fn token(sub: &str, role: &str, party: &str, exp_in: i64) -> String {
+pub(crate) fn token(sub: &str, role: &str, party: &str, exp_in: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -261,7 +271,7 @@ async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Vec<u8>
 }
 
 /// Two reload polls: a change is loaded once it looks the same on two polls in a row.
-fn reload(state: &State) {
+pub(crate) fn reload(state: &State) {
     satgate::server::reload_once(state);
     satgate::server::reload_once(state);
 }
@@ -278,7 +288,7 @@ fn error_code(body: &[u8]) -> String {
 }
 
 /// What the library says this principal should get for the first `n` sample records.
-fn expected_for(sub: &str, role: &str, party: &str, n: usize) -> Vec<u8> {
+pub(crate) fn expected_for(sub: &str, role: &str, party: &str, n: usize) -> Vec<u8> {
     let engine = crate::no_leak::engine();
     let p = satgate::model::Principal::from_claims(sub, role, party).unwrap();
     let text = std::fs::read_to_string("tests/data/inventory.json").unwrap();
