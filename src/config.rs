@@ -378,6 +378,27 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_file_uses_only_known_keys_and_valid_values() {
+        let text = include_str!("../deploy/satgate.toml");
+        let file: FileSettings = toml::from_str(text).unwrap();
+        for d in [
+            &file.inventory_timeout,
+            &file.ownership_ttl,
+            &file.ownership_unknown_ttl,
+            &file.connect_timeout,
+            &file.first_byte_timeout,
+            &file.idle_timeout,
+            &file.reload_interval,
+            &file.shutdown_grace,
+        ] {
+            let d = d.as_deref().expect("every duration is shown");
+            assert!(parse_duration(d).is_ok(), "{d}");
+        }
+        assert!(file.listen.unwrap().parse::<SocketAddr>().is_ok());
+        assert!(file.tls_cert_file.is_some() && file.tls_key_file.is_some());
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let (d, args) = files();
         let cases: Vec<(ServeArgs, &str)> = vec![

@@ -78,3 +78,47 @@ impl PolicyStore {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A Kubernetes ConfigMap volume: each key is a symlink through `..data`, itself a symlink to
+    /// a timestamped directory; an update writes a new directory and renames a new `..data` over
+    /// the old one, so the key symlinks never change.
+    #[test]
+    fn a_configmap_style_atomic_swap_is_reloaded() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path();
+        let files = ["device-owners.cedar", "own-records.cedar", "scope.cedar"];
+        let version = |name: &str, extra: &str| {
+            let v = dir.join(name);
+            std::fs::create_dir(&v).unwrap();
+            for f in files {
+                let text = std::fs::read_to_string(Path::new("policies").join(f)).unwrap();
+                let extra = if f == "own-records.cedar" { extra } else { "" };
+                std::fs::write(v.join(f), format!("{text}\n{extra}")).unwrap();
+            }
+        };
+        version("..v1", "");
+        symlink("..v1", dir.join("..data")).unwrap();
+        for f in files {
+            symlink(Path::new("..data").join(f), dir.join(f)).unwrap();
+        }
+        let schema = Path::new("schemas/sat.cedarschema");
+        let store = PolicyStore::load(dir, schema, DecisionStats::default()).unwrap();
+        let count = |s: &PolicyStore| s.current().policies().policies().count();
+        assert_eq!(count(&store), 8);
+
+        version("..v2", "@id(\"freeze\")\nforbid (principal, action, resource);\n");
+        symlink("..v2", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        assert!(
+            store.reload_if_changed().is_none(),
+            "seen changing once: not loaded yet"
+        );
+        assert_eq!(store.reload_if_changed().map(|r| r.ok()), Some(Some(9)));
+        assert_eq!(count(&store), 9);
+    }
+}
