@@ -1,16 +1,22 @@
 //! Who is asking: `Authorization: Bearer <JWT>` to a [`Principal`], or a refusal.
 //!
 //! The algorithm is pinned by configuration (HS256 with a secret; RS256 or ES256 with a public
-//! key, chosen by the key's type), so `alg: none` and any other algorithm are refused. `exp` is
+//! key, chosen by each key's type), so `alg: none` and any other algorithm are refused. `exp` is
 //! required; `iss` and `aud` are checked when configured. A token that verifies but whose claims
 //! are unusable (bad EUI-64 `sub`, unknown `role`, missing `party`) is a 403, not a 401.
+//!
+//! The key file may hold several public keys (an identity provider's current and next signing
+//! keys) and is reloaded when it changes, so keys rotate without a restart.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::model::Principal;
+use crate::watch::{Fingerprint, Settle};
 
 /// Why a request has no principal.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,17 +27,42 @@ pub enum Refusal {
     Forbidden(String),
 }
 
-/// Verifies bearer tokens.
+/// Verifies bearer tokens against the keys in force, reloaded when their file changes.
 pub struct Authenticator {
-    key: DecodingKey,
-    validation: Validation,
+    /// The key file, when keys come from one (reloads).
+    file: Option<KeyFile>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    keys: RwLock<Arc<KeySet>>,
+    seen: Mutex<Settle>,
+    last_error: RwLock<Option<String>>,
 }
 
 /// How tokens are signed.
 pub enum KeySource<'a> {
+    /// One shared secret (HS256).
     Hs256Secret(&'a Path),
+    /// One or more PEM public keys (or certificates), RSA (RS256) or EC P-256 (ES256): several keys let an
+    /// identity provider's signing key be rotated with old and new tokens both valid meanwhile.
     PublicKeyPem(&'a Path),
 }
+
+#[derive(Clone)]
+enum KeyFile {
+    Hs256Secret(PathBuf),
+    PublicKeyPem(PathBuf),
+}
+
+impl KeyFile {
+    fn path(&self) -> &Path {
+        match self {
+            KeyFile::Hs256Secret(p) | KeyFile::PublicKeyPem(p) => p,
+        }
+    }
+}
+
+/// Each key with the one algorithm it may verify.
+struct KeySet(Vec<(DecodingKey, Validation)>);
 
 /// Claims are taken as any JSON here and typed below, so a verified token with a mistyped claim
 /// is a 403 (unusable claims), not a 401.
@@ -44,50 +75,71 @@ struct Claims {
 
 impl Authenticator {
     pub fn new(source: KeySource<'_>, issuer: Option<&str>, audience: Option<&str>) -> Result<Self, String> {
-        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-        let (key, alg) = match source {
-            KeySource::Hs256Secret(path) => {
-                let secret = read(path)?;
-                let secret = secret.trim_ascii();
-                if secret.len() < 32 {
-                    return Err(format!("{}: an HS256 secret must be at least 32 bytes", path.display()));
-                }
-                (DecodingKey::from_secret(secret), Algorithm::HS256)
-            }
-            KeySource::PublicKeyPem(path) => {
-                let pem = read(path)?;
-                if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-                    (key, Algorithm::RS256)
-                } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-                    (key, Algorithm::ES256)
-                } else {
-                    return Err(format!(
-                        "{}: not an RSA or EC (P-256) public key in PEM",
-                        path.display()
-                    ));
-                }
-            }
+        let file = match source {
+            KeySource::Hs256Secret(p) => KeyFile::Hs256Secret(p.to_path_buf()),
+            KeySource::PublicKeyPem(p) => KeyFile::PublicKeyPem(p.to_path_buf()),
         };
-        Ok(Self::with_key(key, alg, issuer, audience))
+        let seen = Fingerprint::of(&[file.path().to_path_buf()]);
+        let keys = read_keys(&file)?;
+        let mut auth = Self::from_keys(keys, issuer, audience);
+        auth.file = Some(file);
+        auth.seen = Mutex::new(Settle::new(seen));
+        Ok(auth)
     }
 
+    /// One key given directly (tests, tools); nothing to reload.
     pub fn with_key(key: DecodingKey, alg: Algorithm, issuer: Option<&str>, audience: Option<&str>) -> Self {
-        let mut validation = Validation::new(alg);
-        validation.algorithms = vec![alg];
-        validation.set_required_spec_claims(&["exp"]);
-        validation.leeway = 30;
-        if let Some(iss) = issuer {
-            validation.set_issuer(&[iss]);
-            validation.required_spec_claims.insert("iss".into());
+        Self::from_keys(vec![(key, alg)], issuer, audience)
+    }
+
+    fn from_keys(keys: Vec<(DecodingKey, Algorithm)>, issuer: Option<&str>, audience: Option<&str>) -> Self {
+        let issuer = issuer.map(str::to_owned);
+        let audience = audience.map(str::to_owned);
+        let set = key_set(keys, issuer.as_deref(), audience.as_deref());
+        Self {
+            file: None,
+            issuer,
+            audience,
+            keys: RwLock::new(Arc::new(set)),
+            seen: Mutex::new(Settle::default()),
+            last_error: RwLock::new(None),
         }
-        match audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                validation.required_spec_claims.insert("aud".into());
-            }
-            None => validation.validate_aud = false,
+    }
+
+    /// How many keys verify tokens now.
+    pub fn key_count(&self) -> usize {
+        self.current().0.len()
+    }
+
+    /// The error of the last key reload, if it failed (the previous keys are still in use).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reloads the keys if their file changed and has settled: `Some(Ok(count))` on success. A
+    /// broken file keeps the keys in force: refusing every token would take the service down.
+    pub fn reload_if_changed(&self) -> Option<Result<usize, String>> {
+        let file = self.file.as_ref()?;
+        let paths = [file.path().to_path_buf()];
+        let mut settle = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let target = settle.poll(Fingerprint::of(&paths))?;
+        let read = read_keys(file);
+        if Fingerprint::of(&paths) != target {
+            return None;
         }
-        Self { key, validation }
+        settle.done(target);
+        let result = read.map(|keys| {
+            let n = keys.len();
+            let set = key_set(keys, self.issuer.as_deref(), self.audience.as_deref());
+            *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+            n
+        });
+        *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = result.as_ref().err().cloned();
+        Some(result)
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The principal for an `Authorization` header value.
@@ -99,16 +151,134 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Refusal::Unauthenticated("expected an Authorization: Bearer token".into()))?;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            // The error kind names the failed check; it never includes the token.
-            .map_err(|e| Refusal::Unauthenticated(format!("invalid token: {e}")))?;
-        let c = data.claims;
-        let text = |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_str()).map(str::to_owned);
-        let (Some(sub), Some(role), Some(party)) = (text(&c.sub), text(&c.role), text(&c.party)) else {
-            return Err(Refusal::Forbidden("token lacks a string sub, role or party".into()));
-        };
-        Principal::from_claims(&sub, &role, &party).map_err(|e| Refusal::Forbidden(format!("unusable claim {e}")))
+        let keys = self.current();
+        let mut refusal: Option<jsonwebtoken::errors::Error> = None;
+        for (key, validation) in &keys.0 {
+            match jsonwebtoken::decode::<Claims>(token, key, validation) {
+                Ok(data) => return claims_principal(data.claims),
+                // Report the most telling failure: an expired token signed by a known key says
+                // "expired", not "wrong algorithm" from another key.
+                Err(e) => {
+                    if refusal.as_ref().is_none_or(|r| rank(r.kind()) < rank(e.kind())) {
+                        refusal = Some(e);
+                    }
+                }
+            }
+        }
+        // The error kind names the failed check; it never includes the token.
+        Err(Refusal::Unauthenticated(match refusal {
+            Some(e) => format!("invalid token: {e}"),
+            None => "invalid token: no verification key".into(),
+        }))
     }
+}
+
+fn rank(kind: &ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::InvalidAlgorithm => 0,
+        ErrorKind::InvalidSignature => 1,
+        _ => 2,
+    }
+}
+
+fn claims_principal(c: Claims) -> Result<Principal, Refusal> {
+    let text = |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_str()).map(str::to_owned);
+    let (Some(sub), Some(role), Some(party)) = (text(&c.sub), text(&c.role), text(&c.party)) else {
+        return Err(Refusal::Forbidden("token lacks a string sub, role or party".into()));
+    };
+    Principal::from_claims(&sub, &role, &party).map_err(|e| Refusal::Forbidden(format!("unusable claim {e}")))
+}
+
+/// Every key pinned to its own algorithm: `alg: none` and any other algorithm are refused.
+fn key_set(keys: Vec<(DecodingKey, Algorithm)>, issuer: Option<&str>, audience: Option<&str>) -> KeySet {
+    let entries = keys
+        .into_iter()
+        .map(|(key, alg)| {
+            let mut validation = Validation::new(alg);
+            validation.algorithms = vec![alg];
+            validation.set_required_spec_claims(&["exp"]);
+            validation.leeway = 30;
+            if let Some(iss) = issuer {
+                validation.set_issuer(&[iss]);
+                validation.required_spec_claims.insert("iss".into());
+            }
+            match audience {
+                Some(aud) => {
+                    validation.set_audience(&[aud]);
+                    validation.required_spec_claims.insert("aud".into());
+                }
+                None => validation.validate_aud = false,
+            }
+            (key, validation)
+        })
+        .collect();
+    KeySet(entries)
+}
+
+fn read_keys(file: &KeyFile) -> Result<Vec<(DecodingKey, Algorithm)>, String> {
+    let path = file.path();
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    match file {
+        KeyFile::Hs256Secret(_) => {
+            let secret = bytes.trim_ascii();
+            if secret.len() < 32 {
+                return Err(format!("{}: an HS256 secret must be at least 32 bytes", path.display()));
+            }
+            Ok(vec![(DecodingKey::from_secret(secret), Algorithm::HS256)])
+        }
+        KeyFile::PublicKeyPem(_) => {
+            let text = String::from_utf8(bytes).map_err(|_| format!("{}: not a PEM file", path.display()))?;
+            let blocks = pem_blocks(&text);
+            if blocks.is_empty() {
+                return Err(format!("{}: no PEM public key in the file", path.display()));
+            }
+            blocks
+                .iter()
+                .enumerate()
+                .map(|(i, pem)| {
+                    if pem.lines().next().is_some_and(|l| l.contains("PRIVATE")) {
+                        // Verification needs only the public half; a private key here is a
+                        // mistake that would spread a signing key to every sidecar.
+                        return Err(format!(
+                            "{}: key {}: a private key; give the public key (or certificate) only",
+                            path.display(),
+                            i + 1
+                        ));
+                    }
+                    if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
+                        Ok((key, Algorithm::RS256))
+                    } else if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
+                        Ok((key, Algorithm::ES256))
+                    } else {
+                        Err(format!(
+                            "{}: key {}: not an RSA or EC (P-256) public key in PEM",
+                            path.display(),
+                            i + 1
+                        ))
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// The `-----BEGIN ...-----` to `-----END ...-----` blocks of a PEM file, each whole.
+fn pem_blocks(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("-----BEGIN ") {
+            current = Some(String::new());
+        }
+        if let Some(block) = current.as_mut() {
+            block.push_str(line);
+            block.push('\n');
+            if line.starts_with("-----END ") {
+                blocks.extend(current.take());
+            }
+        }
+    }
+    blocks
 }
 
 #[cfg(test)]
@@ -219,6 +389,118 @@ mod tests {
             c[k] = v;
             assert!(matches!(check(&token(c)), Err(Refusal::Forbidden(_))), "mistyped {k}");
         }
+    }
+
+    fn signed(alg: Algorithm, private_pem: &str, claims: &serde_json::Value) -> String {
+        let pem = std::fs::read(format!("tests/data/jwt/{private_pem}")).unwrap();
+        let key = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+            _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+        };
+        encode(&Header::new(alg), claims, &key).unwrap()
+    }
+
+    /// A PEM key file made of the named public keys, in a temporary directory.
+    fn key_file(dir: &Path, names: &[&str]) -> PathBuf {
+        let path = dir.join("keys.pem");
+        let text: String = names
+            .iter()
+            .map(|n| std::fs::read_to_string(format!("tests/data/jwt/{n}.pub")).unwrap())
+            .collect();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn claims() -> serde_json::Value {
+        let mut c = good();
+        c.as_object_mut()
+            .unwrap()
+            .retain(|k, _| !matches!(k.as_str(), "iss" | "aud"));
+        c
+    }
+
+    fn verify(a: &Authenticator, token: &str) -> Result<Principal, Refusal> {
+        a.principal(Some(format!("Bearer {token}").as_bytes()))
+    }
+
+    #[test]
+    fn public_keys_verify_rs256_and_es256_and_several_keys_allow_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = key_file(dir.path(), &["es256-a", "rs256", "es256-b"]);
+        let a = Authenticator::new(KeySource::PublicKeyPem(&file), None, None).unwrap();
+        assert_eq!(a.key_count(), 3);
+        for (alg, key) in [
+            (Algorithm::ES256, "es256-a.key"),
+            (Algorithm::ES256, "es256-b.key"),
+            (Algorithm::RS256, "rs256.key"),
+        ] {
+            assert!(verify(&a, &signed(alg, key, &claims())).is_ok(), "{key}");
+        }
+        // A key that is not listed, and the classic confusion: HS256 "signed" with the public
+        // key's text as the secret.
+        let only_a =
+            Authenticator::new(KeySource::PublicKeyPem(&key_file(dir.path(), &["es256-a"])), None, None).unwrap();
+        let unauth = |r: Result<Principal, Refusal>| matches!(r, Err(Refusal::Unauthenticated(_)));
+        assert!(unauth(verify(
+            &only_a,
+            &signed(Algorithm::ES256, "es256-b.key", &claims())
+        )));
+        let public = std::fs::read("tests/data/jwt/es256-a.pub").unwrap();
+        let confused = encode(
+            &Header::new(Algorithm::HS256),
+            &claims(),
+            &EncodingKey::from_secret(&public),
+        )
+        .unwrap();
+        assert!(unauth(verify(&only_a, &confused)));
+        // The refusal names the telling check, whichever key was tried first.
+        let mut expired = claims();
+        expired["exp"] = json!(now() - 3600);
+        let Err(Refusal::Unauthenticated(why)) = verify(&a, &signed(Algorithm::ES256, "es256-b.key", &expired)) else {
+            panic!("an expired token is refused");
+        };
+        assert!(why.contains("Expired"), "{why}");
+    }
+
+    #[test]
+    fn a_changed_key_file_is_reloaded_and_a_broken_one_keeps_the_last_good_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = key_file(dir.path(), &["es256-a"]);
+        let a = Authenticator::new(KeySource::PublicKeyPem(&file), None, None).unwrap();
+        let from_b = signed(Algorithm::ES256, "es256-b.key", &claims());
+        assert!(verify(&a, &from_b).is_err());
+
+        key_file(dir.path(), &["es256-a", "es256-b"]);
+        assert!(a.reload_if_changed().is_none(), "seen changing once: not loaded yet");
+        assert_eq!(a.reload_if_changed(), Some(Ok(2)));
+        assert!(verify(&a, &from_b).is_ok());
+
+        let mut broken = std::fs::read_to_string(&file).unwrap();
+        broken.push_str("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n");
+        std::fs::write(&file, broken).unwrap();
+        a.reload_if_changed();
+        let err = a.reload_if_changed().unwrap().unwrap_err();
+        assert!(err.contains("key 3:"), "{err}");
+        assert_eq!(a.last_error(), Some(err));
+        assert!(verify(&a, &from_b).is_ok(), "the last good keys stay in force");
+    }
+
+    #[test]
+    fn unusable_key_files_are_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, "too short").unwrap();
+        let err = |s: KeySource<'_>| Authenticator::new(s, None, None).err().unwrap_or_default();
+        assert!(err(KeySource::PublicKeyPem(&empty)).contains("no PEM public key"));
+        assert!(err(KeySource::PublicKeyPem(Path::new("tests/data/jwt/es256-a.key"))).contains("key 1: a private key"));
+        let garbled = dir.path().join("garbled.pem");
+        std::fs::write(&garbled, "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").unwrap();
+        assert!(err(KeySource::PublicKeyPem(&garbled)).contains("key 1: not an RSA or EC"));
+        // A certificate carries its public key; that is accepted.
+        assert!(Authenticator::new(KeySource::PublicKeyPem(Path::new("tests/data/tls/a.crt")), None, None).is_ok());
+        assert!(err(KeySource::Hs256Secret(&short)).contains("at least 32 bytes"));
     }
 
     /// Unpadded base64url, enough to forge an unsigned token.

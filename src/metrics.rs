@@ -46,6 +46,7 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabel, Counter>,
     pub inventory_reloads: Family<ResultLabel, Counter>,
     pub tls_reloads: Family<ResultLabel, Counter>,
+    pub jwt_key_reloads: Family<ResultLabel, Counter>,
     pub tls_handshake_failures: Counter,
     pub decisions: DecisionStats,
     pub ownership: OwnershipStats,
@@ -72,6 +73,7 @@ impl Metrics {
             policy_reloads: Family::default(),
             inventory_reloads: Family::default(),
             tls_reloads: Family::default(),
+            jwt_key_reloads: Family::default(),
             tls_handshake_failures: Counter::default(),
             decisions: DecisionStats::default(),
             ownership: OwnershipStats::default(),
@@ -115,6 +117,11 @@ impl Metrics {
             "tls_reloads",
             "TLS certificate and key reloads by result",
             m.tls_reloads.clone(),
+        );
+        registry.register(
+            "jwt_key_reloads",
+            "JWT verification key reloads by result",
+            m.jwt_key_reloads.clone(),
         );
         registry.register(
             "tls_handshake_failures",

@@ -365,6 +365,7 @@ async fn readyz(state: &State) -> Response<ResponseBody> {
         "policies": {"loaded": true, "count": engine.policies().policies().count(), "lastReloadError": state.policies.last_error()},
         "inventory": inventory,
         "upstream": {"reachable": upstream_ok},
+        "auth": {"keys": state.auth.key_count(), "lastReloadError": state.auth.last_error()},
     });
     if let Some(tls) = &state.tls {
         body["tls"] = json!({"loaded": true, "lastReloadError": tls.last_error()});
@@ -408,7 +409,7 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Response
     json_response(status, json!({"error": code, "message": message}))
 }
 
-/// Reloads policies, TLS files and inventory when their files change, every `interval`.
+/// Reloads policies, JWT keys, TLS files and inventory when their files change, every `interval`.
 pub fn spawn_reloader(state: Arc<State>, interval: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -440,6 +441,25 @@ pub fn reload_once(state: &State) {
                 .get_or_create(&ResultLabel { result: "failed" })
                 .inc();
             tracing::error!(error = %e, "policy reload failed; the last good policy set stays in force");
+        }
+    }
+    match state.auth.reload_if_changed() {
+        None => {}
+        Some(Ok(n)) => {
+            state
+                .metrics
+                .jwt_key_reloads
+                .get_or_create(&ResultLabel { result: "ok" })
+                .inc();
+            tracing::info!(keys = n, "JWT verification keys reloaded");
+        }
+        Some(Err(e)) => {
+            state
+                .metrics
+                .jwt_key_reloads
+                .get_or_create(&ResultLabel { result: "failed" })
+                .inc();
+            tracing::error!(error = %e, "JWT key reload failed; the last good keys stay in use");
         }
     }
     if let Some(tls) = &state.tls {

@@ -838,3 +838,46 @@ async fn the_connection_limit_holds_new_connections_back() {
         .unwrap();
     assert_eq!(status, 200, "served once a slot was free");
 }
+
+#[tokio::test]
+async fn rs256_and_es256_tokens_and_a_rotated_jwt_key_file() {
+    let up = start_upstream().await;
+    let keys = |dir: &std::path::Path, names: &[&str]| {
+        let text: String = names
+            .iter()
+            .map(|n| std::fs::read_to_string(format!("tests/data/jwt/{n}.pub")).unwrap())
+            .collect();
+        std::fs::write(dir.join("issuer.pem"), text).unwrap();
+    };
+    let s = start_sidecar_with(format!("http://{}", up.addr), |cfg, dir| {
+        keys(dir, &["rs256", "es256-a"]);
+        cfg.jwt_key = JwtKey::PublicKeyFile(dir.join("issuer.pem"));
+    })
+    .await;
+    let (sub, role, party) = users().into_iter().find(|u| u.1 == "IS" && u.2 == "SUPA").unwrap();
+    let claims = json!({"sub": sub, "role": role, "party": party, "exp": 4_000_000_000u64});
+    let signed = |alg: Algorithm, key: &str| {
+        let pem = std::fs::read(format!("tests/data/jwt/{key}.key")).unwrap();
+        let key = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+            _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+        };
+        encode(&Header::new(alg), &claims, &key).unwrap()
+    };
+    let path = "/sat/records?mode=ok&n=30";
+    let want = expected_for(&sub, &role, &party, 30);
+    for t in [signed(Algorithm::RS256, "rs256"), signed(Algorithm::ES256, "es256-a")] {
+        assert_eq!(get(s.addr, path, Some(&t)).await.1, want);
+    }
+    let next = signed(Algorithm::ES256, "es256-b");
+    assert_eq!(get(s.addr, path, Some(&next)).await.0, 401, "not yet a known key");
+
+    // The identity provider publishes its next key beside the current one.
+    keys(s.dir.path(), &["es256-a", "es256-b"]);
+    reload(&s.state);
+    assert_eq!(get(s.addr, path, Some(&next)).await.1, want);
+    let m = s.state.metrics.encode();
+    assert!(m.contains("satgate_jwt_key_reloads_total{result=\"ok\"} 1"), "{m}");
+    // The RSA key was retired with that change.
+    assert_eq!(get(s.addr, path, Some(&signed(Algorithm::RS256, "rs256"))).await.0, 401);
+}
