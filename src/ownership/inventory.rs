@@ -109,6 +109,7 @@ impl Inventory {
 fn index_meter_points(raw: &[&RawValue], warnings: &mut Vec<InventoryWarning>) -> HashMap<String, Arc<MeterPoint>> {
     let mut points = HashMap::new();
     let mut duplicates = HashSet::new();
+    let mut unusable = HashSet::new();
     for (i, raw) in raw.iter().enumerate() {
         let entry = format!("meterPoints[{i}]");
         let mp = match serde_json::from_str::<MeterPointShape>(raw.get())
@@ -118,6 +119,7 @@ fn index_meter_points(raw: &[&RawValue], warnings: &mut Vec<InventoryWarning>) -
             Ok(mp) => mp,
             Err(reason) => {
                 warnings.push(InventoryWarning { entry, reason });
+                unusable.extend(claimed_ids(raw, "mpxn"));
                 continue;
             }
         };
@@ -132,6 +134,14 @@ fn index_meter_points(raw: &[&RawValue], warnings: &mut Vec<InventoryWarning>) -
             continue;
         }
         points.insert(mp.mpxn.clone(), Arc::new(mp));
+    }
+    for mpxn in unusable {
+        if points.remove(&mpxn).is_some() {
+            warnings.push(InventoryWarning {
+                entry: format!("meterPoints ({mpxn})"),
+                reason: "mpxn also has an unusable entry; every entry for it is left out".into(),
+            });
+        }
     }
     points
 }
@@ -205,6 +215,7 @@ fn index_devices(
 ) -> HashMap<Eui64, Arc<DeviceEntry>> {
     let mut devices = HashMap::new();
     let mut duplicates = HashSet::new();
+    let mut unusable = HashSet::new();
     for (i, raw) in raw.iter().enumerate() {
         let entry = format!("devices[{i}]");
         let device = match serde_json::from_str::<DeviceShape>(raw.get())
@@ -214,6 +225,7 @@ fn index_devices(
             Ok(d) => d,
             Err(reason) => {
                 warnings.push(InventoryWarning { entry, reason });
+                unusable.extend(claimed_ids(raw, "deviceId").iter().filter_map(|id| Eui64::parse(id).ok()));
                 continue;
             }
         };
@@ -229,7 +241,41 @@ fn index_devices(
         }
         devices.insert(id, Arc::new(device));
     }
+    for id in unusable {
+        if devices.remove(&id).is_some() {
+            warnings.push(InventoryWarning {
+                entry: format!("devices ({id})"),
+                reason: "deviceId also has an unusable entry; every entry for it is left out".into(),
+            });
+        }
+    }
     devices
+}
+
+/// The string values of `key` at the top level of an entry that failed validation: the ids it
+/// meant to describe. A broken second description of a meter point or Device makes the first
+/// one doubtful too, exactly like a duplicate, so neither is used.
+fn claimed_ids(raw: &RawValue, key: &'static str) -> Vec<String> {
+    struct Claimed(&'static str);
+    impl<'de> serde::de::Visitor<'de> for Claimed {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+            let mut ids = Vec::new();
+            // Every occurrence, so an entry with the key twice claims both values.
+            while let Some(k) = map.next_key::<String>()? {
+                let v: serde_json::Value = map.next_value()?;
+                if let (true, Some(id)) = (k == self.0, v.as_str()) {
+                    ids.push(id.to_owned());
+                }
+            }
+            Ok(ids)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    serde::Deserializer::deserialize_map(&mut de, Claimed(key)).unwrap_or_default()
 }
 
 fn validate_device(s: DeviceShape, points: &HashMap<String, Arc<MeterPoint>>) -> Result<DeviceEntry, String> {
@@ -327,6 +373,31 @@ mod tests {
         }
         assert!(inv.get(Eui64::from_u64(6)).is_some());
         assert_eq!(inv.len(), 1);
+    }
+
+    #[test]
+    fn a_broken_second_entry_for_an_id_leaves_out_the_good_one_too() {
+        // Old and new descriptions of one meter point and one Device, the second unusable (an
+        // electricity point with a gas supplier; an unknown field), in either order.
+        let mp_good = r#"{"mpxn":"1012345678901","fuel":"electricity","importSupplier":"OLD"}"#;
+        let mp_bad = r#"{"mpxn":"1012345678901","fuel":"electricity","importSupplier":"NEW","gasSupplier":"X"}"#;
+        let dev_good = r#"{"deviceId":"00-00-00-00-00-00-00-07","deviceType":"GSME","mpxns":["2222222"]}"#;
+        let dev_bad = r#"{"deviceId":"00-00-00-00-00-00-00-07","deviceType":"GSME","mpxns":["2222222"],"x":1}"#;
+        let gas = r#"{"mpxn":"2222222","fuel":"gas","gasSupplier":"C"}"#;
+        let esme = r#"{"deviceId":"00-00-00-00-00-00-00-08","deviceType":"ESME","mpxns":["1012345678901"]}"#;
+        for (mps, devs) in [
+            ([mp_good, mp_bad], [dev_good, dev_bad]),
+            ([mp_bad, mp_good], [dev_bad, dev_good]),
+        ] {
+            let text = format!(
+                r#"{{"meterPoints":[{},{},{gas}],"devices":[{},{},{esme}]}}"#,
+                mps[0], mps[1], devs[0], devs[1]
+            );
+            let (inv, warnings) = Inventory::parse(&text).unwrap();
+            assert!(inv.get(Eui64::from_u64(7)).is_none(), "{warnings:?}");
+            assert!(inv.get(Eui64::from_u64(8)).is_none(), "its meter point is doubtful: {warnings:?}");
+            assert!(warnings.iter().any(|w| w.reason.contains("also has an unusable entry")));
+        }
     }
 
     #[test]
