@@ -83,7 +83,10 @@ pub fn load(dir: &Path, schema_file: &Path) -> Result<LoadedPolicies, LoadError>
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
-        if path.extension().is_some_and(|e| e == "cedar") && path.is_file() {
+        // Every `*.cedar` entry is a policy file: one that cannot be read as a file (a dangling
+        // symlink, a directory) fails the load rather than drop its policies, which may be the
+        // forbids.
+        if path.extension().is_some_and(|e| e == "cedar") {
             files.push(path);
         }
     }

@@ -121,4 +121,40 @@ mod tests {
         assert_eq!(store.reload_if_changed().map(|r| r.ok()), Some(Some(9)));
         assert_eq!(count(&store), 9);
     }
+
+    /// A policy file whose target vanished (an unmounted volume, a half-finished swap) is an
+    /// error, not a file to skip: skipping `scope.cedar` would drop the forbids.
+    #[test]
+    fn a_dangling_policy_symlink_fails_the_load_and_the_last_good_set_stays() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, store_dir) = (root.path().join("policies"), root.path().join("store"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::create_dir(&store_dir).unwrap();
+        for f in ["device-owners.cedar", "own-records.cedar", "scope.cedar"] {
+            std::fs::copy(Path::new("policies").join(f), store_dir.join(f)).unwrap();
+            symlink(store_dir.join(f), dir.join(f)).unwrap();
+        }
+        let schema = Path::new("schemas/sat.cedarschema");
+        let store = PolicyStore::load(&dir, schema, DecisionStats::default()).unwrap();
+        let has_forbids = |s: &PolicyStore| {
+            s.current()
+                .policies()
+                .policies()
+                .any(|p| p.id().to_string() == "han-devices-only")
+        };
+        assert!(has_forbids(&store));
+
+        std::fs::remove_file(store_dir.join("scope.cedar")).unwrap();
+        assert!(
+            super::super::policies::load(&dir, schema).is_err(),
+            "a fresh start refuses"
+        );
+        store.reload_if_changed();
+        assert!(matches!(store.reload_if_changed(), Some(Err(_))));
+        assert!(
+            has_forbids(&store),
+            "the last good set, forbids included, stays in force"
+        );
+        assert!(store.last_error().is_some());
+    }
 }

@@ -225,7 +225,11 @@ fn index_devices(
             Ok(d) => d,
             Err(reason) => {
                 warnings.push(InventoryWarning { entry, reason });
-                unusable.extend(claimed_ids(raw, "deviceId").iter().filter_map(|id| Eui64::parse(id).ok()));
+                unusable.extend(
+                    claimed_ids(raw, "deviceId")
+                        .iter()
+                        .filter_map(|id| Eui64::parse(id).ok()),
+                );
                 continue;
             }
         };
@@ -395,7 +399,10 @@ mod tests {
             );
             let (inv, warnings) = Inventory::parse(&text).unwrap();
             assert!(inv.get(Eui64::from_u64(7)).is_none(), "{warnings:?}");
-            assert!(inv.get(Eui64::from_u64(8)).is_none(), "its meter point is doubtful: {warnings:?}");
+            assert!(
+                inv.get(Eui64::from_u64(8)).is_none(),
+                "its meter point is doubtful: {warnings:?}"
+            );
             assert!(warnings.iter().any(|w| w.reason.contains("also has an unusable entry")));
         }
     }
