@@ -145,11 +145,8 @@ impl Authenticator {
     /// The principal for an `Authorization` header value.
     pub fn principal(&self, authorization: Option<&[u8]>) -> Result<Principal, Refusal> {
         let header = authorization.ok_or_else(|| Refusal::Unauthenticated("missing bearer token".into()))?;
-        let token = std::str::from_utf8(header)
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+        let token = bearer(header)
+            .and_then(|t| std::str::from_utf8(t).ok())
             .ok_or_else(|| Refusal::Unauthenticated("expected an Authorization: Bearer token".into()))?;
         let keys = self.current();
         let mut refusal: Option<jsonwebtoken::errors::Error> = None;
@@ -165,11 +162,35 @@ impl Authenticator {
                 }
             }
         }
-        // The error kind names the failed check; it never includes the token.
-        Err(Refusal::Unauthenticated(match refusal {
-            Some(e) => format!("invalid token: {e}"),
-            None => "invalid token: no verification key".into(),
-        }))
+        Err(Refusal::Unauthenticated(format!(
+            "invalid token: {}",
+            refusal.map_or("no verification key", |e| why(e.kind()))
+        )))
+    }
+}
+
+/// The credentials of an `Authorization: Bearer <credentials>` header value (the scheme is
+/// case-insensitive, RFC 9110), or `None`.
+pub fn bearer(header: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = header.split_at_checked(7)?;
+    let token = rest.trim_ascii();
+    (scheme.eq_ignore_ascii_case(b"bearer ") && !token.is_empty()).then_some(token)
+}
+
+/// A fixed text for each failed check: jsonwebtoken's own messages can quote parts of the token
+/// (an unknown `alg` value, say), which must not reach the response or the logs.
+fn why(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ExpiredSignature => "expired",
+        ErrorKind::ImmatureSignature => "not valid yet (nbf)",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::InvalidAudience => "wrong audience",
+        ErrorKind::MissingRequiredClaim(_) => "a required claim (exp, iss or aud) is missing",
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "algorithm not accepted"
+        }
+        _ => "malformed",
     }
 }
 
@@ -198,6 +219,7 @@ fn key_set(keys: Vec<(DecodingKey, Algorithm)>, issuer: Option<&str>, audience: 
             validation.algorithms = vec![alg];
             validation.set_required_spec_claims(&["exp"]);
             validation.leeway = 30;
+            validation.validate_nbf = true;
             if let Some(iss) = issuer {
                 validation.set_issuer(&[iss]);
                 validation.required_spec_claims.insert("iss".into());
@@ -248,6 +270,15 @@ fn read_keys(file: &KeyFile) -> Result<Vec<(DecodingKey, Algorithm)>, String> {
                     if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
                         Ok((key, Algorithm::RS256))
                     } else if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
+                        // jsonwebtoken takes any curve here; ES256 is P-256 only, and a key on
+                        // another curve would refuse every token instead of failing start-up.
+                        if !is_p256(pem) {
+                            return Err(format!(
+                                "{}: key {}: an EC key not on P-256 (ES256 needs P-256)",
+                                path.display(),
+                                i + 1
+                            ));
+                        }
                         Ok((key, Algorithm::ES256))
                     } else {
                         Err(format!(
@@ -260,6 +291,14 @@ fn read_keys(file: &KeyFile) -> Result<Vec<(DecodingKey, Algorithm)>, String> {
                 .collect()
         }
     }
+}
+
+/// Whether a PEM public key or certificate names the P-256 curve (its OID, 1.2.840.10045.3.1.7).
+fn is_p256(pem: &str) -> bool {
+    use tokio_rustls::rustls::pki_types::pem::{PemObject, SectionKind};
+    const P256: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+    <(SectionKind, Vec<u8>)>::from_pem_slice(pem.as_bytes())
+        .is_ok_and(|(_, der)| der.windows(P256.len()).any(|w| w == P256))
 }
 
 /// The `-----BEGIN ...-----` to `-----END ...-----` blocks of a PEM file, each whole.
@@ -371,6 +410,33 @@ mod tests {
     }
 
     #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_refusals_never_quote_the_token() {
+        assert!(auth()
+            .principal(Some(format!("BEARER  {} ", token(good())).as_bytes()))
+            .is_ok());
+        assert_eq!(bearer(b"bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Bearer "), None);
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bear"), None);
+        let mut early = good();
+        early["nbf"] = json!(now() + 3600);
+        assert_eq!(
+            check(&token(early)),
+            Err(Refusal::Unauthenticated("invalid token: not valid yet (nbf)".into()))
+        );
+        use base64_like::encode as b64;
+        let odd_alg = format!(
+            "{}.{}.sig",
+            b64(br#"{"alg":"<script>SECRET-ALG","typ":"JWT"}"#),
+            b64(good().to_string().as_bytes())
+        );
+        let Err(Refusal::Unauthenticated(why)) = check(&odd_alg) else {
+            panic!("refused");
+        };
+        assert!(!why.contains("SECRET-ALG") && !why.contains("script"), "{why}");
+    }
+
+    #[test]
     fn unusable_claims_are_403() {
         for (k, v) in [
             ("sub", json!("not-an-eui")),
@@ -459,7 +525,7 @@ mod tests {
         let Err(Refusal::Unauthenticated(why)) = verify(&a, &signed(Algorithm::ES256, "es256-b.key", &expired)) else {
             panic!("an expired token is refused");
         };
-        assert!(why.contains("Expired"), "{why}");
+        assert_eq!(why, "invalid token: expired");
     }
 
     #[test]
@@ -501,7 +567,22 @@ mod tests {
         // A certificate carries its public key; that is accepted.
         assert!(Authenticator::new(KeySource::PublicKeyPem(Path::new("tests/data/tls/a.crt")), None, None).is_ok());
         assert!(err(KeySource::Hs256Secret(&short)).contains("at least 32 bytes"));
+        // P-384: jsonwebtoken would take it, and every ES256 token would then fail.
+        let p384 = dir.path().join("p384.pem");
+        std::fs::write(&p384, P384_PUBLIC_KEY).unwrap();
+        assert!(
+            err(KeySource::PublicKeyPem(&p384)).contains("not on P-256"),
+            "{}",
+            err(KeySource::PublicKeyPem(&p384))
+        );
     }
+
+    const P384_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEFDttYY5Q6B+CJ1nSByAP0BUcl1Yvt95i
+7ypgkNhc07kvAVu5tlDBodSmLRQTaYyVVxkdKnSCOtDtUIws56d6SeMUWFxBYGSn
+jdmTNvE8nofhtatXkcKSIcTngj1lRVbj
+-----END PUBLIC KEY-----
+";
 
     /// Unpadded base64url, enough to forge an unsigned token.
     mod base64_like {

@@ -313,7 +313,7 @@ async fn admin_invalidate(state: &State, req: &Request<Incoming>) -> Response<Re
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .and_then(|v| crate::auth::bearer(v.as_bytes()))
         .unwrap_or_default();
     if !constant_time_eq(given, expected) {
         return error(StatusCode::UNAUTHORIZED, "unauthenticated", "admin token required");
