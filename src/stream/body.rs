@@ -139,7 +139,7 @@ impl RecordStream {
         loop {
             let frame = match tokio::time::timeout(self.idle, self.upstream.frame()).await {
                 Err(_) => return Err(StreamError::IdleTimeout),
-                Ok(None) if self.splitter.buffered() > 0 => {
+                Ok(None) if self.splitter.mid_line() => {
                     // NDJSON lines end with \n: a body that stops inside one was cut short, even
                     // if the connection closed cleanly.
                     return Err(StreamError::Upstream("body ended inside a line".into()));

@@ -15,6 +15,9 @@ use crate::ownership::{DeviceEntry, OwnershipSource};
 /// How many Devices one stream remembers (about 100 bytes each).
 const MAX_DEVICES_PER_STREAM: usize = 65_536;
 
+/// Most ownership look-ups one stream prefetches at once.
+pub const PREFETCH_CONCURRENCY: usize = 8;
+
 /// What happened to one line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -60,7 +63,7 @@ impl RecordFilter {
         record.device_id.filter(|id| !self.devices.contains_key(id))
     }
 
-    /// Looks up, concurrently, the Devices that `lines` (read ahead) name and this stream has not
+    /// Looks up, concurrently (at most [`PREFETCH_CONCURRENCY`] at a time), the Devices that `lines` (read ahead) name and this stream has not
     /// seen yet, so a page about many new Devices waits for one round of look-ups instead of one
     /// per Device. Only a speed-up: ids are found by a cheap scan, answers are the source's own,
     /// and a failed look-up is left for the record path to retry and report.
@@ -89,7 +92,13 @@ impl RecordFilter {
         if ids.len() < 2 {
             return;
         }
-        let answers = futures_util::future::join_all(ids.iter().map(|id| source.lookup(*id))).await;
+        // A few at a time per stream: one page about many new Devices must not take every slot
+        // of a shared source (HTTP: --inventory-max-in-flight) and make other callers' look-ups
+        // queue into their timeouts.
+        let mut answers = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(PREFETCH_CONCURRENCY) {
+            answers.extend(futures_util::future::join_all(batch.iter().map(|id| source.lookup(*id))).await);
+        }
         for (id, answer) in ids.into_iter().zip(answers) {
             if let Ok(entry) = answer {
                 self.learn_device(id, entry.as_deref());
@@ -191,5 +200,63 @@ impl RecordFilter {
 impl FilterStats {
     pub fn redacted(&self, class: Class) -> u64 {
         self.redacted[class as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::decision::PolicyEngine;
+    use crate::model::{Principal, Role};
+    use crate::ownership::{LookupResult, OwnershipSource};
+
+    /// Knows no Device; counts calls and the most in flight at once.
+    #[derive(Default)]
+    struct Counting {
+        calls: AtomicUsize,
+        now: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl OwnershipSource for Counting {
+        fn lookup(&self, _: Eui64) -> Pin<Box<dyn Future<Output = LookupResult> + Send + '_>> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                self.now.fetch_sub(1, Ordering::SeqCst);
+                Ok(None)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn prefetch_asks_about_each_new_device_once_a_few_at_a_time() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let engine = PolicyEngine::load(&root.join("policies"), &root.join("schemas/sat.cedarschema")).unwrap();
+        let principal = Principal {
+            user_id: Eui64::from_u64(1),
+            role: Role::ALL[0],
+            party: "SUPA".into(),
+        };
+        let mut filter = RecordFilter::new(Arc::new(engine).for_principal(&principal));
+        // 100 lines about 40 Devices.
+        let lines: Vec<String> = (0..100u64)
+            .map(|i| format!(r#"{{"deviceId":"{}","x":1}}"#, Eui64::from_u64(i % 40)))
+            .collect();
+        let source = Counting::default();
+        filter.prefetch_devices(lines.iter().map(String::as_bytes), &source).await;
+        assert_eq!(source.calls.load(Ordering::SeqCst), 40);
+        let most = source.most.load(Ordering::SeqCst);
+        assert!((2..=PREFETCH_CONCURRENCY).contains(&most), "{most} in flight at once");
+        // Known now (as unknown Devices): a second pass asks nothing.
+        filter.prefetch_devices(lines.iter().map(String::as_bytes), &source).await;
+        assert_eq!(source.calls.load(Ordering::SeqCst), 40);
     }
 }

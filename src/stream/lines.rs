@@ -84,6 +84,11 @@ impl LineSplitter {
     pub fn buffered(&self) -> usize {
         self.partial.len()
     }
+
+    /// Whether the bytes so far end inside a line (kept, or being skipped as too long).
+    pub fn mid_line(&self) -> bool {
+        self.discarding || !self.partial.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +130,20 @@ mod tests {
     fn over_long_lines_are_reported_once_and_skipped() {
         let got = split(&[b"12345", b"67890", b"abc\nok\n", b"0123456789012\nend"], 8);
         assert_eq!(got, vec![None, Some(b"ok".to_vec()), None, Some(b"end".to_vec())]);
+    }
+
+    #[test]
+    fn inside_an_over_long_line_is_still_mid_line() {
+        let mut s = LineSplitter::new(4);
+        s.push(b"ok
+", |_| {});
+        assert!(!s.mid_line());
+        s.push(b"0123456789", |_| {});
+        assert_eq!(s.buffered(), 0, "not buffered");
+        assert!(s.mid_line(), "but the stream is inside a line");
+        s.push(b"
+", |_| {});
+        assert!(!s.mid_line());
     }
 
     #[test]
