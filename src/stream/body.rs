@@ -95,13 +95,33 @@ pub fn channel() -> (BodySender, ChannelBody) {
     )
 }
 
+/// Lines read ahead of the filter. One entry per run of lines, not per line, so what is held
+/// follows the bytes read however short the lines are (a frame of 400 KB of `\n` is one entry).
+enum Pending {
+    /// One or more whole lines joined by `\n` (shared with their upstream frame when they were
+    /// inside it, copied when a line spanned frames).
+    Lines(Bytes),
+    /// A line over the limit, already skipped.
+    TooLong,
+}
+
+impl Pending {
+    fn lines(&self) -> impl Iterator<Item = &[u8]> {
+        let run = match self {
+            Pending::Lines(b) => Some(b.split(|c| *c == b'\n')),
+            Pending::TooLong => None,
+        };
+        run.into_iter().flatten()
+    }
+}
+
 /// One filtered stream: the upstream body, the filter for the caller, and lines read ahead.
 pub struct RecordStream {
     upstream: Incoming,
     filter: RecordFilter,
     ownership: Arc<dyn OwnershipSource>,
     splitter: LineSplitter,
-    pending: VecDeque<Result<Bytes, ()>>,
+    pending: VecDeque<Pending>,
     idle: Duration,
     ended: bool,
     pub lookup_errors: u64,
@@ -145,9 +165,8 @@ impl RecordStream {
                     return Err(StreamError::Upstream("body ended inside a line".into()));
                 }
                 Ok(None) => {
+                    // Not inside a line (checked above), so `finish` has nothing left to give.
                     self.ended = true;
-                    let pending = &mut self.pending;
-                    self.splitter.finish(|l| pending.push_back(owned(l)));
                     return Ok(false);
                 }
                 Ok(Some(Err(e))) => return Err(StreamError::Upstream(e.to_string())),
@@ -155,13 +174,37 @@ impl RecordStream {
             };
             let Ok(data) = frame.into_data() else { continue }; // trailers carry no records
             let pending = &mut self.pending;
-            self.splitter.push(&data, |l| {
-                pending.push_back(match l {
-                    // Whole lines inside the frame are shared, not copied.
-                    Line::Complete(b) if within(&data, b) => Ok(data.slice_ref(b)),
-                    other => owned(other),
-                })
+            // The run of whole lines inside this frame so far, as a byte range of it: shared,
+            // not copied, and one entry however many lines it holds.
+            let mut run: Option<(usize, usize)> = None;
+            let base = data.as_ptr() as usize;
+            self.splitter.push(&data, |l| match l {
+                Line::Complete(b) if within(&data, b) => {
+                    let (start, end) = (b.as_ptr() as usize - base, b.as_ptr() as usize - base + b.len());
+                    run = match run {
+                        // The next line starts right after the previous one's `\n`.
+                        Some((s, e)) if e + 1 == start => Some((s, end)),
+                        other => {
+                            if let Some((s, e)) = other {
+                                pending.push_back(Pending::Lines(data.slice(s..e)));
+                            }
+                            Some((start, end))
+                        }
+                    };
+                }
+                other => {
+                    if let Some((s, e)) = run.take() {
+                        pending.push_back(Pending::Lines(data.slice(s..e)));
+                    }
+                    pending.push_back(match other {
+                        Line::Complete(b) => Pending::Lines(Bytes::copy_from_slice(b)),
+                        Line::TooLong => Pending::TooLong,
+                    });
+                }
             });
+            if let Some((s, e)) = run {
+                self.pending.push_back(Pending::Lines(data.slice(s..e)));
+            }
             return Ok(true);
         }
     }
@@ -170,19 +213,28 @@ impl RecordStream {
     /// starts, anything else is the upstream's failure (502), not a record to skip.
     pub async fn check_first_line(&mut self) -> Result<(), StreamError> {
         loop {
-            while let Some(front) = self.pending.front() {
-                match front {
-                    Err(()) => return Err(StreamError::NotNdjson("first line exceeds the line limit".into())),
-                    Ok(l) if l.iter().all(u8::is_ascii_whitespace) => {
+            while let Some(front) = self.pending.front_mut() {
+                let run = match front {
+                    Pending::TooLong => return Err(StreamError::NotNdjson("first line exceeds the line limit".into())),
+                    Pending::Lines(run) => run,
+                };
+                let (line, rest) = match memchr::memchr(b'\n', run) {
+                    Some(nl) => (&run[..nl], Some(nl + 1)),
+                    None => (&run[..], None),
+                };
+                if !line.iter().all(u8::is_ascii_whitespace) {
+                    return match Record::parse(line) {
+                        Err(e @ (RecordError::NotUtf8 | RecordError::Syntax(_))) => {
+                            Err(StreamError::NotNdjson(e.to_string()))
+                        }
+                        _ => Ok(()),
+                    };
+                }
+                // A blank line before the first record: drop it and look at the next.
+                match rest {
+                    Some(next) => *run = run.slice(next..),
+                    None => {
                         self.pending.pop_front();
-                    }
-                    Ok(l) => {
-                        return match Record::parse(l) {
-                            Err(e @ (RecordError::NotUtf8 | RecordError::Syntax(_))) => {
-                                Err(StreamError::NotNdjson(e.to_string()))
-                            }
-                            _ => Ok(()),
-                        };
                     }
                 }
             }
@@ -207,8 +259,18 @@ impl RecordStream {
         let mut out = Vec::with_capacity(16 * 1024);
         loop {
             self.prefetch_devices().await;
-            while let Some(line) = self.pending.pop_front() {
-                self.filter_one(line, &mut out).await;
+            while let Some(entry) = self.pending.pop_front() {
+                match entry {
+                    Pending::TooLong => {
+                        self.filter
+                            .malformed(RecordError::Syntax("line exceeds the line limit".into()));
+                    }
+                    Pending::Lines(_) => {
+                        for line in entry.lines() {
+                            self.filter_one(line, &mut out).await;
+                        }
+                    }
+                }
             }
             if !out.is_empty() {
                 let chunk = Bytes::from(std::mem::replace(&mut out, Vec::with_capacity(16 * 1024)));
@@ -227,29 +289,14 @@ impl RecordStream {
     }
 
     async fn prefetch_devices(&mut self) {
-        let lines = self.pending.iter().flatten().map(|l| &l[..]);
+        let lines = self.pending.iter().flat_map(Pending::lines);
         self.filter.prefetch_devices(lines, self.ownership.as_ref()).await;
     }
 
-    async fn filter_one(&mut self, line: Result<Bytes, ()>, out: &mut Vec<u8>) -> Outcome {
-        let line = match line {
-            Err(()) => {
-                return self
-                    .filter
-                    .malformed(RecordError::Syntax("line exceeds the line limit".into()))
-            }
-            Ok(l) => l,
-        };
-        let (outcome, lookup_failed) = self.filter.filter_line_with(&line, out, self.ownership.as_ref()).await;
+    async fn filter_one(&mut self, line: &[u8], out: &mut Vec<u8>) -> Outcome {
+        let (outcome, lookup_failed) = self.filter.filter_line_with(line, out, self.ownership.as_ref()).await;
         self.lookup_errors += u64::from(lookup_failed);
         outcome
-    }
-}
-
-fn owned(l: Line<'_>) -> Result<Bytes, ()> {
-    match l {
-        Line::Complete(b) => Ok(Bytes::copy_from_slice(b)),
-        Line::TooLong => Err(()),
     }
 }
 

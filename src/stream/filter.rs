@@ -251,12 +251,16 @@ mod tests {
             .map(|i| format!(r#"{{"deviceId":"{}","x":1}}"#, Eui64::from_u64(i % 40)))
             .collect();
         let source = Counting::default();
-        filter.prefetch_devices(lines.iter().map(String::as_bytes), &source).await;
+        filter
+            .prefetch_devices(lines.iter().map(String::as_bytes), &source)
+            .await;
         assert_eq!(source.calls.load(Ordering::SeqCst), 40);
         let most = source.most.load(Ordering::SeqCst);
         assert!((2..=PREFETCH_CONCURRENCY).contains(&most), "{most} in flight at once");
         // Known now (as unknown Devices): a second pass asks nothing.
-        filter.prefetch_devices(lines.iter().map(String::as_bytes), &source).await;
+        filter
+            .prefetch_devices(lines.iter().map(String::as_bytes), &source)
+            .await;
         assert_eq!(source.calls.load(Ordering::SeqCst), 40);
     }
 }

@@ -110,6 +110,36 @@ async fn upstream_respond(
                 json!({"recordId": query, "timestamp":"t","messageType":"DCCAlert","userId":"90-B3-D5-1F-30-01-00-00"});
             return Ok(ndjson(200, full(format!("{rec}\n"))));
         }
+        "ragged" => {
+            // Blank lines before the first record, 200 KB of empty lines in one frame, an
+            // over-long line mid-stream, all cut at odd places.
+            let mut text = String::from("\n \n\n");
+            for (i, line) in records.iter().cycle().take(n).enumerate() {
+                text.push_str(line);
+                text.push('\n');
+                if i == n / 3 {
+                    text.push_str(&"x".repeat(70 * 1024));
+                    text.push_str("\n\n");
+                }
+            }
+            let (tx, body) = satgate::stream::body::channel();
+            tokio::spawn(async move {
+                let bytes = Bytes::from(text);
+                // The empty lines go between two records.
+                let middle = bytes[bytes.len() / 2..].iter().position(|b| *b == b'\n').unwrap();
+                let (head, tail) = bytes.split_at(bytes.len() / 2 + middle + 1);
+                let mut frames: Vec<Bytes> = head.chunks(777).map(Bytes::copy_from_slice).collect();
+                frames.push(Bytes::from(vec![b'\n'; 200 * 1024]));
+                frames.extend(tail.chunks(5000).map(Bytes::copy_from_slice));
+                for f in frames {
+                    if tx.send(f).await.is_err() {
+                        return;
+                    }
+                }
+                tx.finish();
+            });
+            return Ok(ndjson(200, body.boxed()));
+        }
         _ => {}
     }
     let (tx, body) = satgate::stream::body::channel();
@@ -408,6 +438,27 @@ async fn an_upstream_dying_mid_stream_ends_the_response_early_with_only_filtered
     assert!(
         metrics.contains("satgate_streams_aborted_total{reason=\"upstream_idle_timeout\"} 1"),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn blank_lines_an_over_long_line_and_ragged_frames_change_nothing_else() {
+    let up = start_upstream().await;
+    let s = start_sidecar(format!("http://{}", up.addr)).await;
+    for (sub, role, party) in users() {
+        let (st, body, clean) = get(
+            s.addr,
+            "/sat/records?mode=ragged&n=300",
+            Some(&token(&sub, &role, &party, 300)),
+        )
+        .await;
+        assert_eq!((st, clean), (200, true));
+        assert!(body == expected_for(&sub, &role, &party, 300), "{role}/{party}");
+    }
+    let m = s.state.metrics.encode();
+    assert!(
+        m.contains("satgate_records_left_out_total{reason=\"malformed\"}"),
+        "{m}"
     );
 }
 
