@@ -106,12 +106,36 @@ enum Pending {
 }
 
 impl Pending {
-    fn lines(&self) -> impl Iterator<Item = &[u8]> {
-        let run = match self {
-            Pending::Lines(b) => Some(b.split(|c| *c == b'\n')),
-            Pending::TooLong => None,
-        };
-        run.into_iter().flatten()
+    fn lines(&self) -> Lines<'_> {
+        Lines {
+            rest: match self {
+                Pending::Lines(b) => Some(b),
+                Pending::TooLong => None,
+            },
+        }
+    }
+}
+
+/// The lines of a run, found with `memchr` (a per-byte `split` costs as much as the parse).
+struct Lines<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let run = self.rest?;
+        match memchr::memchr(b'\n', run) {
+            Some(nl) => {
+                self.rest = Some(&run[nl + 1..]);
+                Some(&run[..nl])
+            }
+            None => {
+                self.rest = None;
+                Some(run)
+            }
+        }
     }
 }
 
@@ -303,4 +327,28 @@ impl RecordStream {
 fn within(outer: &Bytes, inner: &[u8]) -> bool {
     let (o, i) = (outer.as_ptr() as usize, inner.as_ptr() as usize);
     i >= o && i + inner.len() <= o + outer.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run holds whole lines joined by `\n` (no trailing one), so `n` newlines mean `n + 1`
+    /// lines, empty ones included.
+    #[test]
+    fn a_run_gives_back_exactly_its_lines() {
+        let lines = |run: &'static [u8]| {
+            Pending::Lines(Bytes::from_static(run))
+                .lines()
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lines(b""), vec![b"".to_vec()]);
+        assert_eq!(lines(b"\n"), vec![b"".to_vec(), b"".to_vec()]);
+        assert_eq!(
+            lines(b"{}\n\n{\"a\":1}"),
+            vec![b"{}".to_vec(), b"".to_vec(), b"{\"a\":1}".to_vec()]
+        );
+        assert_eq!(Pending::TooLong.lines().count(), 0);
+    }
 }
