@@ -19,6 +19,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -424,88 +426,43 @@ pub fn spawn_reloader(state: Arc<State>, interval: Duration) -> tokio::task::Joi
 
 /// One reload check of every watched file.
 pub fn reload_once(state: &State) {
-    match state.policies.reload_if_changed() {
-        None => {}
-        Some(Ok(n)) => {
-            state
-                .metrics
-                .policy_reloads
-                .get_or_create(&ResultLabel { result: "ok" })
-                .inc();
-            tracing::info!(policies = n, "policy set reloaded");
-        }
-        Some(Err(e)) => {
-            state
-                .metrics
-                .policy_reloads
-                .get_or_create(&ResultLabel { result: "failed" })
-                .inc();
-            tracing::error!(error = %e, "policy reload failed; the last good policy set stays in force");
-        }
+    let m = &state.metrics;
+    if let Some(n) = counted(&m.policy_reloads, "policy set", state.policies.reload_if_changed()) {
+        tracing::info!(policies = n, "policy set reloaded");
     }
-    match state.auth.reload_if_changed() {
-        None => {}
-        Some(Ok(n)) => {
-            state
-                .metrics
-                .jwt_key_reloads
-                .get_or_create(&ResultLabel { result: "ok" })
-                .inc();
-            tracing::info!(keys = n, "JWT verification keys reloaded");
-        }
-        Some(Err(e)) => {
-            state
-                .metrics
-                .jwt_key_reloads
-                .get_or_create(&ResultLabel { result: "failed" })
-                .inc();
-            tracing::error!(error = %e, "JWT key reload failed; the last good keys stay in use");
-        }
+    if let Some(n) = counted(&m.jwt_key_reloads, "JWT key", state.auth.reload_if_changed()) {
+        tracing::info!(keys = n, "JWT verification keys reloaded");
     }
     if let Some(tls) = &state.tls {
-        match tls.reload_if_changed() {
-            None => {}
-            Some(Ok(())) => {
-                state
-                    .metrics
-                    .tls_reloads
-                    .get_or_create(&ResultLabel { result: "ok" })
-                    .inc();
-                tracing::info!("TLS certificate and key reloaded");
-            }
-            Some(Err(e)) => {
-                state
-                    .metrics
-                    .tls_reloads
-                    .get_or_create(&ResultLabel { result: "failed" })
-                    .inc();
-                tracing::error!(error = %e, "TLS reload failed; the last good certificate stays in use");
-            }
+        if counted(&m.tls_reloads, "TLS certificate", tls.reload_if_changed()).is_some() {
+            tracing::info!("TLS certificate and key reloaded");
         }
     }
     let Some(inventory) = &state.inventory else { return };
-    match inventory.reload_if_changed() {
-        None => {}
-        Some(Ok(warnings)) => {
-            // Owners cached from the old file must not outlive it.
-            state.ownership.invalidate_all();
-            state
-                .metrics
-                .inventory_reloads
-                .get_or_create(&ResultLabel { result: "ok" })
-                .inc();
-            for w in warnings.iter().take(20) {
-                tracing::warn!(entry = %w, "inventory entry left out");
-            }
-            tracing::info!(devices = inventory.current().len(), "inventory reloaded");
+    if let Some(warnings) = counted(&m.inventory_reloads, "inventory", inventory.reload_if_changed()) {
+        // Owners cached from the old file must not outlive it.
+        state.ownership.invalidate_all();
+        for w in warnings.iter().take(20) {
+            tracing::warn!(entry = %w, "inventory entry left out");
         }
-        Some(Err(e)) => {
-            state
-                .metrics
-                .inventory_reloads
-                .get_or_create(&ResultLabel { result: "failed" })
-                .inc();
-            tracing::error!(error = %e, "inventory reload failed; the last good inventory stays in use");
+        tracing::info!(devices = inventory.current().len(), "inventory reloaded");
+    }
+}
+
+/// Counts one reload check's outcome (nothing when the files had not changed) and logs a
+/// failure; gives back what a successful reload loaded.
+fn counted<T, E: std::fmt::Display>(
+    reloads: &Family<ResultLabel, Counter>,
+    what: &str,
+    outcome: Option<Result<T, E>>,
+) -> Option<T> {
+    let result = if outcome.as_ref()?.is_ok() { "ok" } else { "failed" };
+    reloads.get_or_create(&ResultLabel { result }).inc();
+    match outcome? {
+        Ok(loaded) => Some(loaded),
+        Err(e) => {
+            tracing::error!(error = %e, "{what} reload failed; the last good one stays in use");
+            None
         }
     }
 }
