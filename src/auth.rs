@@ -68,9 +68,19 @@ struct KeySet(Vec<(DecodingKey, Validation)>);
 /// is a 403 (unusable claims), not a 401.
 #[derive(Deserialize)]
 struct Claims {
-    sub: Option<serde_json::Value>,
-    role: Option<serde_json::Value>,
-    party: Option<serde_json::Value>,
+    sub: Option<Claim>,
+    role: Option<Claim>,
+    party: Option<Claim>,
+}
+
+/// A claim's value: a string, or anything else (unusable). Not `serde_json::Value`, which reads
+/// `{"$serde_json::private::RawValue": "\"x\""}` as the string `x`, where every other reader of
+/// the token sees an object.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Claim {
+    Text(String),
+    Other(serde::de::IgnoredAny),
 }
 
 impl Authenticator {
@@ -203,8 +213,11 @@ fn rank(kind: &ErrorKind) -> u8 {
 }
 
 fn claims_principal(c: Claims) -> Result<Principal, Refusal> {
-    let text = |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_str()).map(str::to_owned);
-    let (Some(sub), Some(role), Some(party)) = (text(&c.sub), text(&c.role), text(&c.party)) else {
+    let text = |v: Option<Claim>| match v {
+        Some(Claim::Text(s)) => Some(s),
+        Some(Claim::Other(_)) | None => None,
+    };
+    let (Some(sub), Some(role), Some(party)) = (text(c.sub), text(c.role), text(c.party)) else {
         return Err(Refusal::Forbidden("token lacks a string sub, role or party".into()));
     };
     Principal::from_claims(&sub, &role, &party).map_err(|e| Refusal::Forbidden(format!("unusable claim {e}")))
@@ -453,8 +466,14 @@ mod tests {
         for (k, v) in [("role", json!(3)), ("party", json!({})), ("sub", json!(null))] {
             let mut c = good();
             c[k] = v;
-            assert!(matches!(check(&token(c)), Err(Refusal::Forbidden(_))), "mistyped {k}");
+            let got = check(&token(c));
+            assert!(matches!(got, Err(Refusal::Forbidden(_))), "mistyped {k}: {got:?}");
         }
+        // An object that serde_json's `Value` would read as the string inside it: refused
+        // (jsonwebtoken's own claim checks already call it malformed).
+        let mut c = good();
+        c["sub"] = json!({"$serde_json::private::RawValue": "\"90-B3-D5-1F-30-01-00-00\""});
+        assert!(check(&token(c)).is_err());
     }
 
     fn signed(alg: Algorithm, private_pem: &str, claims: &serde_json::Value) -> String {

@@ -269,10 +269,17 @@ fn claimed_ids(raw: &RawValue, key: &'static str) -> Vec<String> {
         fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
             let mut ids = Vec::new();
             // Every occurrence, so an entry with the key twice claims both values.
+            #[derive(Deserialize)]
+            #[serde(untagged)]
+            enum Id {
+                Text(String),
+                Other(serde::de::IgnoredAny),
+            }
             while let Some(k) = map.next_key::<String>()? {
-                let v: serde_json::Value = map.next_value()?;
-                if let (true, Some(id)) = (k == self.0, v.as_str()) {
-                    ids.push(id.to_owned());
+                if k != self.0 {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                } else if let Id::Text(id) = map.next_value::<Id>()? {
+                    ids.push(id);
                 }
             }
             Ok(ids)
@@ -405,6 +412,11 @@ mod tests {
             );
             assert!(warnings.iter().any(|w| w.reason.contains("also has an unusable entry")));
         }
+        // However odd the broken entry's other values are, its id is still found.
+        let odd = r#"{"mpxn":"1012345678901","fuel":{"$serde_json::private::RawValue":"x"}}"#;
+        let text = format!(r#"{{"meterPoints":[{mp_good},{odd}],"devices":[{esme}]}}"#);
+        let (inv, warnings) = Inventory::parse(&text).unwrap();
+        assert!(inv.get(Eui64::from_u64(8)).is_none(), "{warnings:?}");
     }
 
     #[test]

@@ -65,17 +65,22 @@ pub fn check_filter(data: &[u8]) {
         assert!(names.contains(&"recordId"), "a record without its title");
         let private = ["userId", "requestId", "metadata", "payload"];
         if names.iter().any(|n| private.contains(n)) {
-            let user = fields.iter().find(|(k, _)| k == "userId").and_then(|(_, v)| v.as_str());
-            let own = user.and_then(|u| Eui64::parse(u).ok()) == Some(principal.user_id);
+            let user = fields
+                .iter()
+                .find(|(k, _)| k == "userId")
+                .and_then(|(_, v)| serde_json::from_str::<String>(v.get()).ok());
+            let own = user.and_then(|u| Eui64::parse(&u).ok()) == Some(principal.user_id);
             assert!(own, "identity, metadata or payload of another User's record written");
         }
     }
     assert_eq!(count as u64, stats.records_out);
 }
 
-/// The (key, value) pairs of one JSON object, in order, keeping duplicates.
-fn parse_pairs(line: &[u8]) -> Vec<(String, serde_json::Value)> {
-    struct Pairs(Vec<(String, serde_json::Value)>);
+/// The (key, raw value) pairs of one JSON object, in order, keeping duplicates. Raw values, not
+/// `serde_json::Value`: that reads an object whose first key is serde_json's private RawValue
+/// marker as the JSON text of its value, so valid metadata could look invalid here.
+fn parse_pairs(line: &[u8]) -> Vec<(String, Box<serde_json::value::RawValue>)> {
+    struct Pairs(Vec<(String, Box<serde_json::value::RawValue>)>);
     impl<'de> serde::Deserialize<'de> for Pairs {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             struct V;
@@ -142,5 +147,24 @@ mod tests {
             }
             check_filter(&input);
         }
+    }
+
+    /// Found by the fuzzer: the User's own record, whose metadata object starts with
+    /// serde_json's private RawValue marker key, is written unchanged (and the check reads it).
+    #[test]
+    fn metadata_with_serde_json_marker_key_passes_through_unchanged() {
+        let line = br#"{"recordId":"r-1","timestamp":"t","messageType":"ServiceRequest","userId":"90-B3-D5-1F-30-01-00-00","userRole":"IS","metadata":{"$serde_json::private::RawValue":"not json"},"payload":"p"}"#;
+        let mut input = vec![0u8];
+        input.extend_from_slice(line);
+        input.push(b'\n');
+        check_filter(&input);
+        let f = fixture();
+        let principal = Principal::from_claims("90-B3-D5-1F-30-01-00-00", "IS", "SUPA").unwrap();
+        let (out, _) = crate::stream::filter_bytes(f.engine.for_principal(&principal), &input[1..], |_| None);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains(r#""metadata":{"$serde_json::private::RawValue":"not json"}"#),
+            "{out}"
+        );
     }
 }
