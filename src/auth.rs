@@ -9,14 +9,14 @@
 //! keys) and is reloaded when it changes, so keys rotate without a restart.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::model::Principal;
-use crate::watch::{Fingerprint, Settle};
+use crate::watch::Watched;
 
 /// Why a request has no principal.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,8 +34,7 @@ pub struct Authenticator {
     issuer: Option<String>,
     audience: Option<String>,
     keys: RwLock<Arc<KeySet>>,
-    seen: Mutex<Settle>,
-    last_error: RwLock<Option<String>>,
+    watched: Watched,
 }
 
 /// How tokens are signed.
@@ -89,11 +88,11 @@ impl Authenticator {
             KeySource::Hs256Secret(p) => KeyFile::Hs256Secret(p.to_path_buf()),
             KeySource::PublicKeyPem(p) => KeyFile::PublicKeyPem(p.to_path_buf()),
         };
-        let seen = Fingerprint::of(&[file.path().to_path_buf()]);
+        let watched = Watched::new(&[file.path().to_path_buf()]);
         let keys = read_keys(&file)?;
         let mut auth = Self::from_keys(keys, issuer, audience);
         auth.file = Some(file);
-        auth.seen = Mutex::new(Settle::new(seen));
+        auth.watched = watched;
         Ok(auth)
     }
 
@@ -111,8 +110,7 @@ impl Authenticator {
             issuer,
             audience,
             keys: RwLock::new(Arc::new(set)),
-            seen: Mutex::new(Settle::default()),
-            last_error: RwLock::new(None),
+            watched: Watched::new(&[]),
         }
     }
 
@@ -123,29 +121,23 @@ impl Authenticator {
 
     /// The error of the last key reload, if it failed (the previous keys are still in use).
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.watched.last_error()
     }
 
     /// Reloads the keys if their file changed and has settled: `Some(Ok(count))` on success. A
     /// broken file keeps the keys in force: refusing every token would take the service down.
     pub fn reload_if_changed(&self) -> Option<Result<usize, String>> {
         let file = self.file.as_ref()?;
-        let paths = [file.path().to_path_buf()];
-        let mut settle = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let target = settle.poll(Fingerprint::of(&paths))?;
-        let read = read_keys(file);
-        if Fingerprint::of(&paths) != target {
-            return None;
-        }
-        settle.done(target);
-        let result = read.map(|keys| {
-            let n = keys.len();
-            let set = key_set(keys, self.issuer.as_deref(), self.audience.as_deref());
-            *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
-            n
-        });
-        *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = result.as_ref().err().cloned();
-        Some(result)
+        self.watched.reload(
+            || vec![file.path().to_path_buf()],
+            || read_keys(file),
+            |keys| {
+                let n = keys.len();
+                let set = key_set(keys, self.issuer.as_deref(), self.audience.as_deref());
+                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+                n
+            },
+        )
     }
 
     fn current(&self) -> Arc<KeySet> {

@@ -6,14 +6,14 @@
 //! legacy versions or ciphers) and HTTP/1.1 by ALPN.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
-use crate::watch::{Fingerprint, Settle};
+use crate::watch::Watched;
 
 /// The listener's certificate chain and private key, as PEM files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,19 +26,17 @@ pub struct TlsFiles {
 pub struct ServerTls {
     files: TlsFiles,
     current: RwLock<TlsAcceptor>,
-    seen: Mutex<Settle>,
-    last_error: RwLock<Option<String>>,
+    watched: Watched,
 }
 
 impl ServerTls {
     pub fn load(files: TlsFiles) -> Result<Self, String> {
-        let seen = Fingerprint::of(&files.paths());
+        let watched = Watched::new(&files.paths());
         let acceptor = acceptor(&files)?;
         Ok(Self {
             files,
             current: RwLock::new(acceptor),
-            seen: Mutex::new(Settle::new(seen)),
-            last_error: RwLock::new(None),
+            watched,
         })
     }
 
@@ -49,30 +47,22 @@ impl ServerTls {
 
     /// The error of the last reload, if it failed (the previous pair is still in use).
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.watched.last_error()
     }
 
     /// Reloads if either file changed and both have settled: `Some(Ok(()))` on success.
     pub fn reload_if_changed(&self) -> Option<Result<(), String>> {
-        let paths = self.files.paths();
-        let mut settle = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let target = settle.poll(Fingerprint::of(&paths))?;
-        let loaded = acceptor(&self.files);
-        if Fingerprint::of(&paths) != target {
-            // Rewritten while being read (a certificate and key replaced one after the other):
-            // try again once both have settled.
-            return None;
-        }
-        settle.done(target);
-        let result = loaded.map(|a| *self.current.write().unwrap_or_else(|e| e.into_inner()) = a);
-        *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = result.as_ref().err().cloned();
-        Some(result)
+        self.watched.reload(
+            || self.files.paths(),
+            || acceptor(&self.files),
+            |a| *self.current.write().unwrap_or_else(|e| e.into_inner()) = a,
+        )
     }
 }
 
 impl TlsFiles {
-    fn paths(&self) -> [PathBuf; 2] {
-        [self.cert.clone(), self.key.clone()]
+    fn paths(&self) -> Vec<PathBuf> {
+        vec![self.cert.clone(), self.key.clone()]
     }
 }
 

@@ -2,7 +2,9 @@
 //! modification time, inode): that catches in-place writes and atomic renames alike, with no
 //! platform file-watching API to go wrong.
 
+use std::fmt::Display;
 use std::path::PathBuf;
+use std::sync::{Mutex, RwLock};
 use std::time::SystemTime;
 
 /// What the metadata of a set of files looked like.
@@ -60,6 +62,51 @@ impl Settle {
     }
 }
 
+/// The reload bookkeeping of one component (policies, inventory, JWT keys, TLS pair): when its
+/// files have changed and settled, and the error of its last failed load. The component keeps
+/// what it loaded; a failed load leaves it untouched.
+#[derive(Debug)]
+pub struct Watched {
+    settle: Mutex<Settle>,
+    last_error: RwLock<Option<String>>,
+}
+
+impl Watched {
+    /// For `paths` as they are now, just loaded.
+    pub fn new(paths: &[PathBuf]) -> Self {
+        Self {
+            settle: Mutex::new(Settle::new(Fingerprint::of(paths))),
+            last_error: RwLock::new(None),
+        }
+    }
+
+    /// The error of the last reload, if it failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// If the files (`paths` lists them now) changed and have settled, `load`s them and, unless
+    /// they changed again while being read (the load may mix old and new files; it is retried
+    /// once they settle), hands a good load to `apply`. `None`: nothing was loaded.
+    pub fn reload<T, U, E: Display>(
+        &self,
+        paths: impl Fn() -> Vec<PathBuf>,
+        load: impl FnOnce() -> Result<T, E>,
+        apply: impl FnOnce(T) -> U,
+    ) -> Option<Result<U, E>> {
+        let mut settle = self.settle.lock().unwrap_or_else(|e| e.into_inner());
+        let target = settle.poll(Fingerprint::of(&paths()))?;
+        let loaded = load();
+        if Fingerprint::of(&paths()) != target {
+            return None;
+        }
+        settle.done(target);
+        let result = loaded.map(apply);
+        *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = result.as_ref().err().map(ToString::to_string);
+        Some(result)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +129,44 @@ mod tests {
         assert_eq!(s.poll(fp(3)), None);
         assert_eq!(s.poll(fp(1)), None);
         assert_eq!(s.poll(fp(1)), Some(fp(1)));
+    }
+
+    #[test]
+    fn a_reload_applies_only_a_good_settled_load_and_remembers_the_last_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "1").unwrap();
+        let paths = || vec![file.clone()];
+        let w = Watched::new(&paths());
+        let read = || std::fs::read_to_string(&file).unwrap();
+        let parse = || read().parse::<u32>().map_err(|e| e.to_string());
+        let mut applied = Vec::new();
+
+        assert!(w.reload(paths, parse, |n| applied.push(n)).is_none(), "unchanged");
+        // Each write changes the size: mtime alone may not move within one clock tick.
+        std::fs::write(&file, "xyz").unwrap();
+        assert!(
+            w.reload(paths, parse, |n| applied.push(n)).is_none(),
+            "changed once: wait"
+        );
+        assert!(matches!(w.reload(paths, parse, |n| applied.push(n)), Some(Err(_))));
+        assert!(w.last_error().is_some());
+
+        // Rewritten while being read: nothing applied, tried again once it settles.
+        std::fs::write(&file, "22").unwrap();
+        assert!(w.reload(paths, parse, |n| applied.push(n)).is_none());
+        let racing = || {
+            let n = parse();
+            std::fs::write(&file, "333").unwrap();
+            n
+        };
+        assert!(w.reload(paths, racing, |n| applied.push(n)).is_none(), "raced a change");
+        assert!(
+            w.reload(paths, parse, |n| applied.push(n)).is_none(),
+            "the new change settles"
+        );
+        assert_eq!(w.reload(paths, parse, |n| applied.push(n)), Some(Ok(())));
+        assert_eq!(applied, vec![333]);
+        assert_eq!(w.last_error(), None);
     }
 }

@@ -5,10 +5,10 @@
 //! last good set keeps serving. The decision cache belongs to a set, so it goes with it.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use super::{DecisionStats, LoadError, PolicyEngine};
-use crate::watch::{Fingerprint, Settle};
+use crate::watch::Watched;
 
 /// The policy files of a directory plus the schema, in a stable order.
 fn policy_files(dir: &Path, schema: &Path) -> Vec<PathBuf> {
@@ -30,27 +30,25 @@ pub struct PolicyStore {
     schema: PathBuf,
     stats: DecisionStats,
     current: RwLock<Arc<PolicyEngine>>,
-    seen: Mutex<Settle>,
-    last_error: RwLock<Option<String>>,
+    watched: Watched,
 }
 
 impl PolicyStore {
     pub fn load(dir: &Path, schema: &Path, stats: DecisionStats) -> Result<Self, LoadError> {
-        let seen = Fingerprint::of(&policy_files(dir, schema));
+        let watched = Watched::new(&policy_files(dir, schema));
         let engine = PolicyEngine::with_stats(super::policies::load(dir, schema)?, stats.clone())?;
         Ok(Self {
             dir: dir.to_path_buf(),
             schema: schema.to_path_buf(),
             stats,
             current: RwLock::new(Arc::new(engine)),
-            seen: Mutex::new(Settle::new(seen)),
-            last_error: RwLock::new(None),
+            watched,
         })
     }
 
     /// The error of the last reload, if it failed (the previous set is still in force).
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.watched.last_error()
     }
 
     /// The policy set a new request should use.
@@ -61,21 +59,18 @@ impl PolicyStore {
     /// Reloads if any file changed. `None`: nothing changed; `Some(Err)`: the new files are
     /// broken and the last good set stays. The decision cache goes with the old set.
     pub fn reload_if_changed(&self) -> Option<Result<usize, LoadError>> {
-        let mut settle = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let target = settle.poll(Fingerprint::of(&policy_files(&self.dir, &self.schema)))?;
-        let loaded = super::policies::load(&self.dir, &self.schema)
-            .and_then(|l| PolicyEngine::with_stats(l, self.stats.clone()));
-        if Fingerprint::of(&policy_files(&self.dir, &self.schema)) != target {
-            // Changed while loading: what was read may mix old and new files. Try again later.
-            return None;
-        }
-        settle.done(target);
-        *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = loaded.as_ref().err().map(ToString::to_string);
-        Some(loaded.map(|engine| {
-            let n = engine.policies().policies().count();
-            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);
-            n
-        }))
+        self.watched.reload(
+            || policy_files(&self.dir, &self.schema),
+            || {
+                super::policies::load(&self.dir, &self.schema)
+                    .and_then(|l| PolicyEngine::with_stats(l, self.stats.clone()))
+            },
+            |engine| {
+                let n = engine.policies().policies().count();
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);
+                n
+            },
+        )
     }
 }
 

@@ -5,30 +5,28 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use super::{Inventory, LookupResult, OwnershipSource};
 use crate::model::Eui64;
-use crate::watch::{Fingerprint, Settle};
+use crate::watch::Watched;
 
 /// The inventory file, reloadable.
 pub struct InventoryFile {
     path: PathBuf,
     current: RwLock<Arc<Inventory>>,
-    seen: Mutex<Settle>,
-    last_error: RwLock<Option<String>>,
+    watched: Watched,
 }
 
 impl InventoryFile {
     /// Loads the file; returns it with the warnings of entries left out.
     pub fn load(path: &Path) -> Result<(Self, Vec<String>), String> {
-        let seen = Fingerprint::of(&[path.to_path_buf()]);
+        let watched = Watched::new(&[path.to_path_buf()]);
         let (inventory, warnings) = Self::read(path)?;
         let file = Self {
             path: path.to_path_buf(),
             current: RwLock::new(Arc::new(inventory)),
-            seen: Mutex::new(Settle::new(seen)),
-            last_error: RwLock::new(None),
+            watched,
         };
         Ok((file, warnings))
     }
@@ -45,26 +43,19 @@ impl InventoryFile {
 
     /// The error of the last reload, if it failed (the previous inventory is still in use).
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.watched.last_error()
     }
 
     /// Reloads if the file changed: `Some(Ok(warnings))` on success.
     pub fn reload_if_changed(&self) -> Option<Result<Vec<String>, String>> {
-        let files = std::slice::from_ref(&self.path);
-        let mut settle = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let target = settle.poll(Fingerprint::of(files))?;
-        let read = Self::read(&self.path);
-        if Fingerprint::of(files) != target {
-            // Rewritten while being read: try again once it settles.
-            return None;
-        }
-        settle.done(target);
-        let result = read.map(|(inventory, warnings)| {
-            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inventory);
-            warnings
-        });
-        *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = result.as_ref().err().cloned();
-        Some(result)
+        self.watched.reload(
+            || vec![self.path.clone()],
+            || Self::read(&self.path),
+            |(inventory, warnings)| {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inventory);
+                warnings
+            },
+        )
     }
 }
 

@@ -135,20 +135,12 @@ mod tests {
     #[test]
     fn inside_an_over_long_line_is_still_mid_line() {
         let mut s = LineSplitter::new(4);
-        s.push(
-            b"ok
-",
-            |_| {},
-        );
+        s.push(b"ok\n", |_| {});
         assert!(!s.mid_line());
         s.push(b"0123456789", |_| {});
         assert_eq!(s.buffered(), 0, "not buffered");
         assert!(s.mid_line(), "but the stream is inside a line");
-        s.push(
-            b"
-",
-            |_| {},
-        );
+        s.push(b"\n", |_| {});
         assert!(!s.mid_line());
     }
 
