@@ -30,32 +30,27 @@ pub enum Refusal {
 /// Verifies bearer tokens against the keys in force, reloaded when their file changes.
 pub struct Authenticator {
     /// The key file, when keys come from one (reloads).
-    file: Option<KeyFile>,
+    file: Option<JwtKey>,
     issuer: Option<String>,
     audience: Option<String>,
     keys: RwLock<Arc<KeySet>>,
     watched: Watched,
 }
 
-/// How tokens are signed.
-pub enum KeySource<'a> {
+/// How tokens are signed: the file holding the verification key(s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtKey {
     /// One shared secret (HS256).
-    Hs256Secret(&'a Path),
-    /// One or more PEM public keys (or certificates), RSA (RS256) or EC P-256 (ES256): several keys let an
-    /// identity provider's signing key be rotated with old and new tokens both valid meanwhile.
-    PublicKeyPem(&'a Path),
+    Hs256SecretFile(PathBuf),
+    /// One or more PEM public keys (or certificates), RSA (RS256) or EC P-256 (ES256): several
+    /// keys let an identity provider's signing key rotate with old and new tokens both valid.
+    PublicKeyFile(PathBuf),
 }
 
-#[derive(Clone)]
-enum KeyFile {
-    Hs256Secret(PathBuf),
-    PublicKeyPem(PathBuf),
-}
-
-impl KeyFile {
+impl JwtKey {
     fn path(&self) -> &Path {
         match self {
-            KeyFile::Hs256Secret(p) | KeyFile::PublicKeyPem(p) => p,
+            JwtKey::Hs256SecretFile(p) | JwtKey::PublicKeyFile(p) => p,
         }
     }
 }
@@ -83,11 +78,7 @@ enum Claim {
 }
 
 impl Authenticator {
-    pub fn new(source: KeySource<'_>, issuer: Option<&str>, audience: Option<&str>) -> Result<Self, String> {
-        let file = match source {
-            KeySource::Hs256Secret(p) => KeyFile::Hs256Secret(p.to_path_buf()),
-            KeySource::PublicKeyPem(p) => KeyFile::PublicKeyPem(p.to_path_buf()),
-        };
+    pub fn new(file: JwtKey, issuer: Option<&str>, audience: Option<&str>) -> Result<Self, String> {
         let watched = Watched::new(&[file.path().to_path_buf()]);
         let keys = read_keys(&file)?;
         let mut auth = Self::from_keys(keys, issuer, audience);
@@ -242,18 +233,18 @@ fn key_set(keys: Vec<(DecodingKey, Algorithm)>, issuer: Option<&str>, audience: 
     KeySet(entries)
 }
 
-fn read_keys(file: &KeyFile) -> Result<Vec<(DecodingKey, Algorithm)>, String> {
+fn read_keys(file: &JwtKey) -> Result<Vec<(DecodingKey, Algorithm)>, String> {
     let path = file.path();
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     match file {
-        KeyFile::Hs256Secret(_) => {
+        JwtKey::Hs256SecretFile(_) => {
             let secret = bytes.trim_ascii();
             if secret.len() < 32 {
                 return Err(format!("{}: an HS256 secret must be at least 32 bytes", path.display()));
             }
             Ok(vec![(DecodingKey::from_secret(secret), Algorithm::HS256)])
         }
-        KeyFile::PublicKeyPem(_) => {
+        JwtKey::PublicKeyFile(_) => {
             let text = String::from_utf8(bytes).map_err(|_| format!("{}: not a PEM file", path.display()))?;
             let blocks = pem_blocks(&text);
             if blocks.is_empty() {
@@ -504,7 +495,7 @@ mod tests {
     fn public_keys_verify_rs256_and_es256_and_several_keys_allow_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let file = key_file(dir.path(), &["es256-a", "rs256", "es256-b"]);
-        let a = Authenticator::new(KeySource::PublicKeyPem(&file), None, None).unwrap();
+        let a = Authenticator::new(JwtKey::PublicKeyFile(file.clone()), None, None).unwrap();
         assert_eq!(a.key_count(), 3);
         for (alg, key) in [
             (Algorithm::ES256, "es256-a.key"),
@@ -515,8 +506,7 @@ mod tests {
         }
         // A key that is not listed, and the classic confusion: HS256 "signed" with the public
         // key's text as the secret.
-        let only_a =
-            Authenticator::new(KeySource::PublicKeyPem(&key_file(dir.path(), &["es256-a"])), None, None).unwrap();
+        let only_a = Authenticator::new(JwtKey::PublicKeyFile(key_file(dir.path(), &["es256-a"])), None, None).unwrap();
         let unauth = |r: Result<Principal, Refusal>| matches!(r, Err(Refusal::Unauthenticated(_)));
         assert!(unauth(verify(
             &only_a,
@@ -543,7 +533,7 @@ mod tests {
     fn a_changed_key_file_is_reloaded_and_a_broken_one_keeps_the_last_good_keys() {
         let dir = tempfile::tempdir().unwrap();
         let file = key_file(dir.path(), &["es256-a"]);
-        let a = Authenticator::new(KeySource::PublicKeyPem(&file), None, None).unwrap();
+        let a = Authenticator::new(JwtKey::PublicKeyFile(file.clone()), None, None).unwrap();
         let from_b = signed(Algorithm::ES256, "es256-b.key", &claims());
         assert!(verify(&a, &from_b).is_err());
 
@@ -569,22 +559,22 @@ mod tests {
         std::fs::write(&empty, "").unwrap();
         let short = dir.path().join("short");
         std::fs::write(&short, "too short").unwrap();
-        let err = |s: KeySource<'_>| Authenticator::new(s, None, None).err().unwrap_or_default();
-        assert!(err(KeySource::PublicKeyPem(&empty)).contains("no PEM public key"));
-        assert!(err(KeySource::PublicKeyPem(Path::new("tests/data/jwt/es256-a.key"))).contains("key 1: a private key"));
+        let err = |s: JwtKey| Authenticator::new(s, None, None).err().unwrap_or_default();
+        assert!(err(JwtKey::PublicKeyFile(empty.clone())).contains("no PEM public key"));
+        assert!(err(JwtKey::PublicKeyFile("tests/data/jwt/es256-a.key".into())).contains("key 1: a private key"));
         let garbled = dir.path().join("garbled.pem");
         std::fs::write(&garbled, "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").unwrap();
-        assert!(err(KeySource::PublicKeyPem(&garbled)).contains("key 1: not an RSA or EC"));
+        assert!(err(JwtKey::PublicKeyFile(garbled.clone())).contains("key 1: not an RSA or EC"));
         // A certificate carries its public key; that is accepted.
-        assert!(Authenticator::new(KeySource::PublicKeyPem(Path::new("tests/data/tls/a.crt")), None, None).is_ok());
-        assert!(err(KeySource::Hs256Secret(&short)).contains("at least 32 bytes"));
+        assert!(Authenticator::new(JwtKey::PublicKeyFile("tests/data/tls/a.crt".into()), None, None).is_ok());
+        assert!(err(JwtKey::Hs256SecretFile(short.clone())).contains("at least 32 bytes"));
         // P-384: jsonwebtoken would take it, and every ES256 token would then fail.
         let p384 = dir.path().join("p384.pem");
         std::fs::write(&p384, P384_PUBLIC_KEY).unwrap();
         assert!(
-            err(KeySource::PublicKeyPem(&p384)).contains("not on P-256"),
+            err(JwtKey::PublicKeyFile(p384.clone())).contains("not on P-256"),
             "{}",
-            err(KeySource::PublicKeyPem(&p384))
+            err(JwtKey::PublicKeyFile(p384.clone()))
         );
     }
 

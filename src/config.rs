@@ -129,11 +129,7 @@ struct FileSettings {
     log_format: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JwtKey {
-    Hs256SecretFile(PathBuf),
-    PublicKeyFile(PathBuf),
-}
+pub use crate::auth::JwtKey;
 
 /// Where ownership comes from.
 #[derive(Debug, Clone)]

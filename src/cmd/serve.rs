@@ -5,8 +5,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use super::Exit;
-use crate::auth::{Authenticator, KeySource};
-use crate::config::{JwtKey, LogFormat, OwnershipSourceConfig, ServeArgs, ServeConfig};
+use crate::auth::Authenticator;
+use crate::config::{LogFormat, OwnershipSourceConfig, ServeArgs, ServeConfig};
 use crate::decision::PolicyStore;
 use crate::metrics::Metrics;
 use crate::ownership::{CachedSource, HttpSource, InventoryFile, OwnershipSource};
@@ -85,12 +85,12 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, TcpListener), St
             Some(token)
         }
     };
-    let key = match &config.jwt_key {
-        JwtKey::Hs256SecretFile(p) => KeySource::Hs256Secret(p),
-        JwtKey::PublicKeyFile(p) => KeySource::PublicKeyPem(p),
-    };
-    let auth = Authenticator::new(key, config.jwt_issuer.as_deref(), config.jwt_audience.as_deref())
-        .map_err(|e| format!("jwt: {e}"))?;
+    let auth = Authenticator::new(
+        config.jwt_key.clone(),
+        config.jwt_issuer.as_deref(),
+        config.jwt_audience.as_deref(),
+    )
+    .map_err(|e| format!("jwt: {e}"))?;
     let timeouts = Timeouts {
         connect: config.connect_timeout,
         first_byte: config.first_byte_timeout,
