@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
-use super::lines::{Line, LineSplitter};
+use super::lines::{split_lines, Line, LineSplitter, SplitLines};
 use super::record::{Record, RecordError};
 use super::{FilterStats, Outcome, RecordFilter};
 use crate::ownership::OwnershipSource;
@@ -106,35 +106,10 @@ enum Pending {
 }
 
 impl Pending {
-    fn lines(&self) -> Lines<'_> {
-        Lines {
-            rest: match self {
-                Pending::Lines(b) => Some(b),
-                Pending::TooLong => None,
-            },
-        }
-    }
-}
-
-/// The lines of a run, found with `memchr` (a per-byte `split` costs as much as the parse).
-struct Lines<'a> {
-    rest: Option<&'a [u8]>,
-}
-
-impl<'a> Iterator for Lines<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let run = self.rest?;
-        match memchr::memchr(b'\n', run) {
-            Some(nl) => {
-                self.rest = Some(&run[nl + 1..]);
-                Some(&run[..nl])
-            }
-            None => {
-                self.rest = None;
-                Some(run)
-            }
+    fn lines(&self) -> SplitLines<'_> {
+        match self {
+            Pending::Lines(b) => split_lines(b),
+            Pending::TooLong => SplitLines::EMPTY,
         }
     }
 }

@@ -50,7 +50,7 @@ pub async fn filter_bytes_with(
 ) -> (Vec<u8>, FilterStats) {
     let mut filter = RecordFilter::new(decisions);
     let mut out = Vec::with_capacity(input.len());
-    let lines: Vec<&[u8]> = input.split(|b| *b == b'\n').collect();
+    let lines: Vec<&[u8]> = lines::split_lines(input).collect();
     // In batches, as the sidecar sees them in upstream frames.
     for batch in lines.chunks(256) {
         filter.prefetch_devices(batch.iter().copied(), source).await;
