@@ -63,9 +63,9 @@ impl RecordFilter {
         record.device_id.filter(|id| !self.devices.contains_key(id))
     }
 
-    /// Looks up, concurrently (at most [`PREFETCH_CONCURRENCY`] at a time), the Devices that `lines` (read ahead) name and this stream has not
-    /// seen yet, so a page about many new Devices waits for one round of look-ups instead of one
-    /// per Device. Only a speed-up: ids are found by a cheap scan, answers are the source's own,
+    /// Looks up, concurrently ([`PREFETCH_CONCURRENCY`] at a time), the Devices that `lines`
+    /// (read ahead) name and this stream has not seen yet, so a page about many new Devices waits
+    /// for a few rounds of look-ups instead of one per Device. Only a speed-up: ids are found by a cheap scan, answers are the source's own,
     /// and a failed look-up is left for the record path to retry and report.
     pub async fn prefetch_devices<'l>(&mut self, lines: impl Iterator<Item = &'l [u8]>, source: &dyn OwnershipSource) {
         const MARKER: &[u8] = b"\"deviceId\":\"";
@@ -152,12 +152,9 @@ impl RecordFilter {
         out: &mut Vec<u8>,
         source: &dyn OwnershipSource,
     ) -> (Outcome, bool) {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return (Outcome::Blank, false);
-        }
-        let record = match Record::parse(line) {
-            Err(e) => return (self.malformed(e), false),
+        let record = match self.parse(line) {
             Ok(r) => r,
+            Err(outcome) => return (outcome, false),
         };
         let mut failed = false;
         if let Some(id) = self.needs_device(&record) {
@@ -181,19 +178,23 @@ impl RecordFilter {
         out: &mut Vec<u8>,
         mut lookup: impl FnMut(Eui64) -> Option<std::sync::Arc<DeviceEntry>>,
     ) -> Outcome {
+        let record = match self.parse(line) {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
+        };
+        if let Some(id) = self.needs_device(&record) {
+            let entry = lookup(id);
+            self.learn_device(id, entry.as_deref());
+        }
+        self.emit(&record, out)
+    }
+
+    /// The record in a line, or what the line counts as instead (blank, or malformed: counted).
+    fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Record<'l>, Outcome> {
         if line.iter().all(u8::is_ascii_whitespace) {
-            return Outcome::Blank;
+            return Err(Outcome::Blank);
         }
-        match Record::parse(line) {
-            Err(e) => self.malformed(e),
-            Ok(record) => {
-                if let Some(id) = self.needs_device(&record) {
-                    let entry = lookup(id);
-                    self.learn_device(id, entry.as_deref());
-                }
-                self.emit(&record, out)
-            }
-        }
+        Record::parse(line).map_err(|e| self.malformed(e))
     }
 }
 
