@@ -7,7 +7,8 @@
 //!   owners" for that Device (fail closed).
 //!
 //! Staleness bound: an answer is at most `ttl` old (`unknown_ttl` for "unknown"), plus the source's
-//! own lag (for the file source, one reload interval; its reloads also clear this cache).
+//! own lag (for the file source, two reload intervals, as a change must look the same on two
+//! polls; its reloads also clear this cache).
 
 use std::future::Future;
 use std::pin::Pin;
