@@ -158,6 +158,7 @@ impl<'a> Record<'a> {
             _ => RecordError::Syntax(syntax_message(&e)),
         })?;
         de.end().map_err(|e| RecordError::Syntax(syntax_message(&e)))?;
+        check_surrogates(line)?;
         Self::check(raw)
     }
 
@@ -179,6 +180,15 @@ impl<'a> Record<'a> {
             if !ok {
                 return Err(RecordError::WrongType(f.name()));
             }
+        }
+        // JSON allows a raw CR as whitespace between tokens, and metadata is copied byte for byte:
+        // readers that split lines on any newline would break the output there. Refused, not
+        // rewritten, so what is written stays byte-identical to what was read.
+        if raw[Field::Metadata as usize].is_some_and(|v| v.get().as_bytes().contains(&b'\r')) {
+            return Err(RecordError::Invalid(
+                "metadata",
+                "contains a raw carriage return".into(),
+            ));
         }
         let user_id = decode(&raw, Field::UserId)?
             .and_then(|s| Eui64::parse(&s).ok())
@@ -223,6 +233,40 @@ fn decode<'a>(raw: &[Option<&'a RawValue>; 14], f: Field) -> Result<Option<Cow<'
             .map(|s| Some(s.0))
             .map_err(|_| RecordError::WrongType(f.name())),
     }
+}
+
+/// serde_json accepts a lone surrogate escape (`"\ud800"`), which is not Unicode and which strict
+/// readers refuse; satgate's output must stay I-JSON (RFC 7493), so such a record is malformed.
+/// Runs on a line serde_json already accepted: there a backslash only ever starts an escape
+/// inside a string, so escapes are found without tracking strings.
+fn check_surrogates(line: &[u8]) -> Result<(), RecordError> {
+    let bad = || RecordError::Syntax("lone surrogate escape in a string".into());
+    let unit = |at: usize| -> Option<u16> {
+        let hex = line.get(at..at + 4)?;
+        u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    };
+    let mut i = 0;
+    while let Some(found) = memchr::memchr(b'\\', &line[i..]) {
+        let at = i + found;
+        if line.get(at + 1) != Some(&b'u') {
+            i = at + 2; // a two-character escape, `\\` included
+            continue;
+        }
+        let high = unit(at + 2).ok_or_else(bad)?;
+        i = at + 6;
+        match high {
+            0xDC00..=0xDFFF => return Err(bad()),
+            0xD800..=0xDBFF => {
+                let low = (line.get(i..i + 2) == Some(b"\\u")).then(|| unit(i + 2)).flatten();
+                if !low.is_some_and(|low| (0xDC00..=0xDFFF).contains(&low)) {
+                    return Err(bad());
+                }
+                i += 6;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn classify_data_error(e: &serde_json::Error) -> RecordError {
@@ -439,6 +483,53 @@ mod tests {
         let line = with("userId", r#""90-B3-D5-1F-30-01-00-0\u0030""#);
         let r = Record::parse(line.as_bytes()).unwrap();
         assert_eq!(r.user_id.to_string(), "90-B3-D5-1F-30-01-00-00");
+    }
+
+    /// Before: serde_json let these through and satgate wrote lines strict readers reject.
+    #[test]
+    fn lone_surrogate_escapes_make_the_record_malformed() {
+        let title = r#""Read Instantaneous Import Registers""#;
+        let payload = r#""PHNyOlJlcXVlc3Q+""#;
+        for (was, bad) in [
+            (title, r#""Read \ud800 Registers""#),
+            (title, r#""\udc00""#),
+            (payload, r#""abc\ud800""#),
+            (payload, r#""\ud800\u0041""#),
+            (payload, r#""\ud800\n""#),
+            (r#"{"commandVariant":1,"transport":"WAN"}"#, r#"{"k":"\udbff"}"#),
+        ] {
+            let line = SAMPLE.replace(was, bad);
+            assert!(
+                matches!(Record::parse(line.as_bytes()), Err(RecordError::Syntax(_))),
+                "{bad} accepted"
+            );
+        }
+        // Pairs, escaped backslashes and other escapes are fine, and copied as they were.
+        for ok in [
+            r#""\ud83d\ude00""#,
+            r#""\\ud800""#,
+            r#""\u00e9\t\"""#,
+            r#""\\\ud83d\ude00""#,
+        ] {
+            let line = SAMPLE.replace(payload, ok);
+            let r = Record::parse(line.as_bytes()).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(r.raw(Field::Payload), Some(ok));
+        }
+    }
+
+    /// A raw CR is JSON whitespace, but copied into the output it breaks readers that split on
+    /// any newline: a record whose metadata holds one is malformed. Elsewhere it is never copied.
+    #[test]
+    fn a_raw_carriage_return_in_metadata_makes_the_record_malformed() {
+        let meta = SAMPLE.replace(r#"{"commandVariant":1,"#, "{\"commandVariant\":1,\r");
+        assert_eq!(
+            Record::parse(meta.as_bytes()).unwrap_err(),
+            RecordError::Invalid("metadata", "contains a raw carriage return".into())
+        );
+        // A CRLF line ending, or a CR between top-level fields: nothing of it is written.
+        assert!(Record::parse(format!("{SAMPLE}\r").as_bytes()).is_ok());
+        let between = SAMPLE.replacen(',', ",\r", 1);
+        assert!(Record::parse(between.as_bytes()).is_ok());
     }
 
     #[test]
