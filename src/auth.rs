@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -65,7 +66,29 @@ struct Claims {
     sub: Option<Claim>,
     role: Option<Claim>,
     party: Option<Claim>,
+    /// Already checked by jsonwebtoken (required, a number, not past); read here to end a stream
+    /// when its token expires.
+    exp: Option<Seconds>,
 }
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Seconds {
+    Whole(u64),
+    Fraction(f64),
+    Other(serde::de::IgnoredAny),
+}
+
+/// A verified caller: who, and until when the token says so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub principal: Principal,
+    /// The token's `exp` plus the clock-skew leeway allowed when checking it.
+    pub expires: Option<SystemTime>,
+}
+
+/// Clock skew allowed on `exp` and `nbf`, seconds.
+const LEEWAY_SECONDS: u64 = 30;
 
 /// A claim's value: a string, or anything else (unusable). Not `serde_json::Value`, which reads
 /// `{"$serde_json::private::RawValue": "\"x\""}` as the string `x`, where every other reader of
@@ -137,6 +160,11 @@ impl Authenticator {
 
     /// The principal for an `Authorization` header value.
     pub fn principal(&self, authorization: Option<&[u8]>) -> Result<Principal, Refusal> {
+        self.identify(authorization).map(|i| i.principal)
+    }
+
+    /// The principal and its token's expiry for an `Authorization` header value.
+    pub fn identify(&self, authorization: Option<&[u8]>) -> Result<Identity, Refusal> {
         let header = authorization.ok_or_else(|| Refusal::Unauthenticated("missing bearer token".into()))?;
         let token = bearer(header)
             .and_then(|t| std::str::from_utf8(t).ok())
@@ -145,7 +173,7 @@ impl Authenticator {
         let mut refusal: Option<jsonwebtoken::errors::Error> = None;
         for (key, validation) in &keys.0 {
             match jsonwebtoken::decode::<Claims>(token, key, validation) {
-                Ok(data) => return claims_principal(data.claims),
+                Ok(data) => return identity(data.claims),
                 // Report the most telling failure: an expired token signed by a known key says
                 // "expired", not "wrong algorithm" from another key.
                 Err(e) => {
@@ -195,15 +223,36 @@ fn rank(kind: &ErrorKind) -> u8 {
     }
 }
 
-fn claims_principal(c: Claims) -> Result<Principal, Refusal> {
+fn identity(c: Claims) -> Result<Identity, Refusal> {
+    let expires = match c.exp {
+        Some(Seconds::Whole(s)) => Some(s),
+        Some(Seconds::Fraction(s)) if s.is_finite() && s >= 0.0 => Some(s as u64),
+        _ => None,
+    }
+    .and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s.saturating_add(LEEWAY_SECONDS))));
+    let principal = claims_principal(c.sub, c.role, c.party)?;
+    Ok(Identity { principal, expires })
+}
+
+fn claims_principal(sub: Option<Claim>, role: Option<Claim>, party: Option<Claim>) -> Result<Principal, Refusal> {
     let text = |v: Option<Claim>| match v {
         Some(Claim::Text(s)) => Some(s),
         Some(Claim::Other(_)) | None => None,
     };
-    let (Some(sub), Some(role), Some(party)) = (text(c.sub), text(c.role), text(c.party)) else {
+    let (Some(sub), Some(role), Some(party)) = (text(sub), text(role), text(party)) else {
         return Err(Refusal::Forbidden("token lacks a string sub, role or party".into()));
     };
-    Principal::from_claims(&sub, &role, &party).map_err(|e| Refusal::Forbidden(format!("unusable claim {e}")))
+    // Name the claim, never its value: the refusal reaches the response and the access log.
+    Principal::from_claims(&sub, &role, &party).map_err(|e| Refusal::Forbidden(unusable(e.what)))
+}
+
+fn unusable(claim: &str) -> String {
+    match claim {
+        "EUI-64" | "sub" => "unusable claim: sub is not an EUI-64 User ID".into(),
+        "role" => "unusable claim: role is not one of IS, ES, GS, ED, GT, RSA, OU".into(),
+        "party" => "unusable claim: party must be 1 to 64 characters with no control characters".into(),
+        _ => "unusable claim".into(),
+    }
 }
 
 /// Every key pinned to its own algorithm: `alg: none` and any other algorithm are refused.
@@ -214,7 +263,7 @@ fn key_set(keys: Vec<(DecodingKey, Algorithm)>, issuer: Option<&str>, audience: 
             let mut validation = Validation::new(alg);
             validation.algorithms = vec![alg];
             validation.set_required_spec_claims(&["exp"]);
-            validation.leeway = 30;
+            validation.leeway = LEEWAY_SECONDS;
             validation.validate_nbf = true;
             if let Some(iss) = issuer {
                 validation.set_issuer(&[iss]);
@@ -358,6 +407,17 @@ mod tests {
     }
 
     #[test]
+    fn the_identity_carries_the_token_expiry_with_the_leeway() {
+        let c = good();
+        let exp = c["exp"].as_u64().unwrap();
+        let id = auth()
+            .identify(Some(format!("Bearer {}", token(c)).as_bytes()))
+            .unwrap();
+        let want = SystemTime::UNIX_EPOCH + Duration::from_secs(exp + LEEWAY_SECONDS);
+        assert_eq!(id.expires, Some(want));
+    }
+
+    #[test]
     fn a_valid_token_names_the_principal() {
         let p = check(&token(good())).unwrap();
         assert_eq!(p.user_id.to_string(), "90-B3-D5-1F-30-01-00-00");
@@ -446,6 +506,19 @@ mod tests {
         let mut c = good();
         c.as_object_mut().unwrap().remove("party");
         assert!(matches!(check(&token(c)), Err(Refusal::Forbidden(_))));
+        // The refusal names the claim, never its value (it reaches the body and the log).
+        for (k, v) in [
+            ("role", "<b>ROLE-VALUE"),
+            ("sub", "SUB-VALUE"),
+            ("party", "PARTY-VALUE\u{7}"),
+        ] {
+            let mut c = good();
+            c[k] = json!(v);
+            let Err(Refusal::Forbidden(why)) = check(&token(c)) else {
+                panic!("{k} accepted");
+            };
+            assert!(why.contains(k) && !why.contains("VALUE"), "{k}: {why}");
+        }
         for (k, v) in [("role", json!(3)), ("party", json!({})), ("sub", json!(null))] {
             let mut c = good();
             c[k] = v;
