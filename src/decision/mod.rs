@@ -9,6 +9,7 @@
 //! Fail closed: a class is allowed only when Cedar says Allow *and* no policy errored. A request
 //! that cannot be built allows nothing.
 
+pub mod guard;
 pub mod policies;
 pub mod request;
 pub mod store;
@@ -45,7 +46,7 @@ pub struct DeviceFacts {
 impl DeviceFacts {
     pub fn of(principal: &Principal, entry: &DeviceEntry) -> Self {
         Self {
-            device_type: Arc::from(entry.device_type.as_str()),
+            device_type: Arc::clone(&entry.device_type),
             principal_party: entry.registration_of(&principal.party),
         }
     }

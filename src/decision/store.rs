@@ -1,13 +1,14 @@
 //! The policy set in force, replaced whole when its files change.
 //!
 //! A request takes the current set once, when it starts, and keeps it to the end. A new set is
-//! parsed and strictly validated before it replaces the old one; a broken one is reported and the
-//! last good set keeps serving. The decision cache belongs to a set, so it goes with it.
+//! parsed, strictly validated and checked against the invariants ([`super::guard`]) before it
+//! replaces the old one; a broken or too wide one is reported and the last good set keeps
+//! serving. The decision cache belongs to a set, so it goes with it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use super::{DecisionStats, LoadError, PolicyEngine};
+use super::{guard, DecisionStats, LoadError, PolicyEngine};
 use crate::watch::Watched;
 
 /// The policy files of a directory plus the schema, in a stable order.
@@ -24,6 +25,20 @@ fn policy_files(dir: &Path, schema: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Loads, validates and guards a policy set: what goes into service, or why not.
+fn admit(dir: &Path, schema: &Path, stats: &DecisionStats) -> Result<PolicyEngine, LoadError> {
+    let engine = PolicyEngine::with_stats(super::policies::load(dir, schema)?, stats.clone())?;
+    let invariants = guard::invariants(&dir.join("invariants"))?;
+    let checked = guard::check(&engine, &invariants)?;
+    tracing::info!(
+        cells = checked.cells,
+        invariants = checked.invariants,
+        ms = checked.elapsed.as_millis() as u64,
+        "policy set checked against the invariants"
+    );
+    Ok(engine)
+}
+
 /// The current policy set, reloadable.
 pub struct PolicyStore {
     dir: PathBuf,
@@ -36,7 +51,7 @@ pub struct PolicyStore {
 impl PolicyStore {
     pub fn load(dir: &Path, schema: &Path, stats: DecisionStats) -> Result<Self, LoadError> {
         let watched = Watched::new(&policy_files(dir, schema));
-        let engine = PolicyEngine::with_stats(super::policies::load(dir, schema)?, stats.clone())?;
+        let engine = admit(dir, schema, &stats)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             schema: schema.to_path_buf(),
@@ -61,10 +76,7 @@ impl PolicyStore {
     pub fn reload_if_changed(&self) -> Option<Result<usize, LoadError>> {
         self.watched.reload(
             || policy_files(&self.dir, &self.schema),
-            || {
-                super::policies::load(&self.dir, &self.schema)
-                    .and_then(|l| PolicyEngine::with_stats(l, self.stats.clone()))
-            },
+            || admit(&self.dir, &self.schema, &self.stats),
             |engine| {
                 let n = engine.policies().policies().count();
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);
@@ -151,5 +163,35 @@ mod tests {
             "the last good set, forbids included, stays in force"
         );
         assert!(store.last_error().is_some());
+    }
+
+    /// A policy file deleted and put back later than two polls: the set without it (and its
+    /// forbids) is refused by the guard, the last good set keeps serving, and the restored set
+    /// loads. Before the guard, the forbid-less set went into service.
+    #[test]
+    fn a_set_that_lost_its_forbids_is_refused_on_reload() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path();
+        for f in ["device-owners.cedar", "own-records.cedar", "scope.cedar"] {
+            std::fs::copy(Path::new("policies").join(f), dir.join(f)).unwrap();
+        }
+        let schema = Path::new("schemas/sat.cedarschema");
+        let store = PolicyStore::load(dir, schema, DecisionStats::default()).unwrap();
+        let count = |s: &PolicyStore| s.current().policies().policies().count();
+        assert_eq!(count(&store), 8);
+
+        let scope = std::fs::read(dir.join("scope.cedar")).unwrap();
+        std::fs::remove_file(dir.join("scope.cedar")).unwrap();
+        assert!(store.reload_if_changed().is_none(), "seen changing once");
+        let refused = store.reload_if_changed().expect("settled, so loaded");
+        let why = refused.expect_err("the set without its forbids is refused").to_string();
+        assert!(why.contains("invariant"), "{why}");
+        assert_eq!(count(&store), 8, "the last good set stays");
+        assert!(store.last_error().is_some_and(|e| e.contains("invariant")));
+
+        std::fs::write(dir.join("scope.cedar"), scope).unwrap();
+        store.reload_if_changed();
+        assert_eq!(store.reload_if_changed().map(|r| r.ok()), Some(Some(8)));
+        assert!(store.last_error().is_none());
     }
 }
