@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::ownership::{CacheSettings, HttpSettings, HttpSource};
+use crate::server::StreamLimits;
 use crate::tls::TlsFiles;
 
 /// Raw settings as given on the command line or in the environment (`SATGATE_*`).
@@ -17,9 +18,12 @@ pub struct ServeArgs {
     /// TOML file with any of the settings below (kebab-case keys); flags and env win.
     #[arg(long, env = "SATGATE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
+    /// Address to listen on for callers [default: 127.0.0.1:8080].
     #[arg(long, env = "SATGATE_LISTEN")]
     pub listen: Option<String>,
+    /// Address for /healthz, /readyz, /metrics and /admin; then --listen serves only /sat/*.
+    #[arg(long, env = "SATGATE_OPS_LISTEN")]
+    pub ops_listen: Option<String>,
     /// Base URL of the SSI audit endpoint, e.g. http://127.0.0.1:9090.
     #[arg(long, env = "SATGATE_UPSTREAM")]
     pub upstream: Option<String>,
@@ -74,6 +78,15 @@ pub struct ServeArgs {
     /// Most client connections served at once [default: 1024].
     #[arg(long, env = "SATGATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most record streams in flight; more are refused with 503 [default: 32].
+    #[arg(long, env = "SATGATE_MAX_STREAMS")]
+    pub max_streams: Option<usize>,
+    /// Most record streams in flight for one User; more are refused with 429 [default: 4].
+    #[arg(long, env = "SATGATE_MAX_STREAMS_PER_USER")]
+    pub max_streams_per_user: Option<usize>,
+    /// Longest a client may take to send complete request headers or a TLS handshake [default: 5s].
+    #[arg(long, env = "SATGATE_HEADER_TIMEOUT")]
+    pub header_timeout: Option<String>,
     /// Longest accepted record line in bytes [default: 1048576].
     #[arg(long, env = "SATGATE_MAX_LINE_BYTES")]
     pub max_line_bytes: Option<usize>,
@@ -102,6 +115,7 @@ pub struct ServeArgs {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct FileSettings {
     listen: Option<String>,
+    ops_listen: Option<String>,
     upstream: Option<String>,
     inventory: Option<PathBuf>,
     inventory_url: Option<String>,
@@ -121,6 +135,9 @@ struct FileSettings {
     jwt_audience: Option<String>,
     max_line_bytes: Option<usize>,
     max_connections: Option<usize>,
+    max_streams: Option<usize>,
+    max_streams_per_user: Option<usize>,
+    header_timeout: Option<String>,
     connect_timeout: Option<String>,
     first_byte_timeout: Option<String>,
     idle_timeout: Option<String>,
@@ -148,6 +165,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
+    /// The operations listener; `None`: operations endpoints are served on `listen`.
+    pub ops_listen: Option<SocketAddr>,
     pub upstream: String,
     pub ownership: OwnershipSourceConfig,
     pub ownership_cache: CacheSettings,
@@ -161,6 +180,8 @@ pub struct ServeConfig {
     pub jwt_audience: Option<String>,
     pub max_line_bytes: usize,
     pub max_connections: usize,
+    pub stream_limits: StreamLimits,
+    pub header_timeout: Duration,
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
@@ -188,6 +209,16 @@ impl ServeConfig {
         let listen = listen
             .parse()
             .map_err(|_| format!("listen: {listen:?} is not an ADDR:PORT"))?;
+        let ops_listen = match pick!(ops_listen) {
+            None => None,
+            Some(a) => Some(
+                a.parse::<SocketAddr>()
+                    .map_err(|_| format!("ops-listen: {a:?} is not an ADDR:PORT"))?,
+            ),
+        };
+        if ops_listen == Some(listen) {
+            return Err("ops-listen: must differ from listen".into());
+        }
         let upstream = pick!(upstream).ok_or("upstream: required (--upstream URL)")?;
         crate::upstream::Upstream::new(&upstream, default_timeouts()).map_err(|e| format!("upstream: {e}"))?;
         let duration = |name: &str, v: Option<String>, default: Duration| match v {
@@ -268,6 +299,17 @@ impl ServeConfig {
         if max_connections == 0 {
             return Err("max-connections: must be at least 1".into());
         }
+        let defaults = StreamLimits::DEFAULT;
+        let stream_limits = StreamLimits {
+            max_streams: pick!(max_streams).unwrap_or(defaults.max_streams),
+            max_streams_per_user: pick!(max_streams_per_user).unwrap_or(defaults.max_streams_per_user),
+        };
+        if stream_limits.max_streams == 0 {
+            return Err("max-streams: must be at least 1".into());
+        }
+        if !(1..=stream_limits.max_streams).contains(&stream_limits.max_streams_per_user) {
+            return Err("max-streams-per-user: must be between 1 and max-streams".into());
+        }
         let log_format = match pick!(log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -275,6 +317,7 @@ impl ServeConfig {
         };
         Ok(Self {
             listen,
+            ops_listen,
             upstream,
             ownership,
             ownership_cache,
@@ -287,6 +330,8 @@ impl ServeConfig {
             jwt_audience: pick!(jwt_audience),
             max_line_bytes,
             max_connections,
+            stream_limits,
+            header_timeout: duration("header-timeout", pick!(header_timeout), DEFAULT_HEADER_TIMEOUT)?,
             connect_timeout: duration("connect-timeout", pick!(connect_timeout), Duration::from_secs(2))?,
             first_byte_timeout: duration("first-byte-timeout", pick!(first_byte_timeout), Duration::from_secs(10))?,
             idle_timeout: duration("idle-timeout", pick!(idle_timeout), Duration::from_secs(30))?,
@@ -296,6 +341,10 @@ impl ServeConfig {
         })
     }
 }
+
+/// Long enough for any real client on a slow link, short enough that sockets opened and left
+/// silent (or trickling a byte at a time) give their connection slot back quickly.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn default_timeouts() -> crate::upstream::Timeouts {
     crate::upstream::Timeouts {
@@ -386,11 +435,14 @@ mod tests {
             &file.idle_timeout,
             &file.reload_interval,
             &file.shutdown_grace,
+            &file.header_timeout,
         ] {
             let d = d.as_deref().expect("every duration is shown");
             assert!(parse_duration(d).is_ok(), "{d}");
         }
         assert!(file.listen.unwrap().parse::<SocketAddr>().is_ok());
+        assert!(file.ops_listen.unwrap().parse::<SocketAddr>().is_ok());
+        assert!(file.max_streams.is_some() && file.max_streams_per_user.is_some());
         assert!(file.tls_cert_file.is_some() && file.tls_key_file.is_some());
     }
 
@@ -482,6 +534,35 @@ mod tests {
                     ..args.clone()
                 },
                 "log-format:",
+            ),
+            (
+                ServeArgs {
+                    ops_listen: Some("127.0.0.1:8080".into()),
+                    ..args.clone()
+                },
+                "ops-listen: must differ",
+            ),
+            (
+                ServeArgs {
+                    max_streams: Some(0),
+                    ..args.clone()
+                },
+                "max-streams:",
+            ),
+            (
+                ServeArgs {
+                    max_streams: Some(2),
+                    max_streams_per_user: Some(3),
+                    ..args.clone()
+                },
+                "max-streams-per-user:",
+            ),
+            (
+                ServeArgs {
+                    header_timeout: Some("0s".into()),
+                    ..args.clone()
+                },
+                "header-timeout:",
             ),
         ];
         for (a, want) in cases {

@@ -30,6 +30,7 @@ pub mod decision;
 pub mod metrics;
 pub mod model;
 pub mod ownership;
+pub mod reload;
 pub mod review;
 pub mod sample;
 pub mod server;

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub fields_redacted: Family<ClassLabel, Counter>,
     pub upstream_latency: Histogram,
     pub streams_aborted: Family<ReasonLabel, Counter>,
+    pub streams_refused: Family<ReasonLabel, Counter>,
     pub active_streams: Gauge,
     pub policy_reloads: Family<ResultLabel, Counter>,
     pub inventory_reloads: Family<ResultLabel, Counter>,
@@ -69,6 +70,7 @@ impl Metrics {
             fields_redacted: Family::default(),
             upstream_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             streams_aborted: Family::default(),
+            streams_refused: Family::default(),
             active_streams: Gauge::default(),
             policy_reloads: Family::default(),
             inventory_reloads: Family::default(),
@@ -102,6 +104,19 @@ impl Metrics {
             "Responses ended early, by reason",
             m.streams_aborted.clone(),
         );
+        registry.register(
+            "streams_refused",
+            "Record streams refused because every slot (max_streams) or the User's slots (max_streams_per_user) were taken",
+            m.streams_refused.clone(),
+        );
+        // Known in advance, so exported at 0 from start-up: an alert on their rate works from
+        // the first event.
+        for reason in ["max_streams", "max_streams_per_user"] {
+            let _ = m.streams_refused.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in crate::stream::body::StreamError::REASONS {
+            let _ = m.streams_aborted.get_or_create(&ReasonLabel { reason });
+        }
         registry.register("active_streams", "Record streams in flight", m.active_streams.clone());
         registry.register(
             "policy_reloads",

@@ -59,6 +59,8 @@ impl Upstream {
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            // Caps each upstream frame, so a stream holds little when its caller stalls.
+            .http1_max_buf_size(crate::stream::IO_BUFFER_BYTES)
             .build(connector);
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),

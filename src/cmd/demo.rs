@@ -81,6 +81,7 @@ async fn demo(args: &Args) -> Result<(), String> {
 
     let config = ServeConfig {
         listen: args.listen,
+        ops_listen: None,
         upstream: format!("http://{}", args.upstream_listen),
         ownership: OwnershipSourceConfig::File(inventory.clone()),
         ownership_cache: CacheSettings::default(),
@@ -93,6 +94,8 @@ async fn demo(args: &Args) -> Result<(), String> {
         jwt_audience: None,
         max_line_bytes: 1 << 20,
         max_connections: 1024,
+        stream_limits: crate::server::StreamLimits::DEFAULT,
+        header_timeout: crate::config::DEFAULT_HEADER_TIMEOUT,
         connect_timeout: Duration::from_secs(2),
         first_byte_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(30),

@@ -10,7 +10,8 @@ use crate::config::{LogFormat, OwnershipSourceConfig, ServeArgs, ServeConfig};
 use crate::decision::PolicyStore;
 use crate::metrics::Metrics;
 use crate::ownership::{CachedSource, HttpSource, InventoryFile, OwnershipSource};
-use crate::server::{self, State};
+use crate::server::limits::StreamBudget;
+use crate::server::{self, Listeners, State};
 use crate::tls::ServerTls;
 use crate::upstream::{Timeouts, Upstream};
 
@@ -31,7 +32,7 @@ pub fn run(args: &ServeArgs) -> Exit {
         }
     };
     runtime.block_on(async {
-        let (state, listener) = match start(&config).await {
+        let (state, listeners) = match start(&config).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -41,15 +42,21 @@ pub fn run(args: &ServeArgs) -> Exit {
         server::spawn_reloader(Arc::clone(&state), config.reload_interval);
         spawn_sighup_invalidation(Arc::clone(&state));
         let scheme = if config.tls.is_some() { "https" } else { "http" };
-        tracing::info!(listen = %config.listen, scheme, upstream = %config.upstream, "satgate serving");
-        server::run(listener, state, shutdown_signal(), config.shutdown_grace).await;
+        match config.ops_listen {
+            Some(ops) => tracing::info!(listen = %config.listen, scheme, %ops, upstream = %config.upstream, "satgate serving"),
+            None => tracing::warn!(
+                listen = %config.listen, scheme, upstream = %config.upstream,
+                "satgate serving; /metrics, /readyz and /admin share the callers' listener (set --ops-listen to move them)"
+            ),
+        }
+        server::run(listeners, state, shutdown_signal(), config.shutdown_grace).await;
         Exit::Ok
     })
 }
 
-/// Loads everything the configuration names and binds the listener. Any failure is a start-up
+/// Loads everything the configuration names and binds the listeners. Any failure is a start-up
 /// error that names what is wrong.
-pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, TcpListener), String> {
+pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), String> {
     let metrics = Arc::new(Metrics::new());
     let policies = PolicyStore::load(&config.policies, &config.schema, metrics.decisions.clone())
         .map_err(|e| format!("policies:\n{e}"))?;
@@ -98,6 +105,17 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, TcpListener), St
     };
     let upstream = Upstream::new(&config.upstream, timeouts).map_err(|e| format!("upstream: {e}"))?;
     let tls = config.tls.clone().map(ServerTls::load).transpose()?;
+    let worst = crate::server::limits::worst_case_bytes(
+        &config.stream_limits,
+        config.max_line_bytes,
+        config.ownership_cache.capacity,
+    );
+    tracing::info!(
+        max_streams = config.stream_limits.max_streams,
+        max_streams_per_user = config.stream_limits.max_streams_per_user,
+        worst_case_memory_mib = worst >> 20,
+        "stream limits"
+    );
     let state = Arc::new(State {
         auth,
         policies,
@@ -108,13 +126,24 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, TcpListener), St
         metrics,
         max_line_bytes: config.max_line_bytes,
         max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+        streams: StreamBudget::new(config.stream_limits),
+        separate_ops: config.ops_listen.is_some(),
         admin_token,
         tls,
     });
-    let listener = TcpListener::bind(config.listen)
+    let callers = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("listen: cannot bind {}: {e}", config.listen))?;
-    Ok((state, listener))
+    let ops = match config.ops_listen {
+        None => None,
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("ops-listen: cannot bind {addr}: {e}"))?,
+        ),
+    };
+    Ok((state, Listeners { callers, ops }))
 }
 
 /// SIGHUP forgets every cached owner: for operators who know registrations just changed.

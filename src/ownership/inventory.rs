@@ -306,7 +306,7 @@ fn validate_device(s: DeviceShape, points: &HashMap<String, Arc<MeterPoint>>) ->
     }
     Ok(DeviceEntry {
         device_id,
-        device_type: s.device_type,
+        device_type: s.device_type.into(),
         meter_points,
     })
 }
@@ -333,7 +333,7 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(inv.len(), 2);
         let chf = inv.get(id("00-DB-12-34-56-78-90-B1")).unwrap();
-        assert_eq!(chf.device_type, "CHF");
+        assert_eq!(&*chf.device_type, "CHF");
         assert_eq!(chf.meter_points.len(), 2);
         assert!(inv.get(id("00-DB-12-34-56-78-90-A0")).is_some());
         assert!(inv.get(id("00-DB-12-34-56-78-90-A1")).is_none());

@@ -43,7 +43,7 @@ pub struct MeterPoint {
 pub struct DeviceEntry {
     pub device_id: Eui64,
     /// The inventory's DUIS DeviceType, as written. Whether it is a HAN type is the policy's call.
-    pub device_type: String,
+    pub device_type: Arc<str>,
     pub meter_points: Vec<Arc<MeterPoint>>,
 }
 

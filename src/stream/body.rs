@@ -1,9 +1,10 @@
 //! The streaming response: upstream body frames in, filtered NDJSON chunks out.
 //!
 //! A task reads the upstream body, frames lines, filters each record and sends the visible
-//! bytes through a small bounded channel to the response body. The channel is the backpressure:
+//! bytes through a one-chunk channel to the response body. The channel is the backpressure:
 //! when the caller reads slowly, sends wait, and so does the upstream read. Memory per stream is
-//! the channel (a few chunks), one upstream frame and at most one unfinished line.
+//! one chunk being filtered and one waiting (each at most [`IO_BUFFER_BYTES`] plus one record),
+//! one upstream frame and at most one unfinished line; `server::limits` adds it up.
 //!
 //! Before any byte is sent, the first line must be a JSON object (otherwise the caller gets 502,
 //! CONTRACT section 5). After that, a failure ends the response early with an error, which hyper
@@ -14,7 +15,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -24,7 +25,7 @@ use tokio::sync::mpsc;
 
 use super::lines::{split_lines, Line, LineSplitter, SplitLines};
 use super::record::{Record, RecordError};
-use super::{FilterStats, Outcome, RecordFilter};
+use super::{FilterStats, Outcome, RecordFilter, IO_BUFFER_BYTES};
 use crate::ownership::OwnershipSource;
 
 /// Why a stream could not start or had to stop.
@@ -40,6 +41,29 @@ pub enum StreamError {
     ClientGone,
     #[error("client stopped reading for longer than the idle timeout")]
     ClientStalled,
+    #[error("the caller's token expired")]
+    TokenExpired,
+}
+
+impl StreamError {
+    /// The `reason` label of `satgate_streams_aborted_total`.
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            StreamError::IdleTimeout => "upstream_idle_timeout",
+            StreamError::Upstream(_) | StreamError::NotNdjson(_) => "upstream_error",
+            StreamError::ClientGone => "client_gone",
+            StreamError::ClientStalled => "client_stalled",
+            StreamError::TokenExpired => "token_expired",
+        }
+    }
+
+    pub const REASONS: [&'static str; 5] = [
+        "upstream_idle_timeout",
+        "upstream_error",
+        "client_gone",
+        "client_stalled",
+        "token_expired",
+    ];
 }
 
 /// A response body fed by a channel. It ends cleanly only after [`BodySender::finish`]: if the
@@ -81,10 +105,10 @@ impl BodySender {
     }
 }
 
-/// A bounded channel body: four chunks of up to one upstream frame each, enough to overlap
-/// reading and writing, and the source of backpressure.
+/// A bounded channel body holding one chunk: with the chunk hyper is writing and the one being
+/// filtered, reading and writing overlap; and it is the source of backpressure.
 pub fn channel() -> (BodySender, ChannelBody) {
-    let (tx, rx) = mpsc::channel(4);
+    let (tx, rx) = mpsc::channel(1);
     let done = Arc::new(AtomicBool::new(false));
     (
         BodySender {
@@ -122,6 +146,8 @@ pub struct RecordStream {
     splitter: LineSplitter,
     pending: VecDeque<Pending>,
     idle: Duration,
+    /// When the caller's token expires: the stream ends then, like any other early end.
+    deadline: Option<Instant>,
     ended: bool,
     pub lookup_errors: u64,
 }
@@ -141,9 +167,16 @@ impl RecordStream {
             splitter: LineSplitter::new(max_line_bytes),
             pending: VecDeque::new(),
             idle,
+            deadline: None,
             ended: false,
             lookup_errors: 0,
         }
+    }
+
+    /// Ends the stream at `deadline` (the caller's token expiry), wherever it is.
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     pub fn stats(&self) -> &FilterStats {
@@ -246,7 +279,12 @@ impl RecordStream {
     /// Filters everything, sending the visible bytes. On error the receiver gets an error too,
     /// which aborts the response.
     pub async fn run(mut self, tx: BodySender) -> (Self, Result<(), StreamError>) {
-        let result = self.pump(&tx).await;
+        let result = match self.deadline {
+            None => self.pump(&tx).await,
+            Some(at) => tokio::time::timeout_at(at.into(), self.pump(&tx))
+                .await
+                .unwrap_or(Err(StreamError::TokenExpired)),
+        };
         if result.is_ok() {
             tx.finish();
         }
@@ -267,23 +305,31 @@ impl RecordStream {
                     Pending::Lines(_) => {
                         for line in entry.lines() {
                             self.filter_one(line, &mut out).await;
+                            if out.len() >= IO_BUFFER_BYTES {
+                                self.send(tx, &mut out).await?;
+                            }
                         }
                     }
                 }
             }
             if !out.is_empty() {
-                let chunk = Bytes::from(std::mem::replace(&mut out, Vec::with_capacity(16 * 1024)));
-                // A client that stops reading must not hold the stream (and its upstream
-                // connection) forever.
-                match tokio::time::timeout(self.idle, tx.send(chunk)).await {
-                    Err(_) => return Err(StreamError::ClientStalled),
-                    Ok(Err(_)) => return Err(StreamError::ClientGone),
-                    Ok(Ok(())) => {}
-                }
+                self.send(tx, &mut out).await?;
             }
             if !self.read_frame().await? && self.pending.is_empty() {
                 return Ok(());
             }
+        }
+    }
+
+    /// Hands the filtered bytes so far to the response, as one chunk.
+    async fn send(&self, tx: &BodySender, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        let chunk = Bytes::from(std::mem::replace(out, Vec::with_capacity(16 * 1024)));
+        // A client that stops reading must not hold the stream (and its upstream connection)
+        // forever.
+        match tokio::time::timeout(self.idle, tx.send(chunk)).await {
+            Err(_) => Err(StreamError::ClientStalled),
+            Ok(Err(())) => Err(StreamError::ClientGone),
+            Ok(Ok(())) => Ok(()),
         }
     }
 

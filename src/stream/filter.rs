@@ -12,8 +12,9 @@ use crate::decision::{Decisions, DeviceFacts, Facts};
 use crate::model::{Class, Eui64};
 use crate::ownership::{DeviceEntry, OwnershipSource};
 
-/// How many Devices one stream remembers (about 100 bytes each).
-const MAX_DEVICES_PER_STREAM: usize = 65_536;
+/// How many Devices one stream remembers (about 40 bytes each): 7/8 of 16,384, so the map never
+/// grows past 16,384 buckets (~560 KiB), whatever a stream is about.
+pub const MAX_DEVICES_PER_STREAM: usize = 14_336;
 
 /// Most ownership look-ups one stream prefetches at once.
 pub const PREFETCH_CONCURRENCY: usize = 8;

@@ -8,7 +8,7 @@ pub mod lines;
 pub mod project;
 pub mod record;
 
-pub use filter::{FilterStats, Outcome, RecordFilter};
+pub use filter::{FilterStats, Outcome, RecordFilter, MAX_DEVICES_PER_STREAM};
 pub use record::{Field, Record, RecordError};
 
 use std::sync::Arc;
@@ -19,6 +19,11 @@ use crate::ownership::{DeviceEntry, OwnershipSource};
 
 /// Default longest accepted line.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The size of every I/O buffer on the record path: hyper's read and write buffers towards the
+/// upstream and the caller, and the filtered chunk a stream hands to its response. Small enough
+/// that a stalled stream holds little, large enough that a chunk carries many records.
+pub const IO_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Filters a whole in-memory NDJSON buffer: for tools, tests and benchmarks.
 pub fn filter_bytes(

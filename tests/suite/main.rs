@@ -1,6 +1,8 @@
 //! End-to-end and property tests, built as one test binary with a module per topic.
 
+mod abuse;
 mod cli;
+mod hardening;
 mod memo;
 mod no_leak;
 mod oracle;

@@ -280,7 +280,7 @@ async fn http_source_answers_known_unknown_and_fails_closed() {
     };
     let http = HttpSource::new(&base, settings).unwrap();
     let known = http.lookup(id(ESME)).await.unwrap().unwrap();
-    assert_eq!(known.device_type, "ESME");
+    assert_eq!(&*known.device_type, "ESME");
     assert!(
         http.lookup(Eui64::from_u64(5)).await.unwrap().is_none(),
         "404 is unknown"

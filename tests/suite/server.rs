@@ -20,7 +20,7 @@ use satgate::ownership::CacheSettings;
 use satgate::server::State;
 use serde_json::{json, Value};
 
-const SECRET: &str = "test-secret-test-secret-test-secret!";
+pub(crate) const SECRET: &str = "test-secret-test-secret-test-secret!";
 
 fn sample() -> Arc<Vec<String>> {
     let text = std::fs::read_to_string("tests/data/records.ndjson").unwrap();
@@ -105,6 +105,40 @@ async fn upstream_respond(
             tokio::time::sleep(Duration::from_secs(3)).await;
             return Ok(ndjson(200, full(String::new())));
         }
+        "big" => {
+            // `n` records of the caller's own, `kb` KiB of payload each: everything visible to
+            // them, so everything is written (the stalled-reader attack).
+            let user = param("user").unwrap_or_default();
+            let kb: usize = param("kb").and_then(|v| v.parse().ok()).unwrap_or(100);
+            let payload = "A".repeat(kb * 1024);
+            let (tx, body) = satgate::stream::body::channel();
+            tokio::spawn(async move {
+                for i in 0..n {
+                    let rec = format!(
+                        r#"{{"recordId":"r-{i}","timestamp":"2026-11-01T09:30:00Z","messageType":"ServiceRequest","srv":"4.1.1","srvTitle":"t","alertCode":null,"responseCode":null,"deviceId":null,"deviceType":null,"userId":"{user}","userRole":"OU","requestId":null,"metadata":null,"payload":"{payload}"}}"#
+                    ) + "\n";
+                    if tx.send(Bytes::from(rec)).await.is_err() {
+                        return;
+                    }
+                }
+                tx.finish();
+            });
+            return Ok(ndjson(200, body.boxed()));
+        }
+        "slow" => {
+            // The sample records, one every 100 ms.
+            let (tx, body) = satgate::stream::body::channel();
+            tokio::spawn(async move {
+                for line in records.iter().cycle().take(n) {
+                    if tx.send(Bytes::from(format!("{line}\n"))).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tx.finish();
+            });
+            return Ok(ndjson(200, body.boxed()));
+        }
         "echo" => {
             let rec =
                 json!({"recordId": query, "timestamp":"t","messageType":"DCCAlert","userId":"90-B3-D5-1F-30-01-00-00"});
@@ -186,6 +220,8 @@ async fn upstream_respond(
 
 pub(crate) struct Sidecar {
     pub(crate) addr: SocketAddr,
+    /// The operations listener, when the configuration sets one.
+    pub(crate) ops_addr: Option<SocketAddr>,
     pub(crate) state: Arc<State>,
     pub(crate) dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -201,6 +237,7 @@ fn config(dir: &std::path::Path, upstream: String, policies: PathBuf) -> ServeCo
     }
     ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        ops_listen: None,
         upstream,
         ownership: OwnershipSourceConfig::File(inventory),
         ownership_cache: CacheSettings::default(),
@@ -213,6 +250,8 @@ fn config(dir: &std::path::Path, upstream: String, policies: PathBuf) -> ServeCo
         jwt_audience: None,
         max_line_bytes: 64 * 1024,
         max_connections: 64,
+        stream_limits: satgate::server::StreamLimits::DEFAULT,
+        header_timeout: satgate::config::DEFAULT_HEADER_TIMEOUT,
         connect_timeout: Duration::from_secs(1),
         first_byte_timeout: Duration::from_millis(1500),
         idle_timeout: Duration::from_millis(1500),
@@ -243,7 +282,8 @@ pub(crate) async fn start_sidecar_with(
     let mut cfg = config(dir.path(), upstream, policies);
     tweak(&mut cfg, dir.path());
     let (state, listener) = satgate::cmd::serve::start(&cfg).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr = listener.callers.local_addr().unwrap();
+    let ops_addr = listener.ops.as_ref().map(|l| l.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(satgate::server::run(
         listener,
@@ -255,6 +295,7 @@ pub(crate) async fn start_sidecar_with(
     ));
     Sidecar {
         addr,
+        ops_addr,
         state,
         dir,
         stop: Some(stop),
@@ -277,7 +318,7 @@ pub(crate) fn token(sub: &str, role: &str, party: &str, exp_in: i64) -> String {
 }
 
 /// Status, body, and whether the body ended cleanly.
-async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Vec<u8>, bool) {
+pub(crate) async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Vec<u8>, bool) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut req = hyper::Request::get(format!("http://{addr}{path}"));
     if let Some(t) = token {
@@ -506,7 +547,11 @@ async fn a_slow_client_holds_back_the_upstream() {
 #[tokio::test]
 async fn concurrent_principals_never_mix() {
     let up = start_upstream().await;
-    let s = start_sidecar(format!("http://{}", up.addr)).await;
+    // More streams at once than the default limit allows (limits are tested on their own).
+    let s = start_sidecar_with(format!("http://{}", up.addr), |c, _| {
+        c.stream_limits.max_streams = 128;
+    })
+    .await;
     let mut tasks = Vec::new();
     for round in 0..3 {
         for (sub, role, party) in users() {
@@ -764,7 +809,7 @@ async fn the_http_inventory_source_serves_like_the_file_and_the_admin_endpoint_c
     std::fs::write(&admin, "admin-token-admin-token").unwrap();
     cfg.admin_token_file = Some(admin);
     let (state, listener) = satgate::cmd::serve::start(&cfg).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr = listener.callers.local_addr().unwrap();
     tokio::spawn(satgate::server::run(
         listener,
         Arc::clone(&state),
@@ -865,7 +910,7 @@ async fn the_connection_limit_holds_new_connections_back() {
     let mut cfg = config(dir.path(), format!("http://{}", up.addr), "policies".into());
     cfg.max_connections = 2;
     let (state, listener) = satgate::cmd::serve::start(&cfg).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr = listener.callers.local_addr().unwrap();
     tokio::spawn(satgate::server::run(
         listener,
         state,

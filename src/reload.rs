@@ -1,0 +1,68 @@
+//! Reloading what satgate reads from files (policies and schema, JWT keys, TLS certificate and
+//! key, inventory) when they change: one task polls every `--reload-interval`, and every
+//! outcome is counted and logged in one place. A failed load leaves the last good one in force.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::metrics::ResultLabel;
+use crate::server::State;
+
+/// Reloads policies, JWT keys, TLS files and inventory when their files change, every `interval`.
+pub fn spawn_reloader(state: Arc<State>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let s = Arc::clone(&state);
+            let _ = tokio::task::spawn_blocking(move || reload_once(&s)).await;
+        }
+    })
+}
+
+/// One reload check of every watched file.
+pub fn reload_once(state: &State) {
+    let m = &state.metrics;
+    if let Some(n) = counted(&m.policy_reloads, "policy set", state.policies.reload_if_changed()) {
+        tracing::info!(policies = n, "policy set reloaded");
+    }
+    if let Some(n) = counted(&m.jwt_key_reloads, "JWT key", state.auth.reload_if_changed()) {
+        tracing::info!(keys = n, "JWT verification keys reloaded");
+    }
+    if let Some(tls) = &state.tls {
+        if counted(&m.tls_reloads, "TLS certificate", tls.reload_if_changed()).is_some() {
+            tracing::info!("TLS certificate and key reloaded");
+        }
+    }
+    let Some(inventory) = &state.inventory else { return };
+    if let Some(warnings) = counted(&m.inventory_reloads, "inventory", inventory.reload_if_changed()) {
+        // Owners cached from the old file must not outlive it.
+        state.ownership.invalidate_all();
+        for w in warnings.iter().take(20) {
+            tracing::warn!(entry = %w, "inventory entry left out");
+        }
+        tracing::info!(devices = inventory.current().len(), "inventory reloaded");
+    }
+}
+
+/// Counts one reload check's outcome (nothing when the files had not changed) and logs a
+/// failure; gives back what a successful reload loaded.
+fn counted<T, E: std::fmt::Display>(
+    reloads: &Family<ResultLabel, Counter>,
+    what: &str,
+    outcome: Option<Result<T, E>>,
+) -> Option<T> {
+    let result = if outcome.as_ref()?.is_ok() { "ok" } else { "failed" };
+    reloads.get_or_create(&ResultLabel { result }).inc();
+    match outcome? {
+        Ok(loaded) => Some(loaded),
+        Err(e) => {
+            tracing::error!(error = %e, "{what} reload failed; the last good one stays in use");
+            None
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! `GET /sat/records?{query}`, as named steps. Each step before streaming either hands the next
+//! one what it needs or refuses with a [`Reject`], which becomes both the response and the
+//! access-log line. Once streaming starts, a failure ends the response early (see
+//! [`crate::stream::body`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::{header, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::limits::{Busy, StreamSlot};
+use super::response::{Reject, ResponseBody};
+use super::State;
+use crate::auth::{Identity, Refusal};
+use crate::metrics::ReasonLabel;
+use crate::model::Principal;
+use crate::ownership::OwnershipSource;
+use crate::stream::body::{self, RecordStream, StreamError};
+use crate::stream::RecordFilter;
+
+/// Seconds a refused caller is asked to wait: streams usually last well under a second, and a
+/// stalled one is cut at `--idle-timeout`.
+const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// What the access log says about one request.
+struct Access<'a> {
+    peer: SocketAddr,
+    query: Option<&'a str>,
+    started: Instant,
+}
+
+impl Access<'_> {
+    fn refused(&self, principal: Option<&Principal>, reject: &Reject) {
+        tracing::info!(
+            target: "satgate::access",
+            peer = %self.peer,
+            sub = principal.map(|p| p.user_id.to_string()),
+            role = principal.map(|p| p.role.as_str()),
+            party = principal.map(|p| p.party.as_str()),
+            query = self.query.unwrap_or(""),
+            status = reject.status.as_u16(),
+            detail = %reject.message,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            "request refused"
+        );
+    }
+}
+
+pub async fn serve(state: &Arc<State>, req: &Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+    let access = Access {
+        peer,
+        query: req.uri().query(),
+        started: Instant::now(),
+    };
+    let identity = match authenticate(state, req) {
+        Ok(i) => i,
+        Err(reject) => {
+            access.refused(None, &reject);
+            return reject.into_response();
+        }
+    };
+    match start(state, &identity, access.query).await {
+        Ok((stream, slot)) => respond(state, stream, slot, identity.principal, &access),
+        Err(reject) => {
+            access.refused(Some(&identity.principal), &reject);
+            reject.into_response()
+        }
+    }
+}
+
+/// 401 or 403, with texts that never quote the token.
+fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Identity, Reject> {
+    let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    state.auth.identify(header).map_err(|refusal| match refusal {
+        Refusal::Unauthenticated(why) => Reject::new(StatusCode::UNAUTHORIZED, "unauthenticated", why),
+        Refusal::Forbidden(why) => Reject::new(StatusCode::FORBIDDEN, "forbidden", why),
+    })
+}
+
+/// Takes a stream slot, then the policy set, calls the upstream and checks its first line.
+async fn start(state: &State, identity: &Identity, query: Option<&str>) -> Result<(RecordStream, StreamSlot), Reject> {
+    let principal = &identity.principal;
+    // Before the upstream call: a refused stream costs nothing but this check.
+    let slot = state.streams.try_take(principal.user_id).map_err(|busy| {
+        state
+            .metrics
+            .streams_refused
+            .get_or_create(&ReasonLabel { reason: busy.label() })
+            .inc();
+        match busy {
+            Busy::Full => Reject::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many record streams in flight; try again shortly",
+            ),
+            Busy::User => Reject::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                "this User has too many record streams in flight",
+            ),
+        }
+        .retry_after(RETRY_AFTER_SECONDS)
+    })?;
+    // The policy set in force now; this request keeps it even if a reload happens meanwhile.
+    let engine = state.policies.current();
+    let (upstream, latency) = state.upstream.records(query).await.map_err(|e| {
+        let code = if e.status() == StatusCode::GATEWAY_TIMEOUT {
+            "upstream_timeout"
+        } else {
+            "bad_gateway"
+        };
+        Reject::new(e.status(), code, e.to_string())
+    })?;
+    state.metrics.upstream_latency.observe(latency.as_secs_f64());
+
+    let deadline = identity.expires.map(|at| {
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        Instant::now() + left
+    });
+    let mut stream = RecordStream::new(
+        upstream.into_body(),
+        RecordFilter::new(engine.for_principal(principal)),
+        Arc::clone(&state.ownership) as Arc<dyn OwnershipSource>,
+        state.max_line_bytes,
+        state.upstream.timeouts().idle,
+    )
+    .with_deadline(deadline);
+    stream.check_first_line().await.map_err(|e| match e {
+        StreamError::IdleTimeout => Reject::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string()),
+        _ => Reject::new(StatusCode::BAD_GATEWAY, "bad_gateway", e.to_string()),
+    })?;
+    Ok((stream, slot))
+}
+
+/// Starts the filtering task and answers 200 with its body. The task holds the stream slot until
+/// the stream ends, then counts and logs it.
+fn respond(
+    state: &State,
+    stream: RecordStream,
+    slot: StreamSlot,
+    principal: Principal,
+    access: &Access<'_>,
+) -> Response<ResponseBody> {
+    let (tx, body) = body::channel();
+    let metrics = Arc::clone(&state.metrics);
+    let (peer, query, started) = (access.peer, access.query.map(str::to_owned), access.started);
+    metrics.active_streams.inc();
+    tokio::spawn(async move {
+        let (stream, result) = stream.run(tx).await;
+        drop(slot);
+        metrics.active_streams.dec();
+        let s = stream.stats();
+        metrics.record_stream(s);
+        let outcome = match &result {
+            Ok(()) => "complete".to_owned(),
+            Err(e) => {
+                metrics
+                    .streams_aborted
+                    .get_or_create(&ReasonLabel { reason: e.reason() })
+                    .inc();
+                format!("ended early: {e}")
+            }
+        };
+        tracing::info!(
+            target: "satgate::access",
+            %peer,
+            sub = %principal.user_id,
+            role = principal.role.as_str(),
+            party = principal.party.as_str(),
+            query = query.as_deref().unwrap_or(""),
+            status = 200,
+            upstream_status = 200,
+            records_in = s.records_in,
+            records_out = s.records_out,
+            records_not_visible = s.left_out,
+            records_malformed = s.malformed,
+            ownership_errors = stream.lookup_errors,
+            outcome,
+            duration_ms = started.elapsed().as_secs_f64() * 1e3,
+            "request served"
+        );
+    });
+    let mut resp = Response::new(body.boxed());
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/x-ndjson"),
+    );
+    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    resp
+}
