@@ -188,6 +188,8 @@ async fn main() {
         .arg(dir.join("inventory.json"))
         .arg("--jwt-hs256-secret-file")
         .arg(dir.join("secret"))
+        // One User runs every client here: room for all of them at once.
+        .args(["--max-streams", "128", "--max-streams-per-user", "128"])
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("satgate serve (build with cargo bench)");

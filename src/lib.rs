@@ -7,8 +7,9 @@
 //!
 //! The request path, top to bottom:
 //!
-//! - [`server`]: accept loop with the connection limit, TLS termination ([`tls`]), routing,
-//!   graceful shutdown, the `/sat/records` path, reloads; [`config`] resolves its settings.
+//! - [`server`]: the callers' and operations listeners with their limits, TLS termination
+//!   ([`tls`]), the route table, the `/sat/records` steps, stream slots and the memory formula,
+//!   graceful shutdown; [`config`] resolves its settings, [`reload`] reloads files.
 //! - [`auth`]: `Authorization: Bearer` JWT to a [`model::Principal`], or 401/403.
 //! - [`upstream`]: the call to the SAT endpoint, with timeouts.
 //! - [`stream`]: the streaming body with backpressure ([`stream::body`]), NDJSON framing
