@@ -9,7 +9,7 @@
 //! keys) and is reloaded when it changes, so keys rotate without a restart.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -17,7 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::model::Principal;
-use crate::watch::Watched;
+use crate::watch::Reloadable;
 
 /// Why a request has no principal.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,9 +34,13 @@ pub struct Authenticator {
     file: Option<JwtKey>,
     issuer: Option<String>,
     audience: Option<String>,
-    keys: RwLock<Arc<KeySet>>,
-    watched: Watched,
+    keys: Reloadable<KeySet>,
 }
+
+/// Why a JWT key file cannot be used; the message names the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyError(String);
 
 /// How tokens are signed: the file holding the verification key(s).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,13 +105,16 @@ enum Claim {
 }
 
 impl Authenticator {
-    pub fn new(file: JwtKey, issuer: Option<&str>, audience: Option<&str>) -> Result<Self, String> {
-        let watched = Watched::new(&[file.path().to_path_buf()]);
-        let keys = read_keys(&file)?;
-        let mut auth = Self::from_keys(keys, issuer, audience);
-        auth.file = Some(file);
-        auth.watched = watched;
-        Ok(auth)
+    pub fn new(file: JwtKey, issuer: Option<&str>, audience: Option<&str>) -> Result<Self, KeyError> {
+        let keys = Reloadable::load(&[file.path().to_path_buf()], || {
+            read_keys(&file).map(|keys| key_set(keys, issuer, audience))
+        })?;
+        Ok(Self {
+            file: Some(file),
+            issuer: issuer.map(str::to_owned),
+            audience: audience.map(str::to_owned),
+            keys,
+        })
     }
 
     /// One key given directly (tests, tools); nothing to reload.
@@ -123,8 +130,7 @@ impl Authenticator {
             file: None,
             issuer,
             audience,
-            keys: RwLock::new(Arc::new(set)),
-            watched: Watched::new(&[]),
+            keys: Reloadable::fixed(set),
         }
     }
 
@@ -135,27 +141,22 @@ impl Authenticator {
 
     /// The error of the last key reload, if it failed (the previous keys are still in use).
     pub fn last_error(&self) -> Option<String> {
-        self.watched.last_error()
+        self.keys.last_error()
     }
 
     /// Reloads the keys if their file changed and has settled: `Some(Ok(count))` on success. A
     /// broken file keeps the keys in force: refusing every token would take the service down.
-    pub fn reload_if_changed(&self) -> Option<Result<usize, String>> {
+    pub fn reload_if_changed(&self) -> Option<Result<usize, KeyError>> {
         let file = self.file.as_ref()?;
-        self.watched.reload(
+        let reloaded = self.keys.reload(
             || vec![file.path().to_path_buf()],
-            || read_keys(file),
-            |keys| {
-                let n = keys.len();
-                let set = key_set(keys, self.issuer.as_deref(), self.audience.as_deref());
-                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
-                n
-            },
-        )
+            || read_keys(file).map(|keys| key_set(keys, self.issuer.as_deref(), self.audience.as_deref())),
+        )?;
+        Some(reloaded.map(|set| set.0.len()))
     }
 
     fn current(&self) -> Arc<KeySet> {
-        Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()))
+        self.keys.current()
     }
 
     /// The principal for an `Authorization` header value.
@@ -282,7 +283,11 @@ fn key_set(keys: Vec<(DecodingKey, Algorithm)>, issuer: Option<&str>, audience: 
     KeySet(entries)
 }
 
-fn read_keys(file: &JwtKey) -> Result<Vec<(DecodingKey, Algorithm)>, String> {
+fn read_keys(file: &JwtKey) -> Result<Vec<(DecodingKey, Algorithm)>, KeyError> {
+    keys_in(file).map_err(KeyError)
+}
+
+fn keys_in(file: &JwtKey) -> Result<Vec<(DecodingKey, Algorithm)>, String> {
     let path = file.path();
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     match file {
@@ -619,7 +624,7 @@ mod tests {
         broken.push_str("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n");
         std::fs::write(&file, broken).unwrap();
         a.reload_if_changed();
-        let err = a.reload_if_changed().unwrap().unwrap_err();
+        let err = a.reload_if_changed().unwrap().unwrap_err().to_string();
         assert!(err.contains("key 3:"), "{err}");
         assert_eq!(a.last_error(), Some(err));
         assert!(verify(&a, &from_b).is_ok(), "the last good keys stay in force");
@@ -632,7 +637,12 @@ mod tests {
         std::fs::write(&empty, "").unwrap();
         let short = dir.path().join("short");
         std::fs::write(&short, "too short").unwrap();
-        let err = |s: JwtKey| Authenticator::new(s, None, None).err().unwrap_or_default();
+        let err = |s: JwtKey| {
+            Authenticator::new(s, None, None)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
         assert!(err(JwtKey::PublicKeyFile(empty.clone())).contains("no PEM public key"));
         assert!(err(JwtKey::PublicKeyFile("tests/data/jwt/es256-a.key".into())).contains("key 1: a private key"));
         let garbled = dir.path().join("garbled.pem");

@@ -30,6 +30,7 @@ pub mod config;
 pub mod decision;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod ownership;
 pub mod reload;
 pub mod review;

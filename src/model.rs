@@ -177,7 +177,7 @@ impl Principal {
     }
 }
 
-/// A field class of CONTRACT section 1; each is one Cedar action.
+/// A field class of docs/contract.md §1; each is one Cedar action.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub enum Class {
     Title = 0,

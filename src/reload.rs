@@ -42,9 +42,7 @@ pub fn reload_once(state: &State) {
     if let Some(warnings) = counted(&m.inventory_reloads, "inventory", inventory.reload_if_changed()) {
         // Owners cached from the old file must not outlive it.
         state.ownership.invalidate_all();
-        for w in warnings.iter().take(20) {
-            tracing::warn!(entry = %w, "inventory entry left out");
-        }
+        crate::cmd::serve::log_left_out(&warnings);
         tracing::info!(devices = inventory.current().len(), "inventory reloaded");
     }
 }

@@ -6,14 +6,19 @@
 //! legacy versions or ciphers) and HTTP/1.1 by ALPN.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
-use crate::watch::Watched;
+use crate::watch::Reloadable;
+
+/// Why a certificate and key pair cannot serve.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(String);
 
 /// The listener's certificate chain and private key, as PEM files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,38 +30,29 @@ pub struct TlsFiles {
 /// The acceptor in force, swapped whole when the files change.
 pub struct ServerTls {
     files: TlsFiles,
-    current: RwLock<TlsAcceptor>,
-    watched: Watched,
+    acceptor: Reloadable<TlsAcceptor>,
 }
 
 impl ServerTls {
-    pub fn load(files: TlsFiles) -> Result<Self, String> {
-        let watched = Watched::new(&files.paths());
-        let acceptor = acceptor(&files)?;
-        Ok(Self {
-            files,
-            current: RwLock::new(acceptor),
-            watched,
-        })
+    pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
+        let acceptor = Reloadable::load(&files.paths(), || acceptor(&files))?;
+        Ok(Self { files, acceptor })
     }
 
     /// The acceptor for a new connection; connections keep the one they started with.
     pub fn acceptor(&self) -> TlsAcceptor {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        TlsAcceptor::clone(&self.acceptor.current())
     }
 
     /// The error of the last reload, if it failed (the previous pair is still in use).
     pub fn last_error(&self) -> Option<String> {
-        self.watched.last_error()
+        self.acceptor.last_error()
     }
 
     /// Reloads if either file changed and both have settled: `Some(Ok(()))` on success.
-    pub fn reload_if_changed(&self) -> Option<Result<(), String>> {
-        self.watched.reload(
-            || self.files.paths(),
-            || acceptor(&self.files),
-            |a| *self.current.write().unwrap_or_else(|e| e.into_inner()) = a,
-        )
+    pub fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
+        let reloaded = self.acceptor.reload(|| self.files.paths(), || acceptor(&self.files))?;
+        Some(reloaded.map(drop))
     }
 }
 
@@ -66,24 +62,33 @@ impl TlsFiles {
     }
 }
 
-fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
+fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     let chain = certificates(&files.cert)?;
-    let key =
-        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| format!("tls-key-file: {}: {e}", files.key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| TlsError(format!("tls-key-file: {}: {e}", files.key.display())))?;
     let mut config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| format!("tls: {} and {}: {e}", files.cert.display(), files.key.display()))?;
+        .map_err(|e| {
+            TlsError(format!(
+                "tls: {} and {}: {e}",
+                files.cert.display(),
+                files.key.display()
+            ))
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("tls-cert-file: {}: {e}", path.display()))?;
+        .map_err(|e| TlsError(format!("tls-cert-file: {}: {e}", path.display())))?;
     if chain.is_empty() {
-        return Err(format!("tls-cert-file: {}: no certificate in the file", path.display()));
+        return Err(TlsError(format!(
+            "tls-cert-file: {}: no certificate in the file",
+            path.display()
+        )));
     }
     Ok(chain)
 }
@@ -106,7 +111,7 @@ mod tests {
 
     #[test]
     fn problems_name_the_setting() {
-        let err = |f: TlsFiles| ServerTls::load(f).err().unwrap_or_default();
+        let err = |f: TlsFiles| ServerTls::load(f).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err(files("a.key", "a.key")).starts_with("tls-cert-file:"));
         assert!(err(files("a.crt", "a.crt")).starts_with("tls-key-file:"));
         assert!(err(files("a.crt", "missing.key")).starts_with("tls-key-file:"));

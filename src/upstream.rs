@@ -9,9 +9,10 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
-/// Why the upstream gave no usable response. Maps to 502 or 504 (CONTRACT section 5).
+use crate::net::{BaseUrl, UrlError};
+
+/// Why the upstream gave no usable response. Maps to 502 or 504 (docs/contract.md §5).
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream timed out: {0}")]
@@ -39,32 +40,19 @@ pub struct Timeouts {
 }
 
 pub struct Upstream {
-    base: String,
+    base: BaseUrl,
     client: Client<HttpConnector, Empty<Bytes>>,
     timeouts: Timeouts,
 }
 
 impl Upstream {
     /// `base` is an `http://host:port[/prefix]` URL.
-    pub fn new(base: &str, timeouts: Timeouts) -> Result<Self, String> {
-        let uri: Uri = base.parse().map_err(|e| format!("upstream URL {base:?}: {e}"))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(format!("upstream URL {base:?}: expected http://host:port"));
-        }
-        if uri.query().is_some() {
-            return Err(format!("upstream URL {base:?}: must not have a query"));
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeouts.connect));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            // Caps each upstream frame, so a stream holds little when its caller stalls.
-            .http1_max_buf_size(crate::stream::IO_BUFFER_BYTES)
-            .build(connector);
+    pub fn new(base: &str, timeouts: Timeouts) -> Result<Self, UrlError> {
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            client,
+            base: BaseUrl::parse(base)?,
+            // The read buffer caps each upstream frame, so a stream holds little when its caller
+            // stalls (server::limits).
+            client: crate::net::client(timeouts.connect, crate::stream::IO_BUFFER_BYTES),
             timeouts,
         })
     }
@@ -74,17 +62,15 @@ impl Upstream {
     }
 
     /// The `host:port` to probe for readiness.
-    pub fn authority(&self) -> Option<String> {
-        let uri: Uri = self.base.parse().ok()?;
-        let port = uri.port_u16().unwrap_or(80);
-        Some(format!("{}:{port}", uri.host()?))
+    pub fn authority(&self) -> &str {
+        self.base.authority()
     }
 
     /// Sends the request and waits for a 200 response's headers. Returns the time it took.
     pub async fn records(&self, query: Option<&str>) -> Result<(Response<Incoming>, Duration), UpstreamError> {
         let url = match query {
-            Some(q) => format!("{}/sat/records?{q}", self.base),
-            None => format!("{}/sat/records", self.base),
+            Some(q) => self.base.join(&format!("/sat/records?{q}")),
+            None => self.base.join("/sat/records"),
         };
         let uri: Uri = url
             .parse()

@@ -4,7 +4,7 @@
 
 use std::fmt::Display;
 use std::path::PathBuf;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 /// What the metadata of a set of files looked like.
@@ -104,6 +104,60 @@ impl Watched {
         let result = loaded.map(apply);
         *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = result.as_ref().err().map(ToString::to_string);
         Some(result)
+    }
+}
+
+/// A value loaded from files and replaced whole when they change and settle: the one reload
+/// mechanism behind the policy set, the inventory file, the JWT keys and the TLS pair. Readers
+/// take the current value and keep it as long as they need it (a request keeps its policy set);
+/// a failed load leaves the value in place and is remembered for `/readyz`.
+pub struct Reloadable<T> {
+    current: RwLock<Arc<T>>,
+    watched: Watched,
+}
+
+impl<T> Reloadable<T> {
+    /// Loads the value from `paths`. The files are fingerprinted before they are read, so a
+    /// change made during this first load is still picked up by the next poll.
+    pub fn load<E>(paths: &[PathBuf], load: impl FnOnce() -> Result<T, E>) -> Result<Self, E> {
+        let watched = Watched::new(paths);
+        let value = load()?;
+        Ok(Self {
+            current: RwLock::new(Arc::new(value)),
+            watched,
+        })
+    }
+
+    /// A value not read from files (tests, tools): never reloaded.
+    pub fn fixed(value: T) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(value)),
+            watched: Watched::new(&[]),
+        }
+    }
+
+    pub fn current(&self) -> Arc<T> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The error of the last reload, if it failed (the previous value is still in use).
+    pub fn last_error(&self) -> Option<String> {
+        self.watched.last_error()
+    }
+
+    /// Reloads if the files (`paths` lists them now) changed and settled: `None` when nothing
+    /// was loaded, `Some(Ok(new value))` when it replaced the old one, `Some(Err)` when the new
+    /// files are broken and the old value stays.
+    pub fn reload<E: Display>(
+        &self,
+        paths: impl Fn() -> Vec<PathBuf>,
+        load: impl FnOnce() -> Result<T, E>,
+    ) -> Option<Result<Arc<T>, E>> {
+        self.watched.reload(paths, load, |value| {
+            let value = Arc::new(value);
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&value);
+            value
+        })
     }
 }
 

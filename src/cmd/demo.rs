@@ -2,6 +2,7 @@
 //! made and explained, and ready-to-paste `curl` commands with freshly minted tokens.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +13,8 @@ use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 
-use super::{Exit, PolicyArgs};
-use crate::config::{JwtKey, LogFormat, OwnershipSourceConfig, ServeConfig};
-use crate::ownership::CacheSettings;
+use super::{CmdError, Exit, PolicyArgs};
+use crate::config::{defaults, JwtKey, LogFormat, OwnershipSourceConfig, ServeConfig};
 use crate::sample::{Market, Rng, SampleUser};
 use crate::server;
 
@@ -36,33 +36,96 @@ pub struct Args {
     pub exit_after_examples: bool,
 }
 
-pub fn run(args: &Args) -> Exit {
+pub fn run(args: &Args) -> Result<Exit, CmdError> {
     // Quiet by default so the walkthrough reads cleanly; RUST_LOG=info shows the access log.
     super::serve::init_logging(LogFormat::Text, "warn");
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Error;
-        }
-    };
-    match rt.block_on(demo(args)) {
-        Ok(()) => Exit::Ok,
-        Err(e) => {
-            eprintln!("error: {e}");
-            Exit::Error
-        }
-    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CmdError::new(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(demo(args)).map_err(CmdError::new)?;
+    Ok(Exit::Ok)
+}
+
+/// What the demo sets up: a sample market on disk and the HS256 key its tokens are signed with.
+struct Setup {
+    market: Market,
+    dir: PathBuf,
+    inventory: PathBuf,
+    secret: String,
+    secret_file: PathBuf,
 }
 
 async fn demo(args: &Args) -> Result<(), String> {
-    let market = Market::generate(8, 2026);
-    let lines: Vec<String> = market.ndjson(args.records, 2026).lines().map(str::to_owned).collect();
+    let setup = write_market()?;
+    let lines: Vec<String> = setup
+        .market
+        .ndjson(args.records, 2026)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let upstream_listener = tokio::net::TcpListener::bind(args.upstream_listen)
+        .await
+        .map_err(|e| format!("sample upstream: cannot bind {}: {e}", args.upstream_listen))?;
+    tokio::spawn(crate::sample::upstream::serve(upstream_listener, Arc::new(lines)));
 
+    let mut config = ServeConfig::new(
+        args.listen,
+        format!("http://{}", args.upstream_listen),
+        OwnershipSourceConfig::File(setup.inventory.clone()),
+        JwtKey::Hs256SecretFile(setup.secret_file.clone()),
+    );
+    config.policies = args.policy.policies.clone();
+    config.schema = args.policy.schema.clone();
+    config.shutdown_grace = Duration::from_secs(5);
+    let (state, listeners) = super::serve::start(&config).await.map_err(|e| e.to_string())?;
+    server::spawn_reloader(Arc::clone(&state), config.reload_interval);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server::run(
+        listeners,
+        state,
+        async move {
+            let _ = stop_rx.await;
+        },
+        config.shutdown_grace,
+    ));
+
+    println!(
+        "\nsatgate demo: sidecar on http://{}, sample SSI upstream on http://{}",
+        args.listen, args.upstream_listen
+    );
+    println!(
+        "  {} SAT records about {} Devices; inventory {}; policies {}\n",
+        args.records,
+        setup.market.devices.len(),
+        setup.inventory.display(),
+        args.policy.policies.display()
+    );
+    let failures = walkthrough(&setup, &format!("http://{}", args.listen)).await?;
+    println!(
+        "Tokens expire in one hour. Edit {} or {} and they reload within {}.",
+        setup.inventory.display(),
+        args.policy.policies.display(),
+        defaults::show(2 * config.reload_interval)
+    );
+    if failures > 0 {
+        return Err(format!("{failures} example request(s) failed"));
+    }
+    if !args.exit_after_examples {
+        println!("\nServing until Ctrl-C.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = stop_tx.send(());
+    let _ = serving.await;
+    let _ = std::fs::remove_dir_all(&setup.dir);
+    Ok(())
+}
+
+/// A generated market's inventory and a fresh random HS256 secret, in a temporary directory.
+fn write_market() -> Result<Setup, String> {
+    let market = Market::generate(8, 2026);
     let dir = std::env::temp_dir().join(format!("satgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let inventory = dir.join("inventory.json");
-    let secret_file = dir.join("hs256.secret");
     let mut rng = Rng::new(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -71,64 +134,22 @@ async fn demo(args: &Args) -> Result<(), String> {
     let secret: String = (0..48)
         .map(|_| char::from(b"0123456789abcdef"[rng.below(16)]))
         .collect();
-    std::fs::write(&inventory, &market.inventory_json).map_err(|e| e.to_string())?;
-    std::fs::write(&secret_file, &secret).map_err(|e| e.to_string())?;
+    let (inventory, secret_file) = (dir.join("inventory.json"), dir.join("hs256.secret"));
+    std::fs::write(&inventory, &market.inventory_json).map_err(|e| format!("{}: {e}", inventory.display()))?;
+    std::fs::write(&secret_file, &secret).map_err(|e| format!("{}: {e}", secret_file.display()))?;
+    Ok(Setup {
+        market,
+        dir,
+        inventory,
+        secret,
+        secret_file,
+    })
+}
 
-    let upstream_listener = tokio::net::TcpListener::bind(args.upstream_listen)
-        .await
-        .map_err(|e| format!("sample upstream: cannot bind {}: {e}", args.upstream_listen))?;
-    tokio::spawn(crate::sample::upstream::serve(upstream_listener, Arc::new(lines)));
-
-    let config = ServeConfig {
-        listen: args.listen,
-        ops_listen: None,
-        upstream: format!("http://{}", args.upstream_listen),
-        ownership: OwnershipSourceConfig::File(inventory.clone()),
-        ownership_cache: CacheSettings::default(),
-        tls: None,
-        admin_token_file: None,
-        policies: args.policy.policies.clone(),
-        schema: args.policy.schema.clone(),
-        jwt_key: JwtKey::Hs256SecretFile(secret_file.clone()),
-        jwt_issuer: None,
-        jwt_audience: None,
-        max_line_bytes: 1 << 20,
-        max_connections: 1024,
-        stream_limits: crate::server::StreamLimits::DEFAULT,
-        header_timeout: crate::config::DEFAULT_HEADER_TIMEOUT,
-        connect_timeout: Duration::from_secs(2),
-        first_byte_timeout: Duration::from_secs(10),
-        idle_timeout: Duration::from_secs(30),
-        reload_interval: Duration::from_secs(2),
-        shutdown_grace: Duration::from_secs(5),
-        log_format: LogFormat::Text,
-    };
-    let (state, listener) = super::serve::start(&config).await?;
-    server::spawn_reloader(Arc::clone(&state), config.reload_interval);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server::run(
-        listener,
-        state,
-        async move {
-            let _ = stop_rx.await;
-        },
-        config.shutdown_grace,
-    ));
-
-    let key = EncodingKey::from_secret(secret.as_bytes());
-    let base = format!("http://{}", args.listen);
-    println!(
-        "\nsatgate demo: sidecar on {base}, sample SSI upstream on http://{}",
-        args.upstream_listen
-    );
-    println!(
-        "  {} SAT records about {} Devices; inventory {}; policies {}\n",
-        args.records,
-        market.devices.len(),
-        inventory.display(),
-        args.policy.policies.display()
-    );
-
+/// The example requests, as four Users and with a bad token, each with a `curl` to repeat it.
+/// Returns how many did not answer as they should.
+async fn walkthrough(setup: &Setup, base: &str) -> Result<usize, String> {
+    let key = EncodingKey::from_secret(setup.secret.as_bytes());
     let picks = [
         "Supplier A, import",
         "Network operator DNO1",
@@ -136,7 +157,7 @@ async fn demo(args: &Args) -> Result<(), String> {
         "Other user",
     ];
     let mut failures = 0;
-    for user in market.users.iter().filter(|u| picks.contains(&u.name)) {
+    for user in setup.market.users.iter().filter(|u| picks.contains(&u.name)) {
         let token = mint(&key, user)?;
         match fetch(&format!("{base}/sat/records"), &token).await {
             Ok((200, body)) => {
@@ -167,23 +188,7 @@ async fn demo(args: &Args) -> Result<(), String> {
     println!("  curl -s -i -H 'Authorization: Bearer not-a-token' '{base}/sat/records'");
     println!("Metrics, health and readiness:");
     println!("  curl -s {base}/metrics\n  curl -s {base}/healthz\n  curl -s {base}/readyz");
-    println!(
-        "Tokens expire in one hour. Edit {} or {} and they reload within 2 s.",
-        inventory.display(),
-        args.policy.policies.display()
-    );
-
-    if failures > 0 {
-        return Err(format!("{failures} example request(s) failed"));
-    }
-    if !args.exit_after_examples {
-        println!("\nServing until Ctrl-C.");
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    let _ = stop_tx.send(());
-    let _ = serving.await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    Ok(failures)
 }
 
 fn mint(key: &EncodingKey, user: &SampleUser) -> Result<String, String> {

@@ -2,11 +2,11 @@
 //! cell of the access matrix and optionally over a corpus of records (see
 //! [`crate::review::diff`]). `--fail-on` decides which changes are findings (exit 1).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::matrix::load;
-use super::{Exit, PolicyArgs};
+use super::{CmdError, Exit, PolicyArgs};
+use crate::decision::PolicyEngine;
 use crate::ownership::Inventory;
 use crate::review::diff::{self, CellChange};
 use crate::review::space::classes_label;
@@ -44,19 +44,16 @@ pub struct Args {
     pub limit: usize,
 }
 
-pub fn run(args: &Args) -> Exit {
-    let side = |dir: &PathBuf| PolicyArgs {
-        policies: dir.clone(),
-        schema: args.schema.clone(),
+pub fn run(args: &Args) -> Result<Exit, CmdError> {
+    let side = |dir: &PathBuf| {
+        PolicyArgs {
+            policies: dir.clone(),
+            schema: args.schema.clone(),
+        }
+        .load()
+        .map(Arc::new)
     };
-    let old = match load(&side(&args.old)) {
-        Ok(e) => Arc::new(e),
-        Err(code) => return code,
-    };
-    let new = match load(&side(&args.new)) {
-        Ok(e) => Arc::new(e),
-        Err(code) => return code,
-    };
+    let (old, new) = (side(&args.old)?, side(&args.new)?);
 
     let (changes, findings) = diff::matrix_changes(&old, &new);
     for f in &findings {
@@ -71,97 +68,87 @@ pub fn run(args: &Args) -> Exit {
         .filter(|c| c.removed() != crate::model::Classes::NONE)
         .collect();
     let leaks = widened.iter().filter(|c| c.leaks_beyond_title()).count();
+    print_matrix_changes(changes.len(), &widened, &narrowed, leaks, args.limit);
 
-    println!("access matrix: {} of its cells change", changes.len());
-    println!("\nnewly allowed ({} cells, {leaks} give identity, metadata or payload to someone other than the record's User):", widened.len());
-    for line in diff::describe_changes(&widened, args.limit) {
-        println!("  + {line}");
-    }
-    println!("\nnewly denied ({} cells):", narrowed.len());
-    for line in diff::describe_changes(&narrowed, args.limit) {
-        println!("  - {line}");
-    }
-
-    let mut corpus_widens = false;
-    let mut corpus_leaks = false;
-    if let (Some(corpus), Some(inventory)) = (&args.corpus, &args.inventory) {
-        let records = match std::fs::read(corpus) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {}: {e}", corpus.display());
-                return Exit::Error;
-            }
-        };
-        let inventory = match std::fs::read_to_string(inventory)
-            .map_err(|e| e.to_string())
-            .and_then(|t| Inventory::parse(&t).map_err(|e| e.to_string()))
-        {
-            Ok((i, _)) => i,
-            Err(e) => {
-                eprintln!("error: {}: {e}", inventory.display());
-                return Exit::Error;
-            }
-        };
-        let per_role = diff::corpus_changes(&old, &new, &records, &inventory);
-        println!(
-            "\ncorpus {} (each (userId, userRole) in it, acting for each Party in the inventory):",
-            corpus.display()
-        );
-        for (role, s) in &per_role {
-            println!(
-                "  {role}: {} principals; records newly visible {}, newly hidden {}; fields newly visible {} ({} identity/metadata/payload of others' records), newly hidden {}",
-                s.principals,
-                s.records_newly_visible,
-                s.records_newly_hidden,
-                s.fields_newly_visible,
-                s.sensitive_fields_newly_visible,
-                s.fields_newly_hidden
-            );
-            if !s.examples_visible.is_empty() {
-                println!(
-                    "    e.g. newly visible: {}",
-                    s.examples_visible.iter().cloned().collect::<Vec<_>>().join(", ")
-                );
-            }
-            if !s.examples_hidden.is_empty() {
-                println!(
-                    "    e.g. newly hidden: {}",
-                    s.examples_hidden.iter().cloned().collect::<Vec<_>>().join(", ")
-                );
-            }
-            corpus_widens |= s.fields_newly_visible > 0;
-            corpus_leaks |= s.sensitive_fields_newly_visible > 0;
-        }
-    }
-
+    let (corpus_widens, corpus_leaks) = match (&args.corpus, &args.inventory) {
+        (Some(corpus), Some(inventory)) => corpus_report(&old, &new, corpus, inventory)?,
+        _ => (false, false),
+    };
     let fail = match args.fail_on {
         FailOn::Widen => !widened.is_empty() || corpus_widens,
         FailOn::Payload => leaks > 0 || corpus_leaks,
         FailOn::None => false,
     };
-    if fail {
-        eprintln!(
-            "FAIL (--fail-on {}): the new policies {}",
-            match args.fail_on {
-                FailOn::Widen => "widen",
-                FailOn::Payload => "payload",
-                FailOn::None => "none",
-            },
-            if matches!(args.fail_on, FailOn::Payload) {
-                "give identity, metadata or payload to someone other than the record's own User".to_owned()
-            } else {
-                format!(
-                    "make more visible, e.g. {}",
-                    widened.first().map_or("in the corpus".to_owned(), |c| format!(
-                        "{}: {}",
-                        c.cell.describe(),
-                        classes_label(c.new)
-                    ))
-                )
-            }
-        );
-        Exit::Findings
-    } else {
-        Exit::Ok
+    if !fail {
+        return Ok(Exit::Ok);
     }
+    let what = if matches!(args.fail_on, FailOn::Payload) {
+        "give identity, metadata or payload to someone other than the record's own User".to_owned()
+    } else {
+        format!(
+            "make more visible, e.g. {}",
+            widened.first().map_or("in the corpus".to_owned(), |c| format!(
+                "{}: {}",
+                c.cell.describe(),
+                classes_label(c.new)
+            ))
+        )
+    };
+    let flag = match args.fail_on {
+        FailOn::Widen => "widen",
+        FailOn::Payload => "payload",
+        FailOn::None => "none",
+    };
+    eprintln!("FAIL (--fail-on {flag}): the new policies {what}");
+    Ok(Exit::Findings)
+}
+
+fn print_matrix_changes(cells: usize, widened: &[&CellChange], narrowed: &[&CellChange], leaks: usize, limit: usize) {
+    println!("access matrix: {cells} of its cells change");
+    println!("\nnewly allowed ({} cells, {leaks} give identity, metadata or payload to someone other than the record's User):", widened.len());
+    for line in diff::describe_changes(widened, limit) {
+        println!("  + {line}");
+    }
+    println!("\nnewly denied ({} cells):", narrowed.len());
+    for line in diff::describe_changes(narrowed, limit) {
+        println!("  - {line}");
+    }
+}
+
+/// Replays the corpus under both policy sets and prints what changes per role. Returns whether
+/// anything became visible, and whether identity, metadata or payload of others' records did.
+fn corpus_report(
+    old: &Arc<PolicyEngine>,
+    new: &Arc<PolicyEngine>,
+    corpus: &Path,
+    inventory: &Path,
+) -> Result<(bool, bool), CmdError> {
+    let records = std::fs::read(corpus).map_err(|e| CmdError::new(format!("{}: {e}", corpus.display())))?;
+    let inventory = Inventory::read(inventory).map_err(CmdError::new)?.inventory;
+    let per_role = diff::corpus_changes(old, new, &records, &inventory);
+    println!(
+        "\ncorpus {} (each (userId, userRole) in it, acting for each Party in the inventory):",
+        corpus.display()
+    );
+    let (mut widens, mut leaks) = (false, false);
+    for (role, s) in &per_role {
+        println!(
+            "  {role}: {} principals; records newly visible {}, newly hidden {}; fields newly visible {} ({} identity/metadata/payload of others' records), newly hidden {}",
+            s.principals,
+            s.records_newly_visible,
+            s.records_newly_hidden,
+            s.fields_newly_visible,
+            s.sensitive_fields_newly_visible,
+            s.fields_newly_hidden
+        );
+        for (label, examples) in [("visible", &s.examples_visible), ("hidden", &s.examples_hidden)] {
+            if !examples.is_empty() {
+                let list: Vec<String> = examples.iter().cloned().collect();
+                println!("    e.g. newly {label}: {}", list.join(", "));
+            }
+        }
+        widens |= s.fields_newly_visible > 0;
+        leaks |= s.sensitive_fields_newly_visible > 0;
+    }
+    Ok((widens, leaks))
 }

@@ -4,8 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::matrix::load;
-use super::{Exit, PolicyArgs, PrincipalArgs};
+use super::{CmdError, Exit, PolicyArgs, PrincipalArgs};
 use crate::decision::{DeviceFacts, Facts};
 use crate::ownership::{Inventory, PartyRegistration};
 use crate::review::space::classes_label;
@@ -20,29 +19,23 @@ pub struct Args {
     /// One SAT record: a file holding a JSON object, or the JSON object itself.
     #[arg(long, value_name = "FILE_OR_JSON")]
     pub record: String,
-    /// Inventory JSON file (CONTRACT section 2).
+    /// Inventory JSON file (docs/contract.md §2).
     #[arg(long)]
     pub inventory: PathBuf,
 }
 
-pub fn run(args: &Args) -> Exit {
-    match explain(args) {
-        Ok(text) => {
-            print!("{text}");
-            Exit::Ok
-        }
-        Err(code) => code,
-    }
+pub fn run(args: &Args) -> Result<Exit, CmdError> {
+    print!("{}", explain(args)?);
+    Ok(Exit::Ok)
 }
 
-fn usage(message: String) -> Exit {
-    eprintln!("error: {message}");
-    Exit::Error
+fn usage(message: String) -> CmdError {
+    CmdError::new(message)
 }
 
-/// The explanation as text, or the exit code after reporting the problem.
-pub fn explain(args: &Args) -> Result<String, Exit> {
-    let engine = load(&args.policy)?;
+/// The explanation as text.
+pub fn explain(args: &Args) -> Result<String, CmdError> {
+    let engine = args.policy.load()?;
     let principal = args.principal.principal().map_err(|e| usage(e.to_string()))?;
     let record_text = if args.record.trim_start().starts_with('{') {
         args.record.clone()
@@ -54,10 +47,7 @@ pub fn explain(args: &Args) -> Result<String, Exit> {
     // The filter's own parser, on the one-line form, so explain sees exactly what `filter` sees.
     let line = serde_json::to_vec(&record_json).map_err(|e| usage(e.to_string()))?;
     let record = Record::parse(&line).map_err(|e| usage(format!("record is not a usable SAT record: {e}")))?;
-    let inv_text =
-        std::fs::read_to_string(&args.inventory).map_err(|e| usage(format!("{}: {e}", args.inventory.display())))?;
-    let (inventory, _) =
-        Inventory::parse(&inv_text).map_err(|e| usage(format!("{}: {e}", args.inventory.display())))?;
+    let inventory = Inventory::read(&args.inventory).map_err(CmdError::new)?.inventory;
 
     let entry = record.device_id.and_then(|id| inventory.get(id).cloned());
     let device = entry.as_deref().map(|e| DeviceFacts::of(&principal, e));

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Exit, PolicyArgs, PrincipalArgs};
+use super::{CmdError, Exit, PolicyArgs, PrincipalArgs};
 use crate::decision::PolicyEngine;
 use crate::ownership::{HttpSettings, HttpSource, Inventory, OwnershipSource};
 use crate::stream::lines::{Line, LineSplitter};
@@ -15,7 +15,7 @@ use crate::stream::{Outcome, RecordFilter};
 pub struct Args {
     #[command(flatten)]
     pub policy: PolicyArgs,
-    /// Inventory JSON file (CONTRACT section 2).
+    /// Inventory JSON file (docs/contract.md §2).
     #[arg(long, required_unless_present = "inventory_url", conflicts_with = "inventory_url")]
     pub inventory: Option<PathBuf>,
     /// Inventory service base URL (`GET {url}/devices/{deviceId}`), instead of --inventory.
@@ -28,17 +28,10 @@ pub struct Args {
     pub max_line_bytes: usize,
 }
 
-pub fn run(args: &Args) -> Exit {
-    match filter(args, &mut std::io::stdin().lock(), &mut std::io::stdout().lock()) {
-        Ok(summary) => {
-            eprintln!("{summary}");
-            Exit::Ok
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Exit::Error
-        }
-    }
+pub fn run(args: &Args) -> Result<Exit, CmdError> {
+    let summary = filter(args, &mut std::io::stdin().lock(), &mut std::io::stdout().lock()).map_err(CmdError::new)?;
+    eprintln!("{summary}");
+    Ok(Exit::Ok)
 }
 
 /// Runs the filter over `input`, returning the summary line.
@@ -47,12 +40,11 @@ pub fn filter(args: &Args, input: &mut impl Read, output: &mut impl Write) -> Re
     let engine = Arc::new(PolicyEngine::load(&args.policy.policies, &args.policy.schema).map_err(|e| e.to_string())?);
     let source: Arc<dyn OwnershipSource> = match (&args.inventory, &args.inventory_url) {
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let (inventory, warnings) = Inventory::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            for w in &warnings {
+            let read = Inventory::read(path).map_err(|e| e.to_string())?;
+            for w in &read.warnings {
                 eprintln!("warning: inventory {w}");
             }
-            Arc::new(inventory)
+            read.inventory
         }
         (None, Some(url)) => {
             Arc::new(HttpSource::new(url, HttpSettings::default()).map_err(|e| format!("inventory-url: {e}"))?)
@@ -81,7 +73,7 @@ pub fn filter(args: &Args, input: &mut impl Read, output: &mut impl Write) -> Re
     let mut on_line = |line: Line<'_>, out: &mut Vec<u8>| {
         line_no += 1;
         let outcome = match line {
-            Line::Complete(l) => filter.filter_line(l, out, lookup),
+            Line::Complete(l) => filter.filter_line_sync(l, out, lookup),
             Line::TooLong => filter.malformed(crate::stream::RecordError::Syntax("line too long".into())),
         };
         if let Outcome::Malformed(e) = outcome {

@@ -4,8 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{Exit, PolicyArgs};
-use crate::decision::{LoadError, PolicyEngine};
+use super::{CmdError, Exit, PolicyArgs};
 use crate::review::matrix::Matrix;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -27,25 +26,8 @@ pub struct Args {
     pub check: Option<PathBuf>,
 }
 
-/// Loads a policy set, reporting failures with the exit code they deserve.
-pub fn load(policy: &PolicyArgs) -> Result<PolicyEngine, Exit> {
-    PolicyEngine::load(&policy.policies, &policy.schema).map_err(|e| match e {
-        LoadError::Invalid(_) => {
-            eprintln!("{e}");
-            Exit::Findings
-        }
-        LoadError::Io { .. } => {
-            eprintln!("error: {e}");
-            Exit::Error
-        }
-    })
-}
-
-pub fn run(args: &Args) -> Exit {
-    let engine = match load(&args.policy) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
+pub fn run(args: &Args) -> Result<Exit, CmdError> {
+    let engine = args.policy.load()?;
     let matrix = Matrix::build(&engine);
     let text = match args.format {
         Format::Markdown => matrix.markdown(),
@@ -63,10 +45,7 @@ pub fn run(args: &Args) -> Exit {
     match &args.check {
         None => print!("{text}"),
         Some(file) => match std::fs::read_to_string(file) {
-            Err(e) => {
-                eprintln!("error: {}: {e}", file.display());
-                return Exit::Error;
-            }
+            Err(e) => return Err(CmdError::new(format!("{}: {e}", file.display()))),
             Ok(committed) if committed == text => println!("ok: {} is up to date", file.display()),
             Ok(_) => {
                 eprintln!(
@@ -79,5 +58,5 @@ pub fn run(args: &Args) -> Exit {
             }
         },
     }
-    exit
+    Ok(exit)
 }

@@ -15,7 +15,40 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// Exit codes shared by every command (CONTRACT section 6).
+/// Why a command stopped short. Commands return it; [`run`] prints it, once, and picks the exit
+/// code.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    /// Usage, configuration or I/O (exit code 2), printed as `error: ...`.
+    #[error("{0}")]
+    Failed(String),
+    /// The input itself is the finding (invalid policies: exit code 1), printed as it is.
+    #[error("{0}")]
+    Findings(String),
+}
+
+impl CmdError {
+    pub fn new(message: impl std::fmt::Display) -> Self {
+        Self::Failed(message.to_string())
+    }
+}
+
+impl From<serve::StartError> for CmdError {
+    fn from(e: serve::StartError) -> Self {
+        Self::new(e)
+    }
+}
+
+impl From<crate::decision::LoadError> for CmdError {
+    fn from(e: crate::decision::LoadError) -> Self {
+        match e {
+            crate::decision::LoadError::Invalid(_) => Self::Findings(e.to_string()),
+            crate::decision::LoadError::Io { .. } => Self::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Exit codes shared by every command (docs/contract.md §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     /// Pass.
@@ -72,6 +105,13 @@ pub struct PolicyArgs {
     pub schema: PathBuf,
 }
 
+impl PolicyArgs {
+    /// The policy set, strictly validated; invalid policies are the command's findings.
+    pub fn load(&self) -> Result<crate::decision::PolicyEngine, CmdError> {
+        Ok(crate::decision::PolicyEngine::load(&self.policies, &self.schema)?)
+    }
+}
+
 /// The principal a command acts as, given on the command line.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PrincipalArgs {
@@ -92,8 +132,9 @@ impl PrincipalArgs {
     }
 }
 
+/// Runs the command; an error is printed here, once, and exits 2.
 pub fn run(cli: Cli) -> Exit {
-    match cli.command {
+    let result = match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Filter(args) => filter::run(&args),
         Command::Sample(args) => sample::run(&args),
@@ -104,5 +145,16 @@ pub fn run(cli: Cli) -> Exit {
         Command::Diff(args) => diff::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Explain(args) => explain::run(&args),
+    };
+    match result {
+        Ok(exit) => exit,
+        Err(CmdError::Findings(report)) => {
+            eprintln!("{report}");
+            Exit::Findings
+        }
+        Err(e @ CmdError::Failed(_)) => {
+            eprintln!("error: {e}");
+            Exit::Error
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::Exit;
+use super::{CmdError, Exit};
 use crate::sample::Market;
 
 #[derive(clap::Args, Debug)]
@@ -24,7 +24,7 @@ pub struct Args {
     pub seed: u64,
 }
 
-pub fn run(args: &Args) -> Exit {
+pub fn run(args: &Args) -> Result<Exit, CmdError> {
     let market = Market::generate(args.premises, args.seed);
     let users: Vec<_> = market
         .users
@@ -35,7 +35,7 @@ pub fn run(args: &Args) -> Exit {
         let path = args.out.join(name);
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
     };
-    let result = std::fs::create_dir_all(&args.out)
+    std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("{}: {e}", args.out.display()))
         .and_then(|()| write("inventory.json", market.inventory_json.clone() + "\n"))
         .and_then(|()| {
@@ -44,18 +44,11 @@ pub fn run(args: &Args) -> Exit {
                 serde_json::to_string_pretty(&users).unwrap_or_default() + "\n",
             )
         })
-        .and_then(|()| write("records.ndjson", market.ndjson(args.records, args.seed)));
-    match result {
-        Ok(()) => {
-            println!(
-                "wrote inventory.json, users.json and records.ndjson to {}",
-                args.out.display()
-            );
-            Exit::Ok
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Exit::Error
-        }
-    }
+        .and_then(|()| write("records.ndjson", market.ndjson(args.records, args.seed)))
+        .map_err(CmdError::new)?;
+    println!(
+        "wrote inventory.json, users.json and records.ndjson to {}",
+        args.out.display()
+    );
+    Ok(Exit::Ok)
 }

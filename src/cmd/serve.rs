@@ -4,41 +4,56 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use super::Exit;
-use crate::auth::Authenticator;
-use crate::config::{LogFormat, OwnershipSourceConfig, ServeArgs, ServeConfig};
-use crate::decision::PolicyStore;
+use super::{CmdError, Exit};
+use crate::auth::{Authenticator, KeyError};
+use crate::config::{defaults, ConfigError, LogFormat, OwnershipSourceConfig, ServeArgs, ServeConfig};
+use crate::decision::{LoadError, PolicyStore};
 use crate::metrics::Metrics;
-use crate::ownership::{CachedSource, HttpSource, InventoryFile, OwnershipSource};
+use crate::net::UrlError;
+use crate::ownership::{CachedSource, HttpSource, InventoryError, InventoryFile, OwnershipSource};
 use crate::server::limits::StreamBudget;
 use crate::server::{self, Listeners, State};
-use crate::tls::ServerTls;
+use crate::tls::{ServerTls, TlsError};
 use crate::upstream::{Timeouts, Upstream};
 
-pub fn run(args: &ServeArgs) -> Exit {
-    let config = match ServeConfig::resolve(args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: configuration: {e}");
-            return Exit::Error;
-        }
-    };
+/// Why the sidecar could not start: each names what it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("policies:\n{0}")]
+    Policies(#[from] LoadError),
+    #[error("inventory: {0}")]
+    Inventory(#[from] InventoryError),
+    #[error("inventory-url: {0}")]
+    InventoryUrl(UrlError),
+    #[error("upstream: {0}")]
+    Upstream(UrlError),
+    #[error("jwt: {0}")]
+    Jwt(#[from] KeyError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("admin-token-file: {0}")]
+    AdminToken(String),
+    #[error("{setting}: cannot bind {addr}: {source}")]
+    Bind {
+        setting: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+pub fn run(args: &ServeArgs) -> Result<Exit, CmdError> {
+    let config = ServeConfig::resolve(args).map_err(StartError::from)?;
     init_logging(config.log_format, "info");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return Exit::Error;
-        }
-    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
     runtime.block_on(async {
-        let (state, listeners) = match start(&config).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Exit::Error;
-            }
-        };
+        let (state, listeners) = start(&config).await?;
         server::spawn_reloader(Arc::clone(&state), config.reload_interval);
         spawn_sighup_invalidation(Arc::clone(&state));
         let scheme = if config.tls.is_some() { "https" } else { "http" };
@@ -50,62 +65,35 @@ pub fn run(args: &ServeArgs) -> Exit {
             ),
         }
         server::run(listeners, state, shutdown_signal(), config.shutdown_grace).await;
-        Exit::Ok
+        Ok(Exit::Ok)
     })
 }
 
 /// Loads everything the configuration names and binds the listeners. Any failure is a start-up
 /// error that names what is wrong.
-pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), String> {
+pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), StartError> {
     let metrics = Arc::new(Metrics::new());
-    let policies = PolicyStore::load(&config.policies, &config.schema, metrics.decisions.clone())
-        .map_err(|e| format!("policies:\n{e}"))?;
-    let mut inventory_service = None;
-    let (inventory, source): (Option<Arc<InventoryFile>>, Arc<dyn OwnershipSource>) = match &config.ownership {
-        OwnershipSourceConfig::File(path) => {
-            let (file, warnings) = InventoryFile::load(path).map_err(|e| format!("inventory: {e}"))?;
-            for w in warnings.iter().take(50) {
-                tracing::warn!(entry = %w, "inventory entry left out");
-            }
-            let file = Arc::new(file);
-            (Some(Arc::clone(&file)), file)
-        }
-        OwnershipSourceConfig::Http(url, settings) => {
-            let http = HttpSource::new(url, settings.clone()).map_err(|e| format!("inventory-url: {e}"))?;
-            inventory_service = http.authority();
-            (None, Arc::new(http))
-        }
-    };
+    let policies = PolicyStore::load(&config.policies, &config.schema, metrics.decisions.clone())?;
+    let (inventory, source, inventory_service) = ownership_source(&config.ownership)?;
     let ownership = Arc::new(CachedSource::new(
         source,
         config.ownership_cache.clone(),
         metrics.ownership.clone(),
     ));
-    let admin_token = match &config.admin_token_file {
-        None => None,
-        Some(path) => {
-            let token = std::fs::read(path).map_err(|e| format!("admin-token-file: {}: {e}", path.display()))?;
-            let token = token.trim_ascii().to_vec();
-            if token.len() < 16 {
-                return Err("admin-token-file: the token must be at least 16 bytes".into());
-            }
-            Some(token)
-        }
-    };
+    let admin_token = config.admin_token_file.as_deref().map(admin_token).transpose()?;
     let auth = Authenticator::new(
         config.jwt_key.clone(),
         config.jwt_issuer.as_deref(),
         config.jwt_audience.as_deref(),
-    )
-    .map_err(|e| format!("jwt: {e}"))?;
+    )?;
     let timeouts = Timeouts {
         connect: config.connect_timeout,
         first_byte: config.first_byte_timeout,
         idle: config.idle_timeout,
     };
-    let upstream = Upstream::new(&config.upstream, timeouts).map_err(|e| format!("upstream: {e}"))?;
+    let upstream = Upstream::new(&config.upstream, timeouts).map_err(StartError::Upstream)?;
     let tls = config.tls.clone().map(ServerTls::load).transpose()?;
-    let worst = crate::server::limits::worst_case_bytes(
+    let worst = server::limits::worst_case_bytes(
         &config.stream_limits,
         config.max_line_bytes,
         config.ownership_cache.capacity,
@@ -132,18 +120,59 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), Stri
         admin_token,
         tls,
     });
-    let callers = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("listen: cannot bind {}: {e}", config.listen))?;
+    let callers = bind("listen", config.listen).await?;
     let ops = match config.ops_listen {
         None => None,
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("ops-listen: cannot bind {addr}: {e}"))?,
-        ),
+        Some(addr) => Some(bind("ops-listen", addr).await?),
     };
     Ok((state, Listeners { callers, ops }))
+}
+
+type Ownership = (Option<Arc<InventoryFile>>, Arc<dyn OwnershipSource>, Option<String>);
+
+/// The inventory file (kept for reloads and readiness) or service (its `host:port` for readiness).
+fn ownership_source(config: &OwnershipSourceConfig) -> Result<Ownership, StartError> {
+    match config {
+        OwnershipSourceConfig::File(path) => {
+            let (file, warnings) = InventoryFile::load(path)?;
+            log_left_out(&warnings);
+            let file = Arc::new(file);
+            Ok((Some(Arc::clone(&file)), file, None))
+        }
+        OwnershipSourceConfig::Http(url, settings) => {
+            let http = HttpSource::new(url, settings.clone()).map_err(StartError::InventoryUrl)?;
+            let authority = http.authority().to_owned();
+            Ok((None, Arc::new(http), Some(authority)))
+        }
+    }
+}
+
+/// Logs the inventory entries left out (the first few one by one).
+pub fn log_left_out(warnings: &[String]) {
+    for w in warnings.iter().take(defaults::INVENTORY_WARNINGS_LOGGED) {
+        tracing::warn!(entry = %w, "inventory entry left out");
+    }
+    if warnings.len() > defaults::INVENTORY_WARNINGS_LOGGED {
+        tracing::warn!(
+            more = warnings.len() - defaults::INVENTORY_WARNINGS_LOGGED,
+            "more inventory entries left out"
+        );
+    }
+}
+
+fn admin_token(path: &std::path::Path) -> Result<Vec<u8>, StartError> {
+    let token = std::fs::read(path).map_err(|e| StartError::AdminToken(format!("{}: {e}", path.display())))?;
+    let token = token.trim_ascii().to_vec();
+    if token.len() < 16 {
+        return Err(StartError::AdminToken("the token must be at least 16 bytes".into()));
+    }
+    Ok(token)
+}
+
+async fn bind(setting: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { setting, addr, source })
 }
 
 /// SIGHUP forgets every cached owner: for operators who know registrations just changed.

@@ -5,8 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::matrix::load;
-use super::{Exit, PolicyArgs};
+use super::{CmdError, Exit, PolicyArgs};
 use crate::review::{cases, junit};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -31,21 +30,12 @@ pub struct Args {
     pub format: Format,
 }
 
-pub fn run(args: &Args) -> Exit {
-    let engine = match load(&args.policy) {
-        Ok(e) => Arc::new(e),
-        Err(code) => return code,
-    };
-    let files = match cases::collect_files(&args.paths) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {}: {}", e.file.display(), e.message);
-            return Exit::Error;
-        }
-    };
+pub fn run(args: &Args) -> Result<Exit, CmdError> {
+    let engine = Arc::new(args.policy.load()?);
+    let files =
+        cases::collect_files(&args.paths).map_err(|e| CmdError::new(format!("{}: {}", e.file.display(), e.message)))?;
     if files.is_empty() {
-        eprintln!("error: no test files (*.json) found");
-        return Exit::Error;
+        return Err(CmdError::new("no test files (*.json) found"));
     }
     let mut results = Vec::new();
     let mut file_errors = Vec::new();
@@ -80,18 +70,15 @@ pub fn run(args: &Args) -> Exit {
             stdout.write_all(text.as_bytes())
         }
     };
-    if let Err(e) = written.and_then(|()| stdout.flush()) {
-        eprintln!("error: writing output: {e}");
-        return Exit::Error;
-    }
-    for e in &file_errors {
-        eprintln!("error: {}: {}", e.file.display(), e.message);
-    }
+    written
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CmdError::new(format!("writing output: {e}")))?;
     if !file_errors.is_empty() {
-        Exit::Error
-    } else if failed > 0 {
-        Exit::Findings
-    } else {
-        Exit::Ok
+        let unreadable: Vec<String> = file_errors
+            .iter()
+            .map(|e| format!("{}: {}", e.file.display(), e.message))
+            .collect();
+        return Err(CmdError::new(unreadable.join("\nerror: ")));
     }
+    Ok(if failed > 0 { Exit::Findings } else { Exit::Ok })
 }

@@ -1,7 +1,7 @@
 //! `satgate validate`: parse and strictly validate the policies against the schema.
 
-use super::{Exit, PolicyArgs};
-use crate::decision::{LoadError, PolicyEngine};
+use super::{CmdError, Exit, PolicyArgs};
+use crate::decision::PolicyEngine;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -9,27 +9,16 @@ pub struct Args {
     pub policy: PolicyArgs,
 }
 
-pub fn run(args: &Args) -> Exit {
-    match PolicyEngine::load(&args.policy.policies, &args.policy.schema) {
-        Ok(engine) => {
-            for w in &engine.loaded().warnings {
-                eprintln!("warning: {w}");
-            }
-            println!(
-                "ok: {} policies in {} valid against {}",
-                engine.policies().policies().count(),
-                args.policy.policies.display(),
-                args.policy.schema.display()
-            );
-            Exit::Ok
-        }
-        Err(e @ LoadError::Invalid(_)) => {
-            eprintln!("{e}");
-            Exit::Findings
-        }
-        Err(e @ LoadError::Io { .. }) => {
-            eprintln!("error: {e}");
-            Exit::Error
-        }
+pub fn run(args: &Args) -> Result<Exit, CmdError> {
+    let engine = PolicyEngine::load(&args.policy.policies, &args.policy.schema)?;
+    for w in &engine.loaded().warnings {
+        eprintln!("warning: {w}");
     }
+    println!(
+        "ok: {} policies in {} valid against {}",
+        engine.policies().policies().count(),
+        args.policy.policies.display(),
+        args.policy.schema.display()
+    );
+    Ok(Exit::Ok)
 }

@@ -4,8 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::matrix::load;
-use super::{Exit, PolicyArgs};
+use super::{CmdError, Exit, PolicyArgs};
 use crate::review::symbolic::{self, Relation};
 
 #[derive(clap::Args, Debug)]
@@ -20,20 +19,17 @@ pub struct Args {
     pub invariants: PathBuf,
 }
 
-pub fn run(args: &Args) -> Exit {
-    let engine = match load(&args.policy) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
+pub fn run(args: &Args) -> Result<Exit, CmdError> {
+    let engine = args.policy.load()?;
     let old = match &args.against {
         None => None,
-        Some(dir) => match load(&PolicyArgs {
-            policies: dir.clone(),
-            schema: args.policy.schema.clone(),
-        }) {
-            Ok(e) => Some(e),
-            Err(code) => return code,
-        },
+        Some(dir) => Some(
+            PolicyArgs {
+                policies: dir.clone(),
+                schema: args.policy.schema.clone(),
+            }
+            .load()?,
+        ),
     };
     let invariants = if args.invariants.is_file() {
         let dir = args.invariants.parent().map(PathBuf::from).unwrap_or_default();
@@ -44,26 +40,19 @@ pub fn run(args: &Args) -> Exit {
     } else {
         symbolic::load_invariants(&args.invariants, &args.policy.schema)
     };
-    let invariants = match invariants {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Error;
-        }
-    };
-    let report = match symbolic::verify(
+    let invariants = invariants.map_err(CmdError::new)?;
+    let report = symbolic::verify(
         engine.policies(),
         engine.schema(),
         &invariants,
         old.as_ref().map(|o| o.policies()),
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Error;
-        }
-    };
+    )
+    .map_err(CmdError::new)?;
+    print_report(&report);
+    Ok(if report.failed() { Exit::Findings } else { Exit::Ok })
+}
 
+fn print_report(report: &symbolic::Report) {
     println!("solver started in {:.1} ms", ms(report.solver_start));
     for c in &report.checks {
         match &c.counterexample {
@@ -94,11 +83,6 @@ pub fn run(args: &Args) -> Exit {
         report.checks.len(),
         report.comparisons.len()
     );
-    if report.failed() {
-        Exit::Findings
-    } else {
-        Exit::Ok
-    }
 }
 
 fn ms(d: std::time::Duration) -> f64 {

@@ -11,7 +11,9 @@
 //! policy set that reads something the enumeration does not vary cannot be checked this way,
 //! and is refused as well.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -84,25 +86,13 @@ pub fn invariants(dir: &Path) -> Result<Vec<Invariant>, LoadError> {
         .map(|(name, text)| Invariant::parse(name, text))
         .collect::<Result<_, _>>()
         .map_err(|e| invalid(Path::new("(built-in invariants)"), e))?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| LoadError::Io { path, source }
+    let files = match super::policies::cedar_files(dir) {
+        Ok(files) => files,
+        Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
     };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io(dir)(e)),
-    };
-    let mut files: Vec<PathBuf> = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(io(dir))?.path();
-        if path.extension().is_some_and(|e| e == "cedar") {
-            files.push(path);
-        }
-    }
-    files.sort();
     for path in files {
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let text = super::policies::read_text(&path)?;
         let name = path
             .file_stem()
             .map_or_else(String::new, |s| s.to_string_lossy().into_owned());

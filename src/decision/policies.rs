@@ -73,29 +73,41 @@ pub struct LoadedPolicies {
     pub warnings: Vec<Finding>,
 }
 
-/// Reads every `*.cedar` file directly in `dir` (sorted by name) and the schema file.
-pub fn load(dir: &Path, schema_file: &Path) -> Result<LoadedPolicies, LoadError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| LoadError::Io { path, source }
+/// Every `*.cedar` entry directly in `dir`, sorted by name: the one definition of "the policy
+/// files of a directory", for loading, watching and invariants alike. Each entry counts, even
+/// one that cannot be read as a file (a dangling symlink, a directory): reading it then fails the
+/// load rather than drop its policies, which may be the forbids.
+pub fn cedar_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let io = |source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
     };
-    let schema_text = std::fs::read_to_string(schema_file).map_err(io(schema_file))?;
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let path = entry.map_err(io(dir))?.path();
-        // Every `*.cedar` entry is a policy file: one that cannot be read as a file (a dangling
-        // symlink, a directory) fails the load rather than drop its policies, which may be the
-        // forbids.
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
         if path.extension().is_some_and(|e| e == "cedar") {
             files.push(path);
         }
     }
     files.sort();
-    let mut sources = Vec::with_capacity(files.len());
-    for path in files {
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        sources.push((path, text));
-    }
+    Ok(files)
+}
+
+/// Reads `path` whole, naming it in the error.
+pub fn read_text(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads every `*.cedar` file directly in `dir` (sorted by name) and the schema file.
+pub fn load(dir: &Path, schema_file: &Path) -> Result<LoadedPolicies, LoadError> {
+    let schema_text = read_text(schema_file)?;
+    let sources = cedar_files(dir)?
+        .into_iter()
+        .map(|path| read_text(&path).map(|text| (path, text)))
+        .collect::<Result<Vec<_>, _>>()?;
     from_sources(&sources, (schema_file, &schema_text))
 }
 
@@ -215,18 +227,14 @@ pub fn from_sources(
     }
 }
 
-/// Turns a diagnostic into findings: one per labelled span (or one at 1:1 when it has none),
-/// with the diagnostic's help text appended.
+/// Turns a diagnostic into one finding, located at its first labelled span (or at 1:1 when it
+/// has none), with the diagnostic's help text appended.
 fn locate(file: &Path, text: &str, d: &dyn Diagnostic) -> Vec<Finding> {
     let mut message = d.to_string();
     if let Some(help) = d.help() {
         message = format!("{message} ({help})");
     }
-    let offsets: Vec<usize> = d
-        .labels()
-        .map(|ls| ls.map(|l| l.offset()).collect())
-        .unwrap_or_default();
-    let first = offsets.first().copied().unwrap_or(0);
+    let first = d.labels().and_then(|mut ls| ls.next()).map_or(0, |l| l.offset());
     vec![at(file, text, first, &message)]
 }
 

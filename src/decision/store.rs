@@ -6,21 +6,15 @@
 //! serving. The decision cache belongs to a set, so it goes with it.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use super::{guard, DecisionStats, LoadError, PolicyEngine};
-use crate::watch::Watched;
+use crate::watch::Reloadable;
 
-/// The policy files of a directory plus the schema, in a stable order.
+/// The files to watch: the policy files of a directory plus the schema. A directory that cannot
+/// be listed watches as empty, so the change shows on the next poll and the load reports it.
 fn policy_files(dir: &Path, schema: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
+    let mut files = super::policies::cedar_files(dir).unwrap_or_default();
     files.push(schema.to_path_buf());
     files
 }
@@ -44,45 +38,38 @@ pub struct PolicyStore {
     dir: PathBuf,
     schema: PathBuf,
     stats: DecisionStats,
-    current: RwLock<Arc<PolicyEngine>>,
-    watched: Watched,
+    engine: Reloadable<PolicyEngine>,
 }
 
 impl PolicyStore {
     pub fn load(dir: &Path, schema: &Path, stats: DecisionStats) -> Result<Self, LoadError> {
-        let watched = Watched::new(&policy_files(dir, schema));
-        let engine = admit(dir, schema, &stats)?;
+        let engine = Reloadable::load(&policy_files(dir, schema), || admit(dir, schema, &stats))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             schema: schema.to_path_buf(),
             stats,
-            current: RwLock::new(Arc::new(engine)),
-            watched,
+            engine,
         })
     }
 
     /// The error of the last reload, if it failed (the previous set is still in force).
     pub fn last_error(&self) -> Option<String> {
-        self.watched.last_error()
+        self.engine.last_error()
     }
 
     /// The policy set a new request should use.
     pub fn current(&self) -> Arc<PolicyEngine> {
-        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+        self.engine.current()
     }
 
     /// Reloads if any file changed. `None`: nothing changed; `Some(Err)`: the new files are
     /// broken and the last good set stays. The decision cache goes with the old set.
     pub fn reload_if_changed(&self) -> Option<Result<usize, LoadError>> {
-        self.watched.reload(
+        let reloaded = self.engine.reload(
             || policy_files(&self.dir, &self.schema),
             || admit(&self.dir, &self.schema, &self.stats),
-            |engine| {
-                let n = engine.policies().policies().count();
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);
-                n
-            },
-        )
+        )?;
+        Some(reloaded.map(|engine| engine.policies().policies().count()))
     }
 }
 

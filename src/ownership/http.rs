@@ -1,6 +1,6 @@
 //! An inventory service over HTTP: `GET {base}/devices/{deviceId}`.
 //!
-//! The service answers `200` with an inventory document (CONTRACT section 2) holding that one
+//! The service answers `200` with an inventory document (docs/contract.md §2) holding that one
 //! Device and the meter points it is linked to, so the same validation applies as for the file;
 //! `404` means unknown. Anything else (another status, a body that does not parse or does not
 //! describe the Device asked for, a timeout, too many bytes) is an error: satgate then gives no
@@ -12,15 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{StatusCode, Uri};
+use http::StatusCode;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 
 use super::{Inventory, LookupResult, OwnershipSource, SourceError};
 use crate::model::Eui64;
+use crate::net::{BaseUrl, UrlError};
 
 /// Largest response accepted for one Device.
 const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -34,16 +34,17 @@ pub struct HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
+        use crate::config::defaults;
         Self {
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(2),
-            max_in_flight: 32,
+            connect_timeout: defaults::INVENTORY_TIMEOUT,
+            request_timeout: defaults::INVENTORY_TIMEOUT,
+            max_in_flight: defaults::INVENTORY_MAX_IN_FLIGHT,
         }
     }
 }
 
 pub struct HttpSource {
-    base: String,
+    base: BaseUrl,
     client: Client<HttpConnector, Empty<Bytes>>,
     permits: Semaphore,
     request_timeout: Duration,
@@ -51,33 +52,29 @@ pub struct HttpSource {
 
 impl HttpSource {
     /// `base` is an `http://host:port[/prefix]` URL.
-    pub fn new(base: &str, settings: HttpSettings) -> Result<Self, String> {
-        let uri: Uri = base.parse().map_err(|e| format!("{base:?}: {e}"))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() || uri.query().is_some() {
-            return Err(format!("{base:?}: expected http://host:port[/prefix]"));
-        }
+    pub fn new(base: &str, settings: HttpSettings) -> Result<Self, UrlError> {
+        let base = BaseUrl::parse(base)?;
         if settings.max_in_flight == 0 {
-            return Err("at least one call in flight is needed".into());
+            return Err(UrlError {
+                url: base.join(""),
+                problem: "at least one call in flight is needed".into(),
+            });
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            base,
+            client: crate::net::client(settings.connect_timeout, MAX_BODY_BYTES),
             permits: Semaphore::new(settings.max_in_flight),
             request_timeout: settings.request_timeout,
         })
     }
 
     /// The service's `host:port`, for readiness probes.
-    pub fn authority(&self) -> Option<String> {
-        let uri: Uri = self.base.parse().ok()?;
-        Some(format!("{}:{}", uri.host()?, uri.port_u16().unwrap_or(80)))
+    pub fn authority(&self) -> &str {
+        self.base.authority()
     }
 
     async fn fetch(&self, device: Eui64) -> LookupResult {
-        let url = format!("{}/devices/{device}", self.base);
+        let url = self.base.join(&format!("/devices/{device}"));
         // The timeout covers waiting for a free slot too: a caller never waits longer than it.
         let (status, body) = tokio::time::timeout(self.request_timeout, self.call(&url))
             .await

@@ -1,4 +1,4 @@
-//! The inventory file of CONTRACT section 2: parsing, validation and the Device index.
+//! The inventory file of docs/contract.md §2: parsing, validation and the Device index.
 //!
 //! A file that is not the expected shape is an error (the caller keeps its last good inventory).
 //! A single entry that is wrong is reported and left out, and so is every Device that depends on
@@ -16,7 +16,7 @@ use crate::model::Eui64;
 
 /// The whole file could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("inventory is not usable: {0}")]
+#[error("{0}")]
 pub struct InventoryError(String);
 
 /// One entry was left out, and why. Inventory data is registration data, not SAT data, so
@@ -71,11 +71,32 @@ struct DeviceShape {
     mpxns: Vec<String>,
 }
 
+/// An inventory read from a file, with the warnings of entries left out.
+#[derive(Debug)]
+pub struct Read {
+    pub inventory: Arc<Inventory>,
+    pub warnings: Vec<String>,
+}
+
 impl Inventory {
+    /// Reads and parses an inventory file; errors name the file.
+    pub fn read(path: &std::path::Path) -> Result<Read, InventoryError> {
+        let named = |e: &dyn std::fmt::Display| InventoryError(format!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| named(&e))?;
+        let (inventory, warnings) = Self::parse(&text).map_err(|e| named(&e))?;
+        Ok(Read {
+            inventory: Arc::new(inventory),
+            warnings: warnings.iter().map(ToString::to_string).collect(),
+        })
+    }
+
     /// Parses and validates an inventory document. Entry-level problems come back as warnings.
     pub fn parse(text: &str) -> Result<(Self, Vec<InventoryWarning>), InventoryError> {
-        let shape: FileShape<'_> = serde_json::from_str(text)
-            .map_err(|e| InventoryError(format!("expected {{\"meterPoints\":[...],\"devices\":[...]}}: {e}")))?;
+        let shape: FileShape<'_> = serde_json::from_str(text).map_err(|e| {
+            InventoryError(format!(
+                "inventory is not usable: expected {{\"meterPoints\":[...],\"devices\":[...]}}: {e}"
+            ))
+        })?;
         let mut warnings = Vec::new();
         let meter_points = index_meter_points(&shape.meter_points, &mut warnings);
         let devices = index_devices(&shape.devices, &meter_points, &mut warnings);
@@ -189,7 +210,7 @@ fn validate_meter_point(s: MeterPointShape) -> Result<MeterPoint, String> {
     })
 }
 
-/// MPAN core: 13 digits. The check digit is not enforced: CONTRACT section 2's own example
+/// MPAN core: 13 digits. The check digit is not enforced: docs/contract.md §2's own example
 /// (`1012345678901`) fails it, and a wrong check digit cannot widen anything.
 fn check_mpan(mpan: &str) -> Result<(), String> {
     if mpan.len() == 13 && mpan.bytes().all(|b| b.is_ascii_digit()) {

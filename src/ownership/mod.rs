@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub use cache::{CacheSettings, CachedSource, OwnershipStats};
 pub use file::InventoryFile;
 pub use http::{HttpSettings, HttpSource};
-pub use inventory::{Inventory, InventoryError, InventoryWarning};
+pub use inventory::{Inventory, InventoryError, InventoryWarning, Read as InventoryRead};
 
 use crate::model::Eui64;
 

@@ -3,8 +3,8 @@
 //! - a JSON array: the Cedar CLI's `run-tests` format, one Cedar request each, evaluated against the
 //!   loaded (renamed) policy set. Listed reasons must be a subset of the actual ones.
 //! - a JSON object with `cases`: satgate's record-level format. Each case is a principal, an
-//!   inventory (CONTRACT section 2; a file-level `inventory` applies to cases without one), SAT
-//!   records (CONTRACT section 1) and, per `recordId`, the classes that must appear in the output.
+//!   inventory (docs/contract.md §2; a file-level `inventory` applies to cases without one), SAT
+//!   records (docs/contract.md §1) and, per `recordId`, the classes that must appear in the output.
 //!   Records go through the real record filter, so a case tests policies, inventory reading and
 //!   projection together.
 

@@ -19,7 +19,7 @@ use crate::decision::{DeviceFacts, Facts, PolicyEngine};
 use crate::model::{Classes, Eui64, MessageType, Principal, Role};
 use crate::ownership::PartyRegistration;
 
-/// The HAN Device types of CONTRACT section 4.
+/// The HAN Device types of docs/contract.md §4.
 pub const HAN_TYPES: [&str; 8] = ["ESME", "GSME", "CHF", "GPF", "PPMID", "HCALCS", "IHD", "CAD"];
 
 /// Stands for every Device type no policy names (non-HAN or unknown to the inventory).

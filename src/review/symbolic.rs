@@ -6,7 +6,7 @@
 //! satisfy the invariant" means, for each action the invariant's policies name, the policies imply
 //! the invariant: they permit nothing the invariant does not.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cedar_policy::{ActionConstraint, Effect, Entities, EntityUid, EvalResult, PolicySet, RequestEnv, Schema};
@@ -36,16 +36,11 @@ impl Invariant {
 
 /// Reads every `*.cedar` file in `dir` as one invariant, validated against the schema.
 pub fn load_invariants(dir: &Path, schema_file: &Path) -> Result<Vec<Invariant>, String> {
-    let schema_text = std::fs::read_to_string(schema_file).map_err(|e| format!("{}: {e}", schema_file.display()))?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
-        .collect();
-    files.sort();
+    let schema_text = policies::read_text(schema_file).map_err(|e| e.to_string())?;
+    let files = policies::cedar_files(dir).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let text = policies::read_text(&file).map_err(|e| e.to_string())?;
         let loaded =
             policies::from_sources(&[(file.clone(), text)], (schema_file, &schema_text)).map_err(|e| e.to_string())?;
         if let Some(p) = loaded.policies.policies().find(|p| p.effect() != Effect::Permit) {

@@ -94,7 +94,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 pub async fn readyz(state: &State) -> Response<ResponseBody> {
-    let upstream_ok = reachable(state.upstream.authority()).await;
+    let upstream_ok = reachable(Some(state.upstream.authority().to_owned())).await;
     let engine = state.policies.current();
     let (inventory, inventory_ok) = match (&state.inventory, &state.inventory_service) {
         (Some(file), _) => (

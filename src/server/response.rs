@@ -56,7 +56,7 @@ pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Re
     resp
 }
 
-/// An error body (`{"error","message"}`, CONTRACT section 5). `message` is ours, never record data.
+/// An error body (`{"error","message"}`, docs/contract.md §5). `message` is ours, never record data.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<ResponseBody> {
     json_response(status, json!({"error": code, "message": message}))
 }

@@ -7,7 +7,7 @@
 //! one upstream frame and at most one unfinished line; `server::limits` adds it up.
 //!
 //! Before any byte is sent, the first line must be a JSON object (otherwise the caller gets 502,
-//! CONTRACT section 5). After that, a failure ends the response early with an error, which hyper
+//! docs/contract.md §5). After that, a failure ends the response early with an error, which hyper
 //! turns into a response without its final chunk, so a client cannot mistake it for a whole one.
 
 use std::collections::VecDeque;
@@ -339,9 +339,9 @@ impl RecordStream {
     }
 
     async fn filter_one(&mut self, line: &[u8], out: &mut Vec<u8>) -> Outcome {
-        let (outcome, lookup_failed) = self.filter.filter_line_with(line, out, self.ownership.as_ref()).await;
-        self.lookup_errors += u64::from(lookup_failed);
-        outcome
+        let filtered = self.filter.filter_line(line, out, self.ownership.as_ref()).await;
+        self.lookup_errors += u64::from(filtered.lookup_failed);
+        filtered.outcome
     }
 }
 

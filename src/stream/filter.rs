@@ -32,6 +32,14 @@ pub enum Outcome {
     Blank,
 }
 
+/// What [`RecordFilter::filter_line`] did with one line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Filtered {
+    pub outcome: Outcome,
+    /// The ownership source failed for the line's Device (so it had no owner view).
+    pub lookup_failed: bool,
+}
+
 /// Counts for one filtered stream.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FilterStats {
@@ -39,8 +47,8 @@ pub struct FilterStats {
     pub records_out: u64,
     pub left_out: u64,
     pub malformed: u64,
-    /// Fields dropped from written records, by class.
-    pub redacted: [u64; 4],
+    /// Fields dropped from written records, indexed by class (see [`FilterStats::redacted`]).
+    pub redacted_by_class: [u64; 4],
 }
 
 /// Filters one stream of records for one principal.
@@ -131,7 +139,7 @@ impl RecordFilter {
         self.stats.records_out += 1;
         for f in Field::ALL {
             if !allowed.contains(f.class()) && record.raw(f).is_some() {
-                self.stats.redacted[f.class() as usize] += 1;
+                self.stats.redacted_by_class[f.class() as usize] += 1;
             }
         }
         Outcome::Written
@@ -146,34 +154,38 @@ impl RecordFilter {
 
     /// The whole pipeline for one line, asking `source` about a Device the first time this stream
     /// sees it. A source error means no owners for that Device (fail closed); it is logged and
-    /// reported in the second value.
-    pub async fn filter_line_with(
-        &mut self,
-        line: &[u8],
-        out: &mut Vec<u8>,
-        source: &dyn OwnershipSource,
-    ) -> (Outcome, bool) {
+    /// reported in [`Filtered::lookup_failed`].
+    pub async fn filter_line(&mut self, line: &[u8], out: &mut Vec<u8>, source: &dyn OwnershipSource) -> Filtered {
         let record = match self.parse(line) {
             Ok(r) => r,
-            Err(outcome) => return (outcome, false),
+            Err(outcome) => {
+                return Filtered {
+                    outcome,
+                    lookup_failed: false,
+                }
+            }
         };
-        let mut failed = false;
+        let mut lookup_failed = false;
         if let Some(id) = self.needs_device(&record) {
             let entry = match source.lookup(id).await {
                 Ok(entry) => entry,
                 Err(e) => {
-                    failed = true;
+                    lookup_failed = true;
                     tracing::warn!(device = %id, error = %e, "ownership look-up failed; no owner view for this Device");
                     None
                 }
             };
             self.learn_device(id, entry.as_deref());
         }
-        (self.emit(&record, out), failed)
+        Filtered {
+            outcome: self.emit(&record, out),
+            lookup_failed,
+        }
     }
 
-    /// The whole pipeline for a caller whose ownership look-ups are synchronous.
-    pub fn filter_line(
+    /// The whole pipeline for a caller whose ownership look-ups are synchronous (tools, tests,
+    /// benchmarks over an in-memory inventory).
+    pub fn filter_line_sync(
         &mut self,
         line: &[u8],
         out: &mut Vec<u8>,
@@ -200,7 +212,8 @@ impl RecordFilter {
 }
 
 impl FilterStats {
+    /// Fields of `class` dropped from written records.
     pub fn redacted(&self, class: Class) -> u64 {
-        self.redacted[class as usize]
+        self.redacted_by_class[class as usize]
     }
 }

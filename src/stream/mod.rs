@@ -8,7 +8,7 @@ pub mod lines;
 pub mod project;
 pub mod record;
 
-pub use filter::{FilterStats, Outcome, RecordFilter, MAX_DEVICES_PER_STREAM};
+pub use filter::{FilterStats, Filtered, Outcome, RecordFilter, MAX_DEVICES_PER_STREAM};
 pub use record::{Field, Record, RecordError};
 
 use std::sync::Arc;
@@ -36,7 +36,7 @@ pub fn filter_bytes(
     let mut out = Vec::with_capacity(input.len());
     let mut on_line = |line: lines::Line<'_>| match line {
         lines::Line::Complete(l) => {
-            filter.filter_line(l, &mut out, &lookup);
+            filter.filter_line_sync(l, &mut out, &lookup);
         }
         lines::Line::TooLong => {
             filter.malformed(RecordError::Syntax("line too long".into()));
@@ -60,7 +60,7 @@ pub async fn filter_bytes_with(
     for batch in lines.chunks(256) {
         filter.prefetch_devices(batch.iter().copied(), source).await;
         for line in batch {
-            filter.filter_line_with(line, &mut out, source).await;
+            filter.filter_line(line, &mut out, source).await;
         }
     }
     (out, filter.stats)

@@ -1,13 +1,14 @@
 //! Writing the part of a record a principal may see.
 //!
-//! An allowlist: only the fields of CONTRACT section 1 are ever written, only for allowed
+//! An allowlist: only the fields of docs/contract.md §1 are ever written, only for allowed
 //! classes, in the contract's order, with the upstream's exact bytes as values.
 
 use super::record::{Field, Record};
 use crate::model::{Class, Classes};
 
-/// Appends `record` as one NDJSON line holding only the fields of `allowed` classes.
-/// Returns nothing when `ViewTitle` is denied: such a record is left out entirely.
+/// Appends `record` as one NDJSON line holding only the fields of `allowed` classes, and says
+/// whether it did: when `ViewTitle` is denied nothing is written (`false`), since such a record
+/// is left out entirely.
 pub fn write(record: &Record<'_>, allowed: Classes, out: &mut Vec<u8>) -> bool {
     if !allowed.contains(Class::Title) {
         return false;

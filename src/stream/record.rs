@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::model::{Class, Eui64, MessageType};
 
-/// The fields satgate may ever write, in CONTRACT section 1 order.
+/// The fields satgate may ever write, in docs/contract.md §1 order.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Field {
     RecordId,

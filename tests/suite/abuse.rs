@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::server::{start_upstream, token};
+use crate::support::token;
+use crate::support::upstream::start_upstream;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -73,7 +74,7 @@ async fn stalled_readers_and_a_connection_flood_with_default_limits() {
     let up = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
-    std::fs::write(&secret, crate::server::SECRET).unwrap();
+    std::fs::write(&secret, crate::support::SECRET).unwrap();
     let (listen, ops): (SocketAddr, SocketAddr) = (
         format!("127.0.0.1:{}", free_port()).parse().unwrap(),
         format!("127.0.0.1:{}", free_port()).parse().unwrap(),

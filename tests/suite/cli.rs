@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{Map, Value};
 
-use crate::oracle;
+use crate::support::oracle;
 
 fn satgate(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_satgate"))
@@ -96,7 +96,7 @@ fn validate_exits_2_when_it_cannot_read() {
 }
 
 /// `satgate filter` on the shipped sample, as a User of each of the seven roles, gives exactly
-/// what CONTRACT section 4 says.
+/// what docs/contract.md §4 says.
 #[test]
 fn filter_matches_the_contract_for_every_role() {
     let sample = std::fs::read("tests/data/records.ndjson").unwrap();

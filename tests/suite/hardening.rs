@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::server::{get, start_sidecar_with, start_upstream, token, users};
+use crate::support::sidecar::{get, start_sidecar_with};
+use crate::support::upstream::start_upstream;
+use crate::support::{token, users};
 
 /// Every path an outsider might try, and the methods to try them with.
 const PATHS: [&str; 12] = [

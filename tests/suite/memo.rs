@@ -9,7 +9,7 @@ use satgate::decision::{DeviceFacts, Facts, PolicyEngine};
 use satgate::model::{Eui64, MessageType, Principal, Role};
 use satgate::ownership::PartyRegistration;
 
-use crate::no_leak::cases;
+use crate::support::cases;
 
 fn principal() -> impl Strategy<Value = Principal> {
     (

@@ -9,34 +9,12 @@
 //!
 //! Cases: 2,000 by default (CI); set PROPTEST_CASES for more.
 
-use std::sync::{Arc, OnceLock};
-
 use proptest::prelude::*;
-use satgate::decision::PolicyEngine;
 use satgate::model::Principal;
 use satgate::ownership::Inventory;
 use serde_json::{json, Value};
 
-use crate::oracle;
-
-pub fn engine() -> Arc<PolicyEngine> {
-    static ENGINE: OnceLock<Arc<PolicyEngine>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            Arc::new(
-                PolicyEngine::load("policies".as_ref(), "schemas/sat.cedarschema".as_ref())
-                    .expect("shipped policies load"),
-            )
-        })
-        .clone()
-}
-
-pub fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000)
-}
+use crate::support::{cases, engine, oracle};
 
 const ROLES: [&str; 7] = ["IS", "ES", "GS", "ED", "GT", "RSA", "OU"];
 const PARTIES: [&str; 4] = ["SUPA", "SUPB", "DNO1", "GT1"];

@@ -20,7 +20,7 @@ use satgate::ownership::{
 use satgate::stream::filter_bytes_with;
 use serde_json::json;
 
-use crate::no_leak::engine;
+use crate::support::engine;
 
 const ESME: &str = "00-DB-12-34-56-78-90-A0";
 const SENDER: &str = "BB-00-00-00-00-00-00-09";
@@ -335,7 +335,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: (crate::no_leak::cases() / 20).max(32), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: (crate::support::cases() / 20).max(32), ..ProptestConfig::default() })]
 
     /// For any sequence of inventory changes and queries, every answer is what the inventory said
     /// at some moment within the staleness bound (the TTL) before or during the query.

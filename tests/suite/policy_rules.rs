@@ -1,4 +1,4 @@
-//! Each rule of CONTRACT section 4, scenario by scenario, through the real `policies/`.
+//! Each rule of docs/contract.md §4, scenario by scenario, through the real `policies/`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use satgate::model::Principal;
 use satgate::ownership::Inventory;
 use serde_json::{json, Value};
 
-use crate::no_leak::engine;
+use crate::support::engine;
 
 const SUPA_IS: (&str, &str, &str) = ("AA-00-00-00-00-00-00-01", "IS", "SUPA");
 const SENDER: &str = "BB-00-00-00-00-00-00-09";

@@ -17,7 +17,9 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-use crate::server::{expected_for, reload, start_sidecar_with, start_upstream, token, users, Sidecar};
+use crate::support::sidecar::{reload, start_sidecar_with, Sidecar};
+use crate::support::upstream::start_upstream;
+use crate::support::{expected_for, token, users};
 
 /// A client that trusts only the certificate in `tests/data/tls/{name}.crt`.
 fn trusting(name: &str) -> TlsConnector {
@@ -52,7 +54,7 @@ async fn get_tls(addr: SocketAddr, client: &TlsConnector, path: &str, bearer: &s
 }
 
 /// A sidecar serving TLS from copies of `tests/data/tls/{name}.*` in its directory.
-async fn tls_sidecar(name: &str) -> (Sidecar, super::server::Upstream) {
+async fn tls_sidecar(name: &str) -> (Sidecar, crate::support::upstream::Upstream) {
     let up = start_upstream().await;
     let name = name.to_owned();
     let s = start_sidecar_with(format!("http://{}", up.addr), move |cfg, dir| {

@@ -1,4 +1,4 @@
-//! CONTRACT section 4, written out independently of `policies/` and of satgate's own inventory
+//! docs/contract.md §4, written out independently of `policies/` and of satgate's own inventory
 //! code, so the tests compare the real policies against the contract rather than against
 //! themselves.
 
@@ -7,7 +7,7 @@ use serde_json::Value;
 pub const HAN: [&str; 8] = ["ESME", "GSME", "CHF", "GPF", "PPMID", "HCALCS", "IHD", "CAD"];
 
 /// What the contract says `principal` may see of a record: (title, identity, metadata, payload).
-/// `inventory` is the CONTRACT section 2 document; every entry in it is assumed valid.
+/// `inventory` is the docs/contract.md §2 document; every entry in it is assumed valid.
 pub fn visible(
     principal: (&str, &str, &str),
     record_user: &str,
@@ -51,7 +51,7 @@ pub fn visible(
     [owns, false, false, false]
 }
 
-/// Field names and classes of CONTRACT section 1, in order (0 title, 1 identity, 2 metadata,
+/// Field names and classes of docs/contract.md §1, in order (0 title, 1 identity, 2 metadata,
 /// 3 payload).
 pub const FIELDS: [(&str, usize); 14] = [
     ("recordId", 0),

@@ -1,0 +1,666 @@
+//! `satgate serve` configuration: flags, environment variables (`SATGATE_*`) and an optional TOML
+//! file, in that order of precedence, resolved into one checked [`ServeConfig`].
+//!
+//! Each setting is declared once as a raw value, in [`ServeArgs`] (the same struct reads the
+//! flags, the environment and the file), and its default once, in [`defaults`]. Resolution goes
+//! setting by setting, and every problem is a [`ConfigError`] naming the setting.
+
+pub mod defaults;
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::auth::JwtKey;
+use crate::net::BaseUrl;
+use crate::ownership::{CacheSettings, HttpSettings};
+use crate::server::StreamLimits;
+use crate::tls::TlsFiles;
+
+/// A setting that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    /// The kebab-case name (`idle-timeout`), as in the file and, with `--`, the flag.
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+fn problem(setting: &'static str, problem: impl Display) -> ConfigError {
+    ConfigError {
+        setting,
+        problem: problem.to_string(),
+    }
+}
+
+/// `text [default: value]`, for the help of a setting whose default lives in [`defaults`].
+fn help(text: &str, default: impl Display) -> String {
+    format!("{text} [default: {default}]")
+}
+
+/// Raw settings, as given on the command line, in the environment (`SATGATE_*`) or in the TOML
+/// file (kebab-case keys). Unset is `None`; [`ServeConfig::resolve`] fills in the defaults.
+#[derive(clap::Args, Serialize, Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (kebab-case keys); flags and env win.
+    #[arg(long, env = "SATGATE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "SATGATE_LISTEN", help = help("Address to listen on for callers", defaults::LISTEN))]
+    pub listen: Option<String>,
+    /// Address for /healthz, /readyz, /metrics and /admin; then --listen serves only /sat/*.
+    #[arg(long, env = "SATGATE_OPS_LISTEN")]
+    pub ops_listen: Option<String>,
+    /// Base URL of the SSI audit endpoint, e.g. http://127.0.0.1:9090.
+    #[arg(long, env = "SATGATE_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Inventory JSON file (docs/contract.md §2), reloaded when it changes.
+    #[arg(long, env = "SATGATE_INVENTORY")]
+    pub inventory: Option<PathBuf>,
+    /// Inventory service base URL (`GET {url}/devices/{deviceId}`), instead of --inventory.
+    #[arg(long, env = "SATGATE_INVENTORY_URL")]
+    pub inventory_url: Option<String>,
+    #[arg(long, env = "SATGATE_INVENTORY_TIMEOUT",
+          help = help("Inventory service timeout per call, connect included", defaults::show(defaults::INVENTORY_TIMEOUT)))]
+    pub inventory_timeout: Option<String>,
+    #[arg(long, env = "SATGATE_INVENTORY_MAX_IN_FLIGHT",
+          help = help("Most inventory service calls in flight at once", defaults::INVENTORY_MAX_IN_FLIGHT))]
+    pub inventory_max_in_flight: Option<usize>,
+    #[arg(long, env = "SATGATE_OWNERSHIP_TTL",
+          help = help("How long a Device's owners are cached", defaults::show(defaults::OWNERSHIP_TTL)))]
+    pub ownership_ttl: Option<String>,
+    #[arg(long, env = "SATGATE_OWNERSHIP_UNKNOWN_TTL",
+          help = help("How long \"unknown Device\" is cached", defaults::show(defaults::OWNERSHIP_UNKNOWN_TTL)))]
+    pub ownership_unknown_ttl: Option<String>,
+    #[arg(long, env = "SATGATE_OWNERSHIP_CACHE_CAPACITY",
+          help = help("Most Devices in the ownership cache", defaults::OWNERSHIP_CACHE_CAPACITY))]
+    pub ownership_cache_capacity: Option<u64>,
+    /// File holding the bearer token for POST /admin/ownership/invalidate (disabled if unset).
+    #[arg(long, env = "SATGATE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// PEM certificate chain to serve TLS with (needs --tls-key-file); reloaded when it changes.
+    #[arg(long, env = "SATGATE_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert-file.
+    #[arg(long, env = "SATGATE_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    #[arg(long, env = "SATGATE_POLICIES",
+          help = help("Directory of *.cedar policies, reloaded when they change", defaults::POLICIES))]
+    pub policies: Option<PathBuf>,
+    #[arg(long, env = "SATGATE_SCHEMA", help = help("Cedar schema", defaults::SCHEMA))]
+    pub schema: Option<PathBuf>,
+    /// File holding the HS256 shared secret (at least 32 bytes).
+    #[arg(long, env = "SATGATE_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// PEM public key(s): RSA for RS256 or EC P-256 for ES256.
+    #[arg(long, env = "SATGATE_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long, env = "SATGATE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "SATGATE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    #[arg(long, env = "SATGATE_MAX_CONNECTIONS",
+          help = help("Most caller connections served at once", defaults::MAX_CONNECTIONS))]
+    pub max_connections: Option<usize>,
+    #[arg(long, env = "SATGATE_MAX_STREAMS",
+          help = help("Most record streams in flight; more are refused with 503", defaults::STREAM_LIMITS.max_streams))]
+    pub max_streams: Option<usize>,
+    #[arg(long, env = "SATGATE_MAX_STREAMS_PER_USER",
+          help = help("Most record streams in flight for one User; more are refused with 429",
+                      defaults::STREAM_LIMITS.max_streams_per_user))]
+    pub max_streams_per_user: Option<usize>,
+    #[arg(long, env = "SATGATE_HEADER_TIMEOUT",
+          help = help("Longest a client may take to send complete request headers or a TLS handshake",
+                      defaults::show(defaults::HEADER_TIMEOUT)))]
+    pub header_timeout: Option<String>,
+    #[arg(long, env = "SATGATE_MAX_LINE_BYTES", help = help("Longest accepted record line in bytes", defaults::MAX_LINE_BYTES))]
+    pub max_line_bytes: Option<usize>,
+    #[arg(long, env = "SATGATE_CONNECT_TIMEOUT", help = help("Upstream connect timeout", defaults::show(defaults::CONNECT_TIMEOUT)))]
+    pub connect_timeout: Option<String>,
+    #[arg(long, env = "SATGATE_FIRST_BYTE_TIMEOUT",
+          help = help("Time allowed for the upstream's response headers", defaults::show(defaults::FIRST_BYTE_TIMEOUT)))]
+    pub first_byte_timeout: Option<String>,
+    #[arg(long, env = "SATGATE_IDLE_TIMEOUT",
+          help = help("Longest silence allowed from the upstream, or from a client not reading", defaults::show(defaults::IDLE_TIMEOUT)))]
+    pub idle_timeout: Option<String>,
+    #[arg(long, env = "SATGATE_RELOAD_INTERVAL",
+          help = help("How often watched files are checked for changes", defaults::show(defaults::RELOAD_INTERVAL)))]
+    pub reload_interval: Option<String>,
+    #[arg(long, env = "SATGATE_SHUTDOWN_GRACE",
+          help = help("How long requests in flight may run after SIGTERM/SIGINT", defaults::show(defaults::SHUTDOWN_GRACE)))]
+    pub shutdown_grace: Option<String>,
+    #[arg(long, env = "SATGATE_LOG_FORMAT", help = help("Log format: text or json", "text"))]
+    pub log_format: Option<String>,
+}
+
+impl ServeArgs {
+    /// These settings over the config file's (when one is named): what is set here wins.
+    fn over_file(&self) -> Result<ServeArgs, ConfigError> {
+        let Some(path) = &self.config else {
+            return Ok(self.clone());
+        };
+        let bad = |e: &dyn Display| problem("config", format!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| bad(&e))?;
+        let mut merged: toml::Table = toml::from_str::<ServeArgs>(&text)
+            .and_then(|file| toml::Table::try_from(file).map_err(serde::de::Error::custom))
+            .map_err(|e| bad(&e))?;
+        // Unset settings are not serialized, so only what is set here replaces the file's.
+        merged.extend(toml::Table::try_from(self).map_err(|e| bad(&e))?);
+        ServeArgs::deserialize(merged).map_err(|e| bad(&e))
+    }
+}
+
+/// Where ownership comes from.
+#[derive(Debug, Clone)]
+pub enum OwnershipSourceConfig {
+    File(PathBuf),
+    Http(String, HttpSettings),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A complete, checked configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    /// The operations listener; `None`: operations endpoints are served on `listen`.
+    pub ops_listen: Option<SocketAddr>,
+    pub upstream: String,
+    pub ownership: OwnershipSourceConfig,
+    pub ownership_cache: CacheSettings,
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve TLS with these files; plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
+    pub policies: PathBuf,
+    pub schema: PathBuf,
+    pub jwt_key: JwtKey,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub max_line_bytes: usize,
+    pub max_connections: usize,
+    pub stream_limits: StreamLimits,
+    pub header_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub reload_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// The defaults, around what has none: for the demo and tests, which set a few fields after.
+    pub fn new(listen: SocketAddr, upstream: String, ownership: OwnershipSourceConfig, jwt_key: JwtKey) -> Self {
+        Self {
+            listen,
+            ops_listen: None,
+            upstream,
+            ownership,
+            ownership_cache: CacheSettings::default(),
+            admin_token_file: None,
+            tls: None,
+            policies: defaults::POLICIES.into(),
+            schema: defaults::SCHEMA.into(),
+            jwt_key,
+            jwt_issuer: None,
+            jwt_audience: None,
+            max_line_bytes: defaults::MAX_LINE_BYTES,
+            max_connections: defaults::MAX_CONNECTIONS,
+            stream_limits: defaults::STREAM_LIMITS,
+            header_timeout: defaults::HEADER_TIMEOUT,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            first_byte_timeout: defaults::FIRST_BYTE_TIMEOUT,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            reload_interval: defaults::RELOAD_INTERVAL,
+            shutdown_grace: defaults::SHUTDOWN_GRACE,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// Resolves flags and env over the config file over the defaults, and checks everything.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let s = args.over_file()?;
+        let listen = address("listen", s.listen.as_deref().unwrap_or(defaults::LISTEN))?;
+        let ops_listen = s.ops_listen.as_deref().map(|a| address("ops-listen", a)).transpose()?;
+        if ops_listen == Some(listen) {
+            return Err(problem("ops-listen", "must differ from listen"));
+        }
+        let upstream = s
+            .upstream
+            .clone()
+            .ok_or(problem("upstream", "required (--upstream URL)"))?;
+        BaseUrl::parse(&upstream).map_err(|e| problem("upstream", e))?;
+        Ok(Self {
+            listen,
+            ops_listen,
+            upstream,
+            ownership: ownership(&s)?,
+            ownership_cache: ownership_cache(&s)?,
+            admin_token_file: s
+                .admin_token_file
+                .clone()
+                .map(|f| file("admin-token-file", f))
+                .transpose()?,
+            tls: tls(&s)?,
+            policies: policies_dir(s.policies.clone())?,
+            schema: file("schema", s.schema.clone().unwrap_or_else(|| defaults::SCHEMA.into()))?,
+            jwt_key: jwt_key(&s)?,
+            jwt_issuer: s.jwt_issuer.clone(),
+            jwt_audience: s.jwt_audience.clone(),
+            max_line_bytes: max_line_bytes(s.max_line_bytes)?,
+            max_connections: at_least_one("max-connections", s.max_connections, defaults::MAX_CONNECTIONS)?,
+            stream_limits: stream_limits(&s)?,
+            header_timeout: duration("header-timeout", &s.header_timeout, defaults::HEADER_TIMEOUT)?,
+            connect_timeout: duration("connect-timeout", &s.connect_timeout, defaults::CONNECT_TIMEOUT)?,
+            first_byte_timeout: duration(
+                "first-byte-timeout",
+                &s.first_byte_timeout,
+                defaults::FIRST_BYTE_TIMEOUT,
+            )?,
+            idle_timeout: duration("idle-timeout", &s.idle_timeout, defaults::IDLE_TIMEOUT)?,
+            reload_interval: duration("reload-interval", &s.reload_interval, defaults::RELOAD_INTERVAL)?,
+            shutdown_grace: duration("shutdown-grace", &s.shutdown_grace, defaults::SHUTDOWN_GRACE)?,
+            log_format: log_format(s.log_format.as_deref())?,
+        })
+    }
+}
+
+fn address(setting: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| problem(setting, format!("{value:?} is not an ADDR:PORT")))
+}
+
+fn duration(setting: &'static str, value: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    value
+        .as_deref()
+        .map_or(Ok(default), parse_duration)
+        .map_err(|e| problem(setting, e))
+}
+
+fn file(setting: &'static str, path: PathBuf) -> Result<PathBuf, ConfigError> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(problem(setting, format!("{} is not a readable file", path.display())))
+    }
+}
+
+fn at_least_one(setting: &'static str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(problem(setting, "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+fn ownership(s: &ServeArgs) -> Result<OwnershipSourceConfig, ConfigError> {
+    match (&s.inventory, &s.inventory_url) {
+        (Some(path), None) => Ok(OwnershipSourceConfig::File(file("inventory", path.clone())?)),
+        (None, Some(url)) => {
+            let timeout = duration("inventory-timeout", &s.inventory_timeout, defaults::INVENTORY_TIMEOUT)?;
+            let settings = HttpSettings {
+                connect_timeout: timeout,
+                request_timeout: timeout,
+                max_in_flight: at_least_one(
+                    "inventory-max-in-flight",
+                    s.inventory_max_in_flight,
+                    defaults::INVENTORY_MAX_IN_FLIGHT,
+                )?,
+            };
+            BaseUrl::parse(url).map_err(|e| problem("inventory-url", e))?;
+            Ok(OwnershipSourceConfig::Http(url.clone(), settings))
+        }
+        (None, None) => Err(problem(
+            "inventory",
+            "one of --inventory FILE or --inventory-url URL is required",
+        )),
+        (Some(_), Some(_)) => Err(problem("inventory", "give only one of --inventory and --inventory-url")),
+    }
+}
+
+fn ownership_cache(s: &ServeArgs) -> Result<CacheSettings, ConfigError> {
+    let cache = CacheSettings {
+        capacity: s.ownership_cache_capacity.unwrap_or(defaults::OWNERSHIP_CACHE_CAPACITY),
+        ttl: duration("ownership-ttl", &s.ownership_ttl, defaults::OWNERSHIP_TTL)?,
+        unknown_ttl: duration(
+            "ownership-unknown-ttl",
+            &s.ownership_unknown_ttl,
+            defaults::OWNERSHIP_UNKNOWN_TTL,
+        )?,
+    };
+    if cache.unknown_ttl > cache.ttl {
+        return Err(problem(
+            "ownership-unknown-ttl",
+            "must not be longer than ownership-ttl",
+        ));
+    }
+    Ok(cache)
+}
+
+fn tls(s: &ServeArgs) -> Result<Option<TlsFiles>, ConfigError> {
+    match (&s.tls_cert_file, &s.tls_key_file) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert: file("tls-cert-file", cert.clone())?,
+            key: file("tls-key-file", key.clone())?,
+        })),
+        (Some(_), None) => Err(problem("tls-key-file", "required with --tls-cert-file")),
+        (None, Some(_)) => Err(problem("tls-cert-file", "required with --tls-key-file")),
+    }
+}
+
+fn policies_dir(dir: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
+    let dir = dir.unwrap_or_else(|| defaults::POLICIES.into());
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(problem("policies", format!("{} is not a directory", dir.display())))
+    }
+}
+
+fn jwt_key(s: &ServeArgs) -> Result<JwtKey, ConfigError> {
+    match (&s.jwt_hs256_secret_file, &s.jwt_public_key_file) {
+        (Some(f), None) => Ok(JwtKey::Hs256SecretFile(file("jwt-hs256-secret-file", f.clone())?)),
+        (None, Some(f)) => Ok(JwtKey::PublicKeyFile(file("jwt-public-key-file", f.clone())?)),
+        (None, None) => Err(problem(
+            "jwt",
+            "one of --jwt-hs256-secret-file or --jwt-public-key-file is required",
+        )),
+        (Some(_), Some(_)) => Err(problem(
+            "jwt",
+            "give only one of --jwt-hs256-secret-file and --jwt-public-key-file",
+        )),
+    }
+}
+
+fn max_line_bytes(value: Option<usize>) -> Result<usize, ConfigError> {
+    const RANGE: std::ops::RangeInclusive<usize> = 1024..=(64 << 20);
+    let n = value.unwrap_or(defaults::MAX_LINE_BYTES);
+    if RANGE.contains(&n) {
+        Ok(n)
+    } else {
+        Err(problem(
+            "max-line-bytes",
+            format!("{n} is outside {}..={}", RANGE.start(), RANGE.end()),
+        ))
+    }
+}
+
+fn stream_limits(s: &ServeArgs) -> Result<StreamLimits, ConfigError> {
+    let max_streams = at_least_one("max-streams", s.max_streams, defaults::STREAM_LIMITS.max_streams)?;
+    let per_user = s
+        .max_streams_per_user
+        .unwrap_or(defaults::STREAM_LIMITS.max_streams_per_user);
+    if !(1..=max_streams).contains(&per_user) {
+        return Err(problem("max-streams-per-user", "must be between 1 and max-streams"));
+    }
+    Ok(StreamLimits {
+        max_streams,
+        max_streams_per_user: per_user,
+    })
+}
+
+fn log_format(value: Option<&str>) -> Result<LogFormat, ConfigError> {
+    match value {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(problem("log-format", format!("{other:?} is not text or json"))),
+    }
+}
+
+/// `250ms`, `2s`, `1m`: a positive whole number with a unit.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(|| format!("{s:?} is too long"))?),
+        _ => return Err(format!("{s:?} is not a duration like 500ms, 2s or 1m")),
+    };
+    if d.is_zero() {
+        return Err(format!("{s:?} must be greater than zero"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files() -> (tempfile::TempDir, ServeArgs) {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = dir.path().join("inv.json");
+        std::fs::write(&inv, r#"{"meterPoints":[],"devices":[]}"#).unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
+        let args = ServeArgs {
+            upstream: Some("http://127.0.0.1:9".into()),
+            inventory: Some(inv),
+            jwt_hs256_secret_file: Some(secret),
+            ..ServeArgs::default()
+        };
+        (dir, args)
+    }
+
+    #[test]
+    fn defaults_fill_what_is_not_given() {
+        let (_d, args) = files();
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_line_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let (d, mut args) = files();
+        let cfg = d.path().join("satgate.toml");
+        std::fs::write(&cfg, "listen = \"127.0.0.1:7000\"\nidle-timeout = \"5s\"\n").unwrap();
+        args.config = Some(cfg);
+        args.listen = Some("127.0.0.1:7001".into());
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7001");
+        assert_eq!(c.idle_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_example_config_file_uses_only_known_keys_and_valid_values() {
+        let text = include_str!("../../deploy/satgate.toml");
+        let file: ServeArgs = toml::from_str(text).unwrap();
+        for d in [
+            &file.inventory_timeout,
+            &file.ownership_ttl,
+            &file.ownership_unknown_ttl,
+            &file.connect_timeout,
+            &file.first_byte_timeout,
+            &file.idle_timeout,
+            &file.reload_interval,
+            &file.shutdown_grace,
+            &file.header_timeout,
+        ] {
+            let d = d.as_deref().expect("every duration is shown");
+            assert!(parse_duration(d).is_ok(), "{d}");
+        }
+        assert!(file.listen.unwrap().parse::<SocketAddr>().is_ok());
+        assert!(file.ops_listen.unwrap().parse::<SocketAddr>().is_ok());
+        assert!(file.max_streams.is_some() && file.max_streams_per_user.is_some());
+        assert!(file.tls_cert_file.is_some() && file.tls_key_file.is_some());
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let (d, args) = files();
+        let cases: Vec<(ServeArgs, &str)> = vec![
+            (
+                ServeArgs {
+                    listen: Some("nowhere".into()),
+                    ..args.clone()
+                },
+                "listen:",
+            ),
+            (
+                ServeArgs {
+                    upstream: Some("ftp://x".into()),
+                    ..args.clone()
+                },
+                "upstream:",
+            ),
+            (
+                ServeArgs {
+                    upstream: None,
+                    ..args.clone()
+                },
+                "upstream: required",
+            ),
+            (
+                ServeArgs {
+                    inventory: Some("/no/such".into()),
+                    ..args.clone()
+                },
+                "inventory:",
+            ),
+            (
+                ServeArgs {
+                    jwt_hs256_secret_file: None,
+                    ..args.clone()
+                },
+                "jwt:",
+            ),
+            (
+                ServeArgs {
+                    tls_cert_file: Some("tests/data/tls/a.crt".into()),
+                    ..args.clone()
+                },
+                "tls-key-file: required",
+            ),
+            (
+                ServeArgs {
+                    tls_key_file: Some("tests/data/tls/a.key".into()),
+                    ..args.clone()
+                },
+                "tls-cert-file: required",
+            ),
+            (
+                ServeArgs {
+                    tls_cert_file: Some("/no/such.crt".into()),
+                    tls_key_file: Some("tests/data/tls/a.key".into()),
+                    ..args.clone()
+                },
+                "tls-cert-file:",
+            ),
+            (
+                ServeArgs {
+                    jwt_public_key_file: Some(d.path().join("inv.json")),
+                    ..args.clone()
+                },
+                "only one",
+            ),
+            (
+                ServeArgs {
+                    idle_timeout: Some("soon".into()),
+                    ..args.clone()
+                },
+                "idle-timeout:",
+            ),
+            (
+                ServeArgs {
+                    max_line_bytes: Some(10),
+                    ..args.clone()
+                },
+                "max-line-bytes:",
+            ),
+            (
+                ServeArgs {
+                    log_format: Some("xml".into()),
+                    ..args.clone()
+                },
+                "log-format:",
+            ),
+            (
+                ServeArgs {
+                    ops_listen: Some("127.0.0.1:8080".into()),
+                    ..args.clone()
+                },
+                "ops-listen: must differ",
+            ),
+            (
+                ServeArgs {
+                    max_streams: Some(0),
+                    ..args.clone()
+                },
+                "max-streams:",
+            ),
+            (
+                ServeArgs {
+                    max_streams: Some(2),
+                    max_streams_per_user: Some(3),
+                    ..args.clone()
+                },
+                "max-streams-per-user:",
+            ),
+            (
+                ServeArgs {
+                    header_timeout: Some("0s".into()),
+                    ..args.clone()
+                },
+                "header-timeout:",
+            ),
+        ];
+        for (a, want) in cases {
+            let e = ServeConfig::resolve(&a).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} does not name {want}");
+        }
+        let cfg = d.path().join("bad.toml");
+        std::fs::write(&cfg, "lisen = \"x\"\n").unwrap();
+        let e = ServeConfig::resolve(&ServeArgs {
+            config: Some(cfg),
+            ..args
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn the_help_shows_the_defaults_from_the_defaults_block() {
+        use clap::CommandFactory;
+        let help = crate::cmd::Cli::command()
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_help()
+            .to_string();
+        for shown in [
+            format!("[default: {}]", defaults::LISTEN),
+            format!("[default: {}]", defaults::show(defaults::HEADER_TIMEOUT)),
+            format!("[default: {}]", defaults::STREAM_LIMITS.max_streams),
+            format!("[default: {}]", defaults::MAX_LINE_BYTES),
+        ] {
+            assert!(help.contains(&shown), "{shown} not in:\n{help}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        for bad in ["", "2", "s", "0s", "-1s", "1h", "400000000000000000m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}
