@@ -20,9 +20,12 @@
 //! - [`ownership`]: who owns a Device now: the inventory file and HTTP sources and the cache.
 //! - [`model`]: identifiers, roles, message types, field classes.
 //!
+//! - [`upstream`] and [`ownership::HttpSource`] share [`net`] (base URLs, the HTTP client).
+//!
 //! Around it: [`cmd`] (one module per subcommand; `main.rs` only dispatches), [`review`]
-//! (policy tests, access matrix, diff, symbolic proofs), [`metrics`], [`watch`] (file changes)
-//! and [`sample`] (generated data and stand-in services for the demo, tests and benchmarks).
+//! (policy tests, access matrix, diff, symbolic proofs), [`metrics`], [`watch`] (file changes
+//! and the one reload mechanism) and [`sample`] (generated data and stand-in services for the
+//! demo, tests and benchmarks). The external contract the code cites is `docs/contract.md`.
 
 pub mod auth;
 pub mod cmd;

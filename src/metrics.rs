@@ -61,53 +61,93 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("satgate");
+        let mut r = Registry::with_prefix("satgate");
+        let upstream_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let m = Self {
-            requests: Family::default(),
-            records_in: Counter::default(),
-            records_out: Counter::default(),
-            records_left_out: Family::default(),
-            fields_redacted: Family::default(),
-            upstream_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
-            streams_aborted: Family::default(),
-            streams_refused: Family::default(),
-            active_streams: Gauge::default(),
-            policy_reloads: Family::default(),
-            inventory_reloads: Family::default(),
-            tls_reloads: Family::default(),
-            jwt_key_reloads: Family::default(),
-            tls_handshake_failures: Counter::default(),
+            requests: register(&mut r, "requests", "HTTP requests by response status"),
+            records_in: register(&mut r, "records_in", "SAT records read from the upstream"),
+            records_out: register(&mut r, "records_out", "SAT records written to callers"),
+            records_left_out: register(
+                &mut r,
+                "records_left_out",
+                "SAT records not written: not_visible (policy) or malformed",
+            ),
+            fields_redacted: register(&mut r, "fields_redacted", "Fields dropped from written records, by class"),
+            upstream_latency: register_as(
+                &mut r,
+                "upstream_latency_seconds",
+                "Time from sending the upstream request to its response headers",
+                upstream_latency,
+            ),
+            streams_aborted: register(&mut r, "streams_aborted", "Responses ended early, by reason"),
+            streams_refused: register(
+                &mut r,
+                "streams_refused",
+                "Record streams refused because every slot (max_streams) or the User's slots (max_streams_per_user) were taken",
+            ),
+            active_streams: register(&mut r, "active_streams", "Record streams in flight"),
+            policy_reloads: register(&mut r, "policy_reloads", "Policy set reloads by result"),
+            inventory_reloads: register(&mut r, "inventory_reloads", "Inventory reloads by result"),
+            tls_reloads: register(&mut r, "tls_reloads", "TLS certificate and key reloads by result"),
+            jwt_key_reloads: register(&mut r, "jwt_key_reloads", "JWT verification key reloads by result"),
+            tls_handshake_failures: register(
+                &mut r,
+                "tls_handshake_failures",
+                "Client connections that failed or timed out in the TLS handshake",
+            ),
             decisions: DecisionStats::default(),
             ownership: OwnershipStats::default(),
             registry: Registry::default(),
         };
-        registry.register("requests", "HTTP requests by response status", m.requests.clone());
-        registry.register("records_in", "SAT records read from the upstream", m.records_in.clone());
-        registry.register("records_out", "SAT records written to callers", m.records_out.clone());
-        registry.register(
-            "records_left_out",
-            "SAT records not written: not_visible (policy) or malformed",
-            m.records_left_out.clone(),
+        let o = &m.ownership;
+        for (name, help, metric) in [
+            (
+                "ownership_cache_hits",
+                "Ownership answers from the cache",
+                o.hits.clone(),
+            ),
+            (
+                "ownership_source_calls",
+                "Ownership look-ups sent to the source",
+                o.source_calls.clone(),
+            ),
+            (
+                "ownership_coalesced_waits",
+                "Ownership look-ups answered by another request's call in flight",
+                o.coalesced_waits.clone(),
+            ),
+            (
+                "ownership_source_errors",
+                "Ownership source calls that failed",
+                o.source_errors.clone(),
+            ),
+            (
+                "decision_cache_hits",
+                "Decisions answered from the cache",
+                m.decisions.hits.clone(),
+            ),
+            (
+                "decision_cache_misses",
+                "Decisions evaluated by Cedar",
+                m.decisions.misses.clone(),
+            ),
+            (
+                "decision_errors",
+                "Cedar evaluations that errored (denied)",
+                m.decisions.errors.clone(),
+            ),
+        ] {
+            r.register(name, help, metric);
+        }
+        r.register(
+            "ownership_source_latency_seconds",
+            "Ownership source call duration",
+            o.source_latency.clone(),
         );
-        registry.register(
-            "fields_redacted",
-            "Fields dropped from written records, by class",
-            m.fields_redacted.clone(),
-        );
-        registry.register(
-            "upstream_latency_seconds",
-            "Time from sending the upstream request to its response headers",
-            m.upstream_latency.clone(),
-        );
-        registry.register(
-            "streams_aborted",
-            "Responses ended early, by reason",
-            m.streams_aborted.clone(),
-        );
-        registry.register(
-            "streams_refused",
-            "Record streams refused because every slot (max_streams) or the User's slots (max_streams_per_user) were taken",
-            m.streams_refused.clone(),
+        r.register(
+            "ownership_cache_entries",
+            "Devices in the ownership cache",
+            o.entries.clone(),
         );
         // Known in advance, so exported at 0 from start-up: an alert on their rate works from
         // the first event.
@@ -117,79 +157,7 @@ impl Metrics {
         for reason in crate::stream::body::StreamError::REASONS {
             let _ = m.streams_aborted.get_or_create(&ReasonLabel { reason });
         }
-        registry.register("active_streams", "Record streams in flight", m.active_streams.clone());
-        registry.register(
-            "policy_reloads",
-            "Policy set reloads by result",
-            m.policy_reloads.clone(),
-        );
-        registry.register(
-            "inventory_reloads",
-            "Inventory reloads by result",
-            m.inventory_reloads.clone(),
-        );
-        registry.register(
-            "tls_reloads",
-            "TLS certificate and key reloads by result",
-            m.tls_reloads.clone(),
-        );
-        registry.register(
-            "jwt_key_reloads",
-            "JWT verification key reloads by result",
-            m.jwt_key_reloads.clone(),
-        );
-        registry.register(
-            "tls_handshake_failures",
-            "Client connections that failed or timed out in the TLS handshake",
-            m.tls_handshake_failures.clone(),
-        );
-        let o = &m.ownership;
-        registry.register(
-            "ownership_cache_hits",
-            "Ownership answers from the cache",
-            o.hits.clone(),
-        );
-        registry.register(
-            "ownership_source_calls",
-            "Ownership look-ups sent to the source",
-            o.source_calls.clone(),
-        );
-        registry.register(
-            "ownership_coalesced_waits",
-            "Ownership look-ups answered by another request's call in flight",
-            o.coalesced_waits.clone(),
-        );
-        registry.register(
-            "ownership_source_errors",
-            "Ownership source calls that failed",
-            o.source_errors.clone(),
-        );
-        registry.register(
-            "ownership_source_latency_seconds",
-            "Ownership source call duration",
-            o.source_latency.clone(),
-        );
-        registry.register(
-            "ownership_cache_entries",
-            "Devices in the ownership cache",
-            o.entries.clone(),
-        );
-        registry.register(
-            "decision_cache_hits",
-            "Decisions answered from the cache",
-            m.decisions.hits.clone(),
-        );
-        registry.register(
-            "decision_cache_misses",
-            "Decisions evaluated by Cedar",
-            m.decisions.misses.clone(),
-        );
-        registry.register(
-            "decision_errors",
-            "Cedar evaluations that errored (denied)",
-            m.decisions.errors.clone(),
-        );
-        Self { registry, ..m }
+        Self { registry: r, ..m }
     }
 
     /// Adds one finished stream's counts.
@@ -216,4 +184,19 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// A new metric of its default kind, registered under `name`.
+fn register<M: Default + Clone + prometheus_client::registry::Metric>(r: &mut Registry, name: &str, help: &str) -> M {
+    register_as(r, name, help, M::default())
+}
+
+fn register_as<M: Clone + prometheus_client::registry::Metric>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    r.register(name, help, metric.clone());
+    metric
 }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use cedar_policy::{Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 
 /// Where a policy was written.
@@ -116,9 +116,8 @@ pub fn from_sources(
     policy_files: &[(PathBuf, String)],
     (schema_file, schema_text): (&Path, &str),
 ) -> Result<LoadedPolicies, LoadError> {
-    let mut findings = Vec::new();
     let mut warnings = Vec::new();
-
+    let mut gathered = Gathered::default();
     let schema = match Schema::from_cedarschema_str(schema_text) {
         Ok((schema, schema_warnings)) => {
             for w in schema_warnings {
@@ -127,27 +126,51 @@ pub fn from_sources(
             Some(schema)
         }
         Err(e) => {
-            findings.extend(locate(schema_file, schema_text, &e));
+            gathered.findings.extend(locate(schema_file, schema_text, &e));
             None
         }
     };
-
-    let mut policies = PolicySet::new();
-    let mut origins: HashMap<PolicyId, Origin> = HashMap::new();
-    let mut texts: HashMap<PolicyId, (&Path, &str)> = HashMap::new();
     for (file, text) in policy_files {
+        gathered.add_file(file, text);
+    }
+    if let Some(schema) = &schema {
+        gathered.validate(schema, &mut warnings);
+    }
+    match schema {
+        Some(schema) if gathered.findings.is_empty() => Ok(LoadedPolicies {
+            policies: gathered.policies,
+            schema,
+            origins: gathered.origins,
+            warnings,
+        }),
+        _ => Err(LoadError::Invalid(gathered.findings)),
+    }
+}
+
+/// The policies of the files read so far, each renamed to its `@id`, where each came from, and
+/// what was wrong.
+#[derive(Default)]
+struct Gathered<'a> {
+    policies: PolicySet,
+    origins: HashMap<PolicyId, Origin>,
+    texts: HashMap<PolicyId, (&'a Path, &'a str)>,
+    findings: Vec<Finding>,
+}
+
+impl<'a> Gathered<'a> {
+    fn add_file(&mut self, file: &'a Path, text: &'a str) {
         let parsed = match PolicySet::from_str(text) {
             Ok(p) => p,
             Err(errs) => {
                 for e in errs.iter() {
-                    findings.extend(locate(file, text, e));
+                    self.findings.extend(locate(file, text, e));
                 }
-                continue;
+                return;
             }
         };
         for t in parsed.templates() {
             let offset = text.find(&t.to_string()).unwrap_or(0);
-            findings.push(at(
+            self.findings.push(at(
                 file,
                 text,
                 offset,
@@ -174,56 +197,49 @@ pub fn from_sources(
                 }
                 None => cursor,
             };
-            let Some(id) = p.annotation("id").map(str::trim).filter(|s| !s.is_empty()) else {
-                findings.push(at(file, text, offset, "policy has no @id(\"...\") annotation"));
-                continue;
-            };
-            let id = PolicyId::new(id);
-            let origin = Origin {
-                file: file.clone(),
-                line: line_col(text, offset).0,
-            };
-            if let Some(first) = origins.get(&id) {
-                findings.push(at(
-                    file,
-                    text,
-                    offset,
-                    &format!("@id {:?} is already used at {first}", id.to_string()),
-                ));
-                continue;
-            }
-            if let Err(e) = policies.add(p.new_id(id.clone())) {
-                findings.push(at(file, text, offset, &e.to_string()));
-                continue;
-            }
-            origins.insert(id.clone(), origin);
-            texts.insert(id, (file.as_path(), text.as_str()));
+            self.add_policy(p, file, text, offset);
         }
     }
 
-    if let Some(schema) = &schema {
-        let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+    /// Adds one policy under its `@id`, or records why it cannot be.
+    fn add_policy(&mut self, p: &Policy, file: &'a Path, text: &'a str, offset: usize) {
+        let Some(id) = p.annotation("id").map(str::trim).filter(|s| !s.is_empty()) else {
+            self.findings
+                .push(at(file, text, offset, "policy has no @id(\"...\") annotation"));
+            return;
+        };
+        let id = PolicyId::new(id);
+        if let Some(first) = self.origins.get(&id) {
+            let message = format!("@id {:?} is already used at {first}", id.to_string());
+            self.findings.push(at(file, text, offset, &message));
+            return;
+        }
+        if let Err(e) = self.policies.add(p.new_id(id.clone())) {
+            self.findings.push(at(file, text, offset, &e.to_string()));
+            return;
+        }
+        let origin = Origin {
+            file: file.to_path_buf(),
+            line: line_col(text, offset).0,
+        };
+        self.origins.insert(id.clone(), origin);
+        self.texts.insert(id, (file, text));
+    }
+
+    /// Strict validation against the schema; errors become findings, located in their files.
+    fn validate(&mut self, schema: &Schema, warnings: &mut Vec<Finding>) {
+        let result = Validator::new(schema.clone()).validate(&self.policies, ValidationMode::Strict);
         for e in result.validation_errors() {
-            let (file, text) = texts[e.policy_id()];
-            findings.extend(locate(file, text, e).into_iter().map(|mut f| {
+            let (file, text) = self.texts[e.policy_id()];
+            self.findings.extend(locate(file, text, e).into_iter().map(|mut f| {
                 f.message = format!("policy {:?}: {}", e.policy_id().to_string(), f.message);
                 f
             }));
         }
         for w in result.validation_warnings() {
-            let (file, text) = texts[w.policy_id()];
+            let (file, text) = self.texts[w.policy_id()];
             warnings.extend(locate(file, text, w));
         }
-    }
-
-    match schema {
-        Some(schema) if findings.is_empty() => Ok(LoadedPolicies {
-            policies,
-            schema,
-            origins,
-            warnings,
-        }),
-        _ => Err(LoadError::Invalid(findings)),
     }
 }
 
