@@ -1,12 +1,12 @@
 //! The sidecar's HTTP side, in the order a request meets it:
 //!
-//! - [`accept`]: the listeners (callers, and operations when `--ops-listen` is set), their
+//! - `accept`: the listeners (callers, and operations when `--ops-listen` is set), their
 //!   connection limits, the request-header timeout, TLS, graceful shutdown;
-//! - [`routes`]: which listener serves which endpoint, one table (404 and 405 come from it);
-//! - [`records`]: `GET /sat/records` as named steps: authenticate, take a stream slot
+//! - `routes`: which listener serves which endpoint, one table (404 and 405 come from it);
+//! - `records`: `GET /sat/records` as named steps: authenticate, take a stream slot
 //!   ([`limits`]), take the policy set, call the upstream, check the first line, stream;
-//! - [`ops`]: `/healthz`, `/readyz`, `/metrics` and `/admin/...`;
-//! - [`response`]: JSON bodies and the one refusal type every step returns.
+//! - `ops`: `/healthz`, `/readyz`, `/metrics` and `/admin/...`;
+//! - `response`: JSON bodies and the one refusal type every step returns.
 //!
 //! File reloads (policies, inventory, keys, TLS) are not HTTP and live in [`crate::reload`].
 
