@@ -52,7 +52,7 @@ impl Upstream {
             base: BaseUrl::parse(base)?,
             // The read buffer caps each upstream frame, so a stream holds little when its caller
             // stalls (server::limits).
-            client: crate::net::client(timeouts.connect, crate::stream::IO_BUFFER_BYTES),
+            client: crate::net::client(timeouts.connect, crate::stream::UPSTREAM_BUFFER_BYTES),
             timeouts,
         })
     }

@@ -1,7 +1,10 @@
 //! `satgate sample`: write a generated market (inventory, Users, SAT records) to a directory, for
-//! trying policies by hand, fixtures and benchmarks.
+//! trying policies by hand, fixtures and benchmarks; `satgate sample serve` plays the SSI audit
+//! endpoint with the same market's records (the pod test's SSI stand-in).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde_json::json;
 
@@ -9,10 +12,20 @@ use super::{CmdError, Exit};
 use crate::sample::Market;
 
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub serve: Option<Serve>,
     /// Directory to write inventory.json, users.json and records.ndjson into.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required = true)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub market: MarketArgs,
+}
+
+/// Which market: the same values give the same inventory, Users and records.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MarketArgs {
     /// Number of homes (each with 3 to 6 Devices).
     #[arg(long, default_value_t = 20)]
     pub premises: usize,
@@ -24,7 +37,52 @@ pub struct Args {
     pub seed: u64,
 }
 
+#[derive(clap::Subcommand, Debug)]
+pub enum Serve {
+    /// Serve the market's records as the SSI audit endpoint (`GET /sat/records`) until SIGTERM.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        market: MarketArgs,
+    },
+}
+
 pub fn run(args: &Args) -> Result<Exit, CmdError> {
+    match (&args.serve, &args.out) {
+        (Some(Serve::Serve { listen, market }), _) => serve(*listen, market),
+        (None, Some(out)) => write(out, &args.market),
+        (None, None) => Err(CmdError::new("--out DIR is required")),
+    }
+}
+
+fn serve(listen: SocketAddr, args: &MarketArgs) -> Result<Exit, CmdError> {
+    super::serve::init_logging(crate::config::LogFormat::Text, "info");
+    let market = Market::generate(args.premises, args.seed);
+    let lines: Vec<String> = market
+        .ndjson(args.records, args.seed)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CmdError::new(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| CmdError::new(format!("listen: cannot bind {listen}: {e}")))?;
+        tracing::info!(%listen, records = lines.len(), "sample SSI audit endpoint serving");
+        tokio::select! {
+            () = crate::sample::upstream::serve(listener, Arc::new(lines)) => {}
+            () = super::serve::shutdown_signal() => tracing::info!("sample SSI audit endpoint stopping"),
+        }
+        Ok(Exit::Ok)
+    })
+}
+
+fn write(out: &std::path::Path, args: &MarketArgs) -> Result<Exit, CmdError> {
     let market = Market::generate(args.premises, args.seed);
     let users: Vec<_> = market
         .users
@@ -32,11 +90,11 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
         .map(|u| json!({"name": u.name, "sub": u.principal.user_id.to_string(), "role": u.principal.role.as_str(), "party": u.principal.party}))
         .collect();
     let write = |name: &str, text: String| {
-        let path = args.out.join(name);
+        let path = out.join(name);
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
     };
-    std::fs::create_dir_all(&args.out)
-        .map_err(|e| format!("{}: {e}", args.out.display()))
+    std::fs::create_dir_all(out)
+        .map_err(|e| format!("{}: {e}", out.display()))
         .and_then(|()| write("inventory.json", market.inventory_json.clone() + "\n"))
         .and_then(|()| {
             write(
@@ -48,7 +106,7 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
         .map_err(CmdError::new)?;
     println!(
         "wrote inventory.json, users.json and records.ndjson to {}",
-        args.out.display()
+        out.display()
     );
     Ok(Exit::Ok)
 }

@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 
 use crate::model::Eui64;
 
-pub use crate::stream::IO_BUFFER_BYTES;
+pub use crate::stream::{IO_BUFFER_BYTES, UPSTREAM_BUFFER_BYTES};
 
 /// The ownership memo of one stream at its largest (see `stream::filter`), in bytes.
 pub const MEMO_BYTES: usize = crate::stream::MAX_DEVICES_PER_STREAM * 40;
@@ -25,11 +25,11 @@ pub fn base_bytes(ownership_cache_capacity: u64) -> usize {
 }
 
 /// The most one stream can hold: the upstream connection's read buffer and one frame read ahead
-/// (`2 x IO`), an unfinished line (`L`), the chunk being filtered and the one waiting in the
+/// (`2 x U`), an unfinished line (`L`), the chunk being filtered and the one waiting in the
 /// channel (`IO + L` each: a chunk is flushed at `IO` bytes, so it can pass that by one record),
 /// hyper's write buffer with the chunk it is writing (`2 x IO + L`), and the ownership memo.
 pub fn worst_case_stream_bytes(max_line_bytes: usize) -> usize {
-    6 * IO_BUFFER_BYTES + 4 * max_line_bytes + MEMO_BYTES
+    2 * UPSTREAM_BUFFER_BYTES + 4 * IO_BUFFER_BYTES + 4 * max_line_bytes + MEMO_BYTES
 }
 
 /// The most the sidecar can hold with every stream slot taken: `base + S x stream`.
@@ -185,7 +185,7 @@ mod tests {
     /// The defaults fit the memory limit the shipped Kubernetes manifest gives the sidecar.
     #[test]
     fn the_default_worst_case_fits_the_manifests_memory_limit() {
-        let manifest = include_str!("../../deploy/kubernetes/ssi-with-satgate.yaml");
+        let manifest = include_str!("../../deploy/kubernetes/deployment.yaml");
         let limit_mib: usize = manifest
             .lines()
             .skip_while(|l| !l.contains("name: satgate"))

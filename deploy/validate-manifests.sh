@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Renders deploy/kubernetes and validates every manifest, strictly and offline, against the two
+# newest Kubernetes versions kubernetes-validate ships schemas for.
+#
+#   bash deploy/validate-manifests.sh      (kubectl and `pip install kubernetes-validate`)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+kubectl kustomize --load-restrictor LoadRestrictionsNone deploy/kubernetes > "$out"
+versions=$(python3 - <<'PY'
+import os, re, kubernetes_validate
+root = os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema")
+found = {tuple(map(int, m.groups())) for d in os.listdir(root) if (m := re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)-local-strict", d))}
+print(" ".join(".".join(map(str, v)) for v in sorted(found)[-2:]))
+PY
+)
+for v in $versions; do
+  kubernetes-validate --strict --quiet -k "$v" "$out"
+  echo "ok: $(grep -c '^kind:' "$out") rendered manifests ($(grep '^kind:' "$out" | sort | uniq -c | awk '{printf "%s%s x%s", sep, $3, $1; sep=", "}')) valid for Kubernetes $v (strict)"
+done
