@@ -127,6 +127,70 @@ async fn latency(client: &HttpClient, base: &str, token: &str, clients: usize, p
     all
 }
 
+/// A `satgate serve` child in front of the upstream, started and listening.
+async fn spawn_satgate(dir: &std::path::Path, up_addr: SocketAddr) -> (std::process::Child, SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let sg_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_satgate"))
+        .args([
+            "serve",
+            "--listen",
+            &sg_addr.to_string(),
+            "--upstream",
+            &format!("http://{up_addr}"),
+        ])
+        .arg("--inventory")
+        .arg(dir.join("inventory.json"))
+        .arg("--jwt-hs256-secret-file")
+        .arg(dir.join("secret"))
+        // One User runs every client here: room for all of them at once.
+        .args(["--max-streams", "128", "--max-streams-per-user", "128"])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("satgate serve (build with cargo bench)");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(sg_addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, sg_addr)
+}
+
+/// Sizing: a fresh satgate per client count, each client streaming its share of `total`
+/// records. Upstream records/s through satgate and satgate's peak RSS.
+async fn sizing(dir: &std::path::Path, up_addr: SocketAddr, token: &str, total: usize) -> Vec<(usize, f64, u64)> {
+    let mut rows = Vec::new();
+    for clients in [1, 16, 64] {
+        let (mut child, addr) = spawn_satgate(dir, up_addr).await;
+        let client: HttpClient = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(128)
+            .build_http();
+        let base = format!("http://{addr}");
+        drain(&client, &format!("{base}/sat/records?n=20000"), token).await;
+        let per = total / clients;
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (client, url, token) = (client.clone(), format!("{base}/sat/records?n={per}"), token.to_owned());
+                tokio::spawn(async move { drain(&client, &url, &token).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("client task");
+        }
+        let rate = (per * clients) as f64 / t.elapsed().as_secs_f64();
+        rows.push((clients, rate, peak_rss_kib(child.id())));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    rows
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -170,35 +234,7 @@ async fn main() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::write(dir.join("inventory.json"), &market.inventory_json).expect("inventory");
     std::fs::write(dir.join("secret"), SECRET).expect("secret");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let sg_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_satgate"))
-        .args([
-            "serve",
-            "--listen",
-            &sg_addr.to_string(),
-            "--upstream",
-            &format!("http://{up_addr}"),
-        ])
-        .arg("--inventory")
-        .arg(dir.join("inventory.json"))
-        .arg("--jwt-hs256-secret-file")
-        .arg(dir.join("secret"))
-        // One User runs every client here: room for all of them at once.
-        .args(["--max-streams", "128", "--max-streams-per-user", "128"])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("satgate serve (build with cargo bench)");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(sg_addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut child, sg_addr) = spawn_satgate(&dir, up_addr).await;
 
     let user = &market.users[0].principal;
     let exp = std::time::SystemTime::now()
@@ -243,6 +279,7 @@ async fn main() {
     let rss_all = peak_rss_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();
+    let sized = sizing(&dir, up_addr, &token, n / 2).await;
     let _ = std::fs::remove_dir_all(&dir);
 
     println!(
@@ -292,4 +329,11 @@ async fn main() {
         percentile(&via_one, 0.5) - percentile(&direct_one, 0.5),
         percentile(&via_one, 0.99) - percentile(&direct_one, 0.99),
     );
+    println!();
+    println!("Sizing: {} upstream records in all, split over the clients, a fresh satgate each:", n / 2);
+    println!("| concurrent clients | upstream records/s through satgate | satgate peak RSS |");
+    println!("|---|---|---|");
+    for (clients, rate, rss) in sized {
+        println!("| {clients} | {rate:.0} | {:.1} MiB |", rss as f64 / 1024.0);
+    }
 }
