@@ -330,7 +330,10 @@ async fn main() {
         percentile(&via_one, 0.99) - percentile(&direct_one, 0.99),
     );
     println!();
-    println!("Sizing: {} upstream records in all, split over the clients, a fresh satgate each:", n / 2);
+    println!(
+        "Sizing: {} upstream records in all, split over the clients, a fresh satgate each:",
+        n / 2
+    );
     println!("| concurrent clients | upstream records/s through satgate | satgate peak RSS |");
     println!("|---|---|---|");
     for (clients, rate, rss) in sized {

@@ -43,7 +43,7 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
         .enable_all()
         .build()
         .map_err(|e| CmdError::new(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(demo(args)).map_err(CmdError::new)?;
+    rt.block_on(demo(args))?;
     Ok(Exit::Ok)
 }
 
@@ -56,7 +56,7 @@ struct Setup {
     secret_file: PathBuf,
 }
 
-async fn demo(args: &Args) -> Result<(), String> {
+async fn demo(args: &Args) -> Result<(), CmdError> {
     let setup = write_market()?;
     let lines: Vec<String> = setup
         .market
@@ -78,7 +78,7 @@ async fn demo(args: &Args) -> Result<(), String> {
     config.policies = args.policy.policies.clone();
     config.schema = args.policy.schema.clone();
     config.shutdown_grace = Duration::from_secs(5);
-    let (state, listeners) = super::serve::start(&config).await.map_err(|e| e.to_string())?;
+    let (state, listeners) = super::serve::start(&config).await?;
     server::spawn_reloader(Arc::clone(&state), config.reload_interval);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server::run(
@@ -109,7 +109,7 @@ async fn demo(args: &Args) -> Result<(), String> {
         defaults::show(2 * config.reload_interval)
     );
     if failures > 0 {
-        return Err(format!("{failures} example request(s) failed"));
+        return Err(format!("{failures} example request(s) failed").into());
     }
     if !args.exit_after_examples {
         println!("\nServing until Ctrl-C.");
@@ -122,7 +122,7 @@ async fn demo(args: &Args) -> Result<(), String> {
 }
 
 /// A generated market's inventory and a fresh random HS256 secret, in a temporary directory.
-fn write_market() -> Result<Setup, String> {
+fn write_market() -> Result<Setup, CmdError> {
     let market = Market::generate(8, 2026);
     let dir = std::env::temp_dir().join(format!("satgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -148,7 +148,7 @@ fn write_market() -> Result<Setup, String> {
 
 /// The example requests, as four Users and with a bad token, each with a `curl` to repeat it.
 /// Returns how many did not answer as they should.
-async fn walkthrough(setup: &Setup, base: &str) -> Result<usize, String> {
+async fn walkthrough(setup: &Setup, base: &str) -> Result<usize, CmdError> {
     let key = EncodingKey::from_secret(setup.secret.as_bytes());
     let picks = [
         "Supplier A, import",

@@ -24,18 +24,18 @@ pub struct Args {
     #[command(flatten)]
     pub principal: PrincipalArgs,
     /// Longest accepted record line, in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = crate::config::defaults::MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
 }
 
 pub fn run(args: &Args) -> Result<Exit, CmdError> {
-    let summary = filter(args, &mut std::io::stdin().lock(), &mut std::io::stdout().lock()).map_err(CmdError::new)?;
+    let summary = filter(args, &mut std::io::stdin().lock(), &mut std::io::stdout().lock())?;
     eprintln!("{summary}");
     Ok(Exit::Ok)
 }
 
 /// Runs the filter over `input`, returning the summary line.
-pub fn filter(args: &Args, input: &mut impl Read, output: &mut impl Write) -> Result<String, String> {
+pub fn filter(args: &Args, input: &mut impl Read, output: &mut impl Write) -> Result<String, CmdError> {
     let principal = args.principal.principal().map_err(|e| e.to_string())?;
     let engine = Arc::new(PolicyEngine::load(&args.policy.policies, &args.policy.schema).map_err(|e| e.to_string())?);
     let source: Arc<dyn OwnershipSource> = match (&args.inventory, &args.inventory_url) {
@@ -88,7 +88,7 @@ pub fn filter(args: &Args, input: &mut impl Read, output: &mut impl Write) -> Re
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("reading input: {e}")),
+            Err(e) => return Err(format!("reading input: {e}").into()),
         };
         splitter.push(&buf[..n], |l| on_line(l, &mut out));
         output.write_all(&out).map_err(|e| format!("writing output: {e}"))?;

@@ -33,6 +33,18 @@ impl CmdError {
     }
 }
 
+impl From<String> for CmdError {
+    fn from(message: String) -> Self {
+        Self::Failed(message)
+    }
+}
+
+impl From<&str> for CmdError {
+    fn from(message: &str) -> Self {
+        Self::Failed(message.to_owned())
+    }
+}
+
 impl From<serve::StartError> for CmdError {
     fn from(e: serve::StartError) -> Self {
         Self::new(e)

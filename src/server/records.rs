@@ -19,32 +19,41 @@ use crate::metrics::ReasonLabel;
 use crate::model::Principal;
 use crate::ownership::OwnershipSource;
 use crate::stream::body::{self, RecordStream, StreamError};
-use crate::stream::RecordFilter;
+use crate::stream::{FilterStats, RecordFilter};
 
 /// Seconds a refused caller is asked to wait: streams usually last well under a second, and a
 /// stalled one is cut at `--idle-timeout`.
 const RETRY_AFTER_SECONDS: u32 = 1;
 
-/// What the access log says about one request.
-struct Access<'a> {
+/// One request's access-log line: who, what, and how it ended. Written once per request, by
+/// [`Access::log`], whether it was refused or served.
+struct Access {
     peer: SocketAddr,
-    query: Option<&'a str>,
+    query: Option<String>,
     started: Instant,
 }
 
-impl Access<'_> {
-    fn refused(&self, principal: Option<&Principal>, reject: &Reject) {
+impl Access {
+    /// `stream`: the stream's counts and ownership errors, when the request was served.
+    fn log(&self, status: u16, principal: Option<&Principal>, outcome: &str, stream: Option<(&FilterStats, u64)>) {
+        let stats = stream.map(|(s, _)| s);
         tracing::info!(
             target: "satgate::access",
             peer = %self.peer,
             sub = principal.map(|p| p.user_id.to_string()),
             role = principal.map(|p| p.role.as_str()),
             party = principal.map(|p| p.party.as_str()),
-            query = self.query.unwrap_or(""),
-            status = reject.status.as_u16(),
-            detail = %reject.message,
+            query = self.query.as_deref().unwrap_or(""),
+            status,
+            records_in = stats.map(|s| s.records_in),
+            records_out = stats.map(|s| s.records_out),
+            records_not_visible = stats.map(|s| s.left_out),
+            records_malformed = stats.map(|s| s.malformed),
+            ownership_errors = stream.map(|(_, e)| e),
+            outcome,
             duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
-            "request refused"
+            "{}",
+            if stream.is_some() { "request served" } else { "request refused" }
         );
     }
 }
@@ -52,20 +61,20 @@ impl Access<'_> {
 pub async fn serve(state: &Arc<State>, req: &Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
     let access = Access {
         peer,
-        query: req.uri().query(),
+        query: req.uri().query().map(str::to_owned),
         started: Instant::now(),
     };
     let identity = match authenticate(state, req) {
         Ok(i) => i,
         Err(reject) => {
-            access.refused(None, &reject);
+            access.log(reject.status.as_u16(), None, &reject.message, None);
             return reject.into_response();
         }
     };
-    match start(state, &identity, access.query).await {
-        Ok((stream, slot)) => respond(state, stream, slot, identity.principal, &access),
+    match start(state, &identity, access.query.as_deref()).await {
+        Ok((stream, slot)) => respond(state, stream, slot, identity.principal, access),
         Err(reject) => {
-            access.refused(Some(&identity.principal), &reject);
+            access.log(reject.status.as_u16(), Some(&identity.principal), &reject.message, None);
             reject.into_response()
         }
     }
@@ -142,18 +151,16 @@ fn respond(
     stream: RecordStream,
     slot: StreamSlot,
     principal: Principal,
-    access: &Access<'_>,
+    access: Access,
 ) -> Response<ResponseBody> {
     let (tx, body) = body::channel();
     let metrics = Arc::clone(&state.metrics);
-    let (peer, query, started) = (access.peer, access.query.map(str::to_owned), access.started);
     metrics.active_streams.inc();
     tokio::spawn(async move {
         let (stream, result) = stream.run(tx).await;
         drop(slot);
         metrics.active_streams.dec();
-        let s = stream.stats();
-        metrics.record_stream(s);
+        metrics.record_stream(stream.stats());
         let outcome = match &result {
             Ok(()) => "complete".to_owned(),
             Err(e) => {
@@ -164,23 +171,11 @@ fn respond(
                 format!("ended early: {e}")
             }
         };
-        tracing::info!(
-            target: "satgate::access",
-            %peer,
-            sub = %principal.user_id,
-            role = principal.role.as_str(),
-            party = principal.party.as_str(),
-            query = query.as_deref().unwrap_or(""),
-            status = 200,
-            upstream_status = 200,
-            records_in = s.records_in,
-            records_out = s.records_out,
-            records_not_visible = s.left_out,
-            records_malformed = s.malformed,
-            ownership_errors = stream.lookup_errors,
-            outcome,
-            duration_ms = started.elapsed().as_secs_f64() * 1e3,
-            "request served"
+        access.log(
+            200,
+            Some(&principal),
+            &outcome,
+            Some((stream.stats(), stream.lookup_errors)),
         );
     });
     let mut resp = Response::new(body.boxed());
