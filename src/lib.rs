@@ -28,6 +28,7 @@
 //! demo, tests and benchmarks). The external contract the code cites is `docs/contract.md`.
 
 pub mod auth;
+pub mod bundle;
 pub mod cmd;
 pub mod config;
 pub mod decision;

@@ -29,6 +29,12 @@ pub struct ClassLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabel {
+    pub sha256: String,
+    pub revision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
 }
@@ -49,6 +55,8 @@ pub struct Metrics {
     pub tls_reloads: Family<ResultLabel, Counter>,
     pub jwt_key_reloads: Family<ResultLabel, Counter>,
     pub tls_handshake_failures: Counter,
+    /// 1 for the policy set in force, labelled with its identity.
+    pub policy: Family<PolicyLabel, Gauge>,
     pub decisions: DecisionStats,
     pub ownership: OwnershipStats,
 }
@@ -94,6 +102,11 @@ impl Metrics {
                 &mut r,
                 "tls_handshake_failures",
                 "Client connections that failed or timed out in the TLS handshake",
+            ),
+            policy: register(
+                &mut r,
+                "policy_info",
+                "The policy set in force: SHA-256 of its bundle (or files) and revision",
             ),
             decisions: DecisionStats::default(),
             ownership: OwnershipStats::default(),
@@ -158,6 +171,17 @@ impl Metrics {
             let _ = m.streams_aborted.get_or_create(&ReasonLabel { reason });
         }
         Self { registry: r, ..m }
+    }
+
+    /// Names the policy set now in force (the previous one's series goes).
+    pub fn set_policy(&self, identity: &crate::decision::PolicyIdentity) {
+        self.policy.clear();
+        self.policy
+            .get_or_create(&PolicyLabel {
+                sha256: identity.sha256.clone(),
+                revision: identity.revision.clone().unwrap_or_else(|| "directory".into()),
+            })
+            .set(1);
     }
 
     /// Adds one finished stream's counts.

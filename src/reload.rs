@@ -28,7 +28,9 @@ pub fn spawn_reloader(state: Arc<State>, interval: Duration) -> tokio::task::Joi
 pub fn reload_once(state: &State) {
     let m = &state.metrics;
     if let Some(n) = counted(&m.policy_reloads, "policy set", state.policies.reload_if_changed()) {
-        tracing::info!(policies = n, "policy set reloaded");
+        let current = state.policies.current();
+        m.set_policy(current.identity());
+        tracing::info!(policies = n, policy = %current.identity(), "policy set reloaded");
     }
     if let Some(n) = counted(&m.jwt_key_reloads, "JWT key", state.auth.reload_if_changed()) {
         tracing::info!(keys = n, "JWT verification keys reloaded");

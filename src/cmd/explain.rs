@@ -60,8 +60,11 @@ pub fn explain(args: &Args) -> Result<String, CmdError> {
         .and_then(|v| v.as_str())
         .unwrap_or("(no recordId)");
     out.push_str(&format!(
-        "principal: {} role {} party {:?}\nrecord: {record_id}\n\nfacts the policies saw:\n",
-        principal.user_id, principal.role, principal.party
+        "policy set: {}\nprincipal: {} role {} party {:?}\nrecord: {record_id}\n\nfacts the policies saw:\n",
+        engine.identity(),
+        principal.user_id,
+        principal.role,
+        principal.party
     ));
     out.push_str(&format!("  messageType: {}\n", facts.message_type));
     out.push_str(&format!(

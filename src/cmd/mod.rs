@@ -1,5 +1,6 @@
 //! One module per subcommand, each with its own arguments and a `run` returning an exit code.
 
+pub mod bundle;
 pub mod demo;
 pub mod diff;
 pub mod explain;
@@ -55,7 +56,9 @@ impl From<crate::decision::LoadError> for CmdError {
     fn from(e: crate::decision::LoadError) -> Self {
         match e {
             crate::decision::LoadError::Invalid(_) => Self::Findings(e.to_string()),
-            crate::decision::LoadError::Io { .. } => Self::Failed(e.to_string()),
+            crate::decision::LoadError::Io { .. } | crate::decision::LoadError::Bundle(_) => {
+                Self::Failed(e.to_string())
+            }
         }
     }
 }
@@ -104,6 +107,9 @@ pub enum Command {
     Verify(verify::Args),
     /// Explain the decision for one principal, one record and an inventory.
     Explain(explain::Args),
+    /// Build, sign and check signed policy bundles.
+    #[command(subcommand)]
+    Bundle(bundle::Command),
 }
 
 /// The policy set every command works on.
@@ -157,6 +163,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Diff(args) => diff::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Bundle(command) => bundle::run(&command),
     };
     match result {
         Ok(exit) => exit,

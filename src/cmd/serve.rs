@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 use super::{CmdError, Exit};
 use crate::auth::{Authenticator, KeyError};
 use crate::config::{defaults, ConfigError, LogFormat, OwnershipSourceConfig, ServeArgs, ServeConfig};
+use crate::decision::store::PolicySource;
 use crate::decision::{LoadError, PolicyStore};
 use crate::metrics::Metrics;
 use crate::net::UrlError;
@@ -73,7 +74,8 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CmdError> {
 /// error that names what is wrong.
 pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), StartError> {
     let metrics = Arc::new(Metrics::new());
-    let policies = PolicyStore::load(&config.policies, &config.schema, metrics.decisions.clone())?;
+    let policies = PolicyStore::open(policy_source(config)?, metrics.decisions.clone())?;
+    metrics.set_policy(policies.current().identity());
     let (inventory, source, inventory_service) = ownership_source(&config.ownership)?;
     let ownership = Arc::new(CachedSource::new(
         source,
@@ -126,6 +128,20 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), Star
         Some(addr) => Some(bind("ops-listen", addr).await?),
     };
     Ok((state, Listeners { callers, ops }))
+}
+
+/// The policy directory, or the signed bundle with the keys that may sign it.
+fn policy_source(config: &ServeConfig) -> Result<PolicySource, StartError> {
+    Ok(match &config.policy_bundle {
+        None => PolicySource::Dir {
+            policies: config.policies.clone(),
+            schema: config.schema.clone(),
+        },
+        Some(b) => PolicySource::Bundle {
+            file: b.file.clone(),
+            keys: Arc::new(crate::bundle::read_public_keys(&b.public_keys).map_err(LoadError::from)?),
+        },
+    })
 }
 
 type Ownership = (Option<Arc<InventoryFile>>, Arc<dyn OwnershipSource>, Option<String>);

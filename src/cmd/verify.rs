@@ -41,6 +41,7 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
         symbolic::load_invariants(&args.invariants, &args.policy.schema)
     };
     let invariants = invariants.map_err(CmdError::new)?;
+    println!("policy set: {}", engine.identity());
     let report = symbolic::verify(
         engine.policies(),
         engine.schema(),

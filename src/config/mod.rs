@@ -93,6 +93,14 @@ pub struct ServeArgs {
     pub policies: Option<PathBuf>,
     #[arg(long, env = "SATGATE_SCHEMA", help = help("Cedar schema", defaults::SCHEMA))]
     pub schema: Option<PathBuf>,
+    /// Signed policy bundle (`satgate bundle build`), instead of --policies and --schema; used
+    /// only when FILE.minisig verifies with a --policy-bundle-public-key. Reloaded when it changes.
+    #[arg(long, env = "SATGATE_POLICY_BUNDLE")]
+    pub policy_bundle: Option<PathBuf>,
+    /// minisign public key allowed to sign policy bundles; repeat it (or separate with commas)
+    /// for a key rotation.
+    #[arg(long, env = "SATGATE_POLICY_BUNDLE_PUBLIC_KEY", value_delimiter = ',')]
+    pub policy_bundle_public_key: Option<Vec<PathBuf>>,
     /// File holding the HS256 shared secret (at least 32 bytes).
     #[arg(long, env = "SATGATE_JWT_HS256_SECRET_FILE")]
     pub jwt_hs256_secret_file: Option<PathBuf>,
@@ -156,6 +164,13 @@ impl ServeArgs {
     }
 }
 
+/// A signed policy bundle and the public keys allowed to sign it (at least one).
+#[derive(Debug, Clone)]
+pub struct PolicyBundle {
+    pub file: PathBuf,
+    pub public_keys: Vec<PathBuf>,
+}
+
 /// Where ownership comes from.
 #[derive(Debug, Clone)]
 pub enum OwnershipSourceConfig {
@@ -183,6 +198,8 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     pub policies: PathBuf,
     pub schema: PathBuf,
+    /// A signed bundle and the keys that may sign it, in place of `policies` and `schema`.
+    pub policy_bundle: Option<PolicyBundle>,
     pub jwt_key: JwtKey,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
@@ -211,6 +228,7 @@ impl ServeConfig {
             tls: None,
             policies: defaults::POLICIES.into(),
             schema: defaults::SCHEMA.into(),
+            policy_bundle: None,
             jwt_key,
             jwt_issuer: None,
             jwt_audience: None,
@@ -240,6 +258,15 @@ impl ServeConfig {
             .clone()
             .ok_or(problem("upstream", "required (--upstream URL)"))?;
         BaseUrl::parse(&upstream).map_err(|e| problem("upstream", e))?;
+        let policy_bundle = policy_bundle(&s)?;
+        // With a bundle, the directory settings are not used (and were refused if given).
+        let (policies, schema) = match &policy_bundle {
+            Some(_) => (defaults::POLICIES.into(), defaults::SCHEMA.into()),
+            None => (
+                policies_dir(s.policies.clone())?,
+                file("schema", s.schema.clone().unwrap_or_else(|| defaults::SCHEMA.into()))?,
+            ),
+        };
         Ok(Self {
             listen,
             ops_listen,
@@ -252,8 +279,9 @@ impl ServeConfig {
                 .map(|f| file("admin-token-file", f))
                 .transpose()?,
             tls: tls(&s)?,
-            policies: policies_dir(s.policies.clone())?,
-            schema: file("schema", s.schema.clone().unwrap_or_else(|| defaults::SCHEMA.into()))?,
+            policies,
+            schema,
+            policy_bundle,
             jwt_key: jwt_key(&s)?,
             jwt_issuer: s.jwt_issuer.clone(),
             jwt_audience: s.jwt_audience.clone(),
@@ -356,6 +384,31 @@ fn tls(s: &ServeArgs) -> Result<Option<TlsFiles>, ConfigError> {
         })),
         (Some(_), None) => Err(problem("tls-key-file", "required with --tls-cert-file")),
         (None, Some(_)) => Err(problem("tls-cert-file", "required with --tls-key-file")),
+    }
+}
+
+/// A bundle needs at least one public key: there is no unsigned mode, and no key is never
+/// "accept anything".
+fn policy_bundle(s: &ServeArgs) -> Result<Option<PolicyBundle>, ConfigError> {
+    let keys = s.policy_bundle_public_key.clone().unwrap_or_default();
+    match &s.policy_bundle {
+        None if keys.is_empty() => Ok(None),
+        None => Err(problem("policy-bundle-public-key", "given without --policy-bundle")),
+        Some(_) if s.policies.is_some() || s.schema.is_some() => Err(problem(
+            "policy-bundle",
+            "give either --policy-bundle or --policies/--schema, not both",
+        )),
+        Some(_) if keys.is_empty() => Err(problem(
+            "policy-bundle-public-key",
+            "required with --policy-bundle: a bundle is only used signed",
+        )),
+        Some(bundle) => Ok(Some(PolicyBundle {
+            file: file("policy-bundle", bundle.clone())?,
+            public_keys: keys
+                .into_iter()
+                .map(|k| file("policy-bundle-public-key", k))
+                .collect::<Result<_, _>>()?,
+        })),
     }
 }
 

@@ -81,11 +81,7 @@ fn names(constraint: ActionConstraint, action: &EntityUid) -> bool {
 /// The built-in invariants plus `dir/*.cedar` when `dir` exists. An unreadable or invalid file
 /// there fails the load: it may be the one that matters.
 pub fn invariants(dir: &Path) -> Result<Vec<Invariant>, LoadError> {
-    let mut out: Vec<Invariant> = BUILT_IN
-        .iter()
-        .map(|(name, text)| Invariant::parse(name, text))
-        .collect::<Result<_, _>>()
-        .map_err(|e| invalid(Path::new("(built-in invariants)"), e))?;
+    let mut out = built_in()?;
     let files = match super::policies::cedar_files(dir) {
         Ok(files) => files,
         Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(out),
@@ -100,6 +96,29 @@ pub fn invariants(dir: &Path) -> Result<Vec<Invariant>, LoadError> {
             continue; // the shipped file, already in force
         }
         out.push(Invariant::parse(&name, &text).map_err(|e| invalid(&path, e))?);
+    }
+    Ok(out)
+}
+
+/// The shipped invariants, compiled in.
+fn built_in() -> Result<Vec<Invariant>, LoadError> {
+    BUILT_IN
+        .iter()
+        .map(|(name, text)| Invariant::parse(name, text))
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid(Path::new("(built-in invariants)"), e))
+}
+
+/// The built-in invariants plus those a bundle carries (the shipped ones are not counted twice).
+pub fn with_bundled(bundled: &[(std::path::PathBuf, String)]) -> Result<Vec<Invariant>, LoadError> {
+    let mut out = built_in()?;
+    for (path, text) in bundled {
+        let name = path
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        if !BUILT_IN.contains(&(name.as_str(), text.as_str())) {
+            out.push(Invariant::parse(&name, text).map_err(|e| invalid(path, e))?);
+        }
     }
     Ok(out)
 }

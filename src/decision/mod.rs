@@ -21,7 +21,7 @@ use cedar_policy::{Authorizer, Decision, PolicyId, PolicySet, Schema};
 use prometheus_client::metrics::counter::Counter;
 use rustc_hash::FxHashMap;
 
-pub use policies::{Finding, LoadError, LoadedPolicies, Origin};
+pub use policies::{Finding, LoadError, LoadedPolicies, Origin, PolicyIdentity};
 pub use store::PolicyStore;
 
 use crate::model::{Class, Classes, Eui64, MessageType, Principal};
@@ -170,6 +170,11 @@ impl PolicyEngine {
 
     pub fn loaded(&self) -> &LoadedPolicies {
         &self.loaded
+    }
+
+    /// Which reviewed files this set is.
+    pub fn identity(&self) -> &PolicyIdentity {
+        &self.loaded.identity
     }
 
     pub fn origin(&self, id: &PolicyId) -> Option<&Origin> {

@@ -57,6 +57,9 @@ pub enum LoadError {
     /// The policies or schema are wrong (exit code 1 in the CLI).
     #[error("{}", render(.0))]
     Invalid(Vec<Finding>),
+    /// A policy bundle that cannot be used: unsigned, badly signed, malformed (exit code 2).
+    #[error("policy bundle: {0}")]
+    Bundle(#[from] crate::bundle::BundleError),
 }
 
 fn render(findings: &[Finding]) -> String {
@@ -71,6 +74,47 @@ pub struct LoadedPolicies {
     pub origins: HashMap<PolicyId, Origin>,
     /// Non-fatal validator and schema warnings, located.
     pub warnings: Vec<Finding>,
+    /// Which reviewed files these are.
+    pub identity: PolicyIdentity,
+}
+
+/// A policy set's identity, named on every answer and log line: the SHA-256 of the signed bundle
+/// and its revision, or for files read from a directory a SHA-256 over their names and bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyIdentity {
+    pub sha256: String,
+    /// The bundle's revision (a commit, say); `None` for a directory.
+    pub revision: Option<String>,
+}
+
+impl PolicyIdentity {
+    /// Over the policy files and the schema, in order: each file's name and length, then its bytes.
+    pub fn of_sources(policy_files: &[(PathBuf, String)], (schema_file, schema_text): (&Path, &str)) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let names = policy_files.iter().map(|(p, t)| (p.as_path(), t.as_str()));
+        for (path, text) in names.chain([(schema_file, schema_text)]) {
+            let name = path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            h.update(format!("{name}\0{}\0", text.len()).as_bytes());
+            h.update(text.as_bytes());
+        }
+        Self {
+            sha256: hex::encode(h.finalize()),
+            revision: None,
+        }
+    }
+}
+
+impl fmt::Display for PolicyIdentity {
+    /// `sha256:HEX; revision=REV`, or `sha256:HEX; source=directory`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.revision {
+            Some(rev) => write!(f, "sha256:{}; revision={rev}", self.sha256),
+            None => write!(f, "sha256:{}; source=directory", self.sha256),
+        }
+    }
 }
 
 /// Every `*.cedar` entry directly in `dir`, sorted by name: the one definition of "the policy
@@ -142,6 +186,7 @@ pub fn from_sources(
             schema,
             origins: gathered.origins,
             warnings,
+            identity: PolicyIdentity::of_sources(policy_files, (schema_file, schema_text)),
         }),
         _ => Err(LoadError::Invalid(gathered.findings)),
     }

@@ -8,48 +8,89 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{guard, DecisionStats, LoadError, PolicyEngine};
+use super::{guard, DecisionStats, LoadError, PolicyEngine, PolicyIdentity};
 use crate::watch::Reloadable;
 
-/// The files to watch: the policy files of a directory plus the schema. A directory that cannot
-/// be listed watches as empty, so the change shows on the next poll and the load reports it.
-fn policy_files(dir: &Path, schema: &Path) -> Vec<PathBuf> {
-    let mut files = super::policies::cedar_files(dir).unwrap_or_default();
-    files.push(schema.to_path_buf());
-    files
+/// Where the policy set comes from.
+#[derive(Clone)]
+pub enum PolicySource {
+    /// `*.cedar` files in a directory and a schema file; the guard adds `<dir>/invariants/`.
+    Dir { policies: PathBuf, schema: PathBuf },
+    /// A signed bundle (`FILE` and `FILE.minisig`), used only if one of `keys` signed it; the
+    /// guard adds the bundle's invariants.
+    Bundle {
+        file: PathBuf,
+        keys: Arc<Vec<minisign::PublicKey>>,
+    },
 }
 
-/// Loads, validates and guards a policy set: what goes into service, or why not.
-fn admit(dir: &Path, schema: &Path, stats: &DecisionStats) -> Result<PolicyEngine, LoadError> {
-    let engine = PolicyEngine::with_stats(super::policies::load(dir, schema)?, stats.clone())?;
-    let invariants = guard::invariants(&dir.join("invariants"))?;
-    let checked = guard::check(&engine, &invariants)?;
-    tracing::info!(
-        cells = checked.cells,
-        invariants = checked.invariants,
-        ms = checked.elapsed.as_millis() as u64,
-        "policy set checked against the invariants"
-    );
-    Ok(engine)
+impl PolicySource {
+    /// The files to watch. A directory that cannot be listed watches as empty, so the change
+    /// shows on the next poll and the load reports it.
+    fn files(&self) -> Vec<PathBuf> {
+        match self {
+            PolicySource::Dir { policies, schema } => {
+                let mut files = super::policies::cedar_files(policies).unwrap_or_default();
+                files.push(schema.clone());
+                files
+            }
+            PolicySource::Bundle { file, .. } => vec![file.clone(), crate::bundle::signature_path(file)],
+        }
+    }
+
+    /// Loads, validates and guards a policy set: what goes into service, or why not.
+    fn admit(&self, stats: &DecisionStats) -> Result<PolicyEngine, LoadError> {
+        let (loaded, invariants) = match self {
+            PolicySource::Dir { policies, schema } => (
+                super::policies::load(policies, schema)?,
+                guard::invariants(&policies.join("invariants"))?,
+            ),
+            PolicySource::Bundle { file, keys } => {
+                let bundle = crate::bundle::open_file(file, keys)?;
+                let (schema_path, schema_text) = &bundle.schema;
+                let mut loaded = super::policies::from_sources(&bundle.policies, (schema_path, schema_text))?;
+                loaded.identity = PolicyIdentity {
+                    sha256: bundle.sha256.clone(),
+                    revision: Some(bundle.manifest.revision.clone()),
+                };
+                (loaded, guard::with_bundled(&bundle.invariants)?)
+            }
+        };
+        let engine = PolicyEngine::with_stats(loaded, stats.clone())?;
+        let checked = guard::check(&engine, &invariants)?;
+        tracing::info!(
+            cells = checked.cells,
+            invariants = checked.invariants,
+            ms = checked.elapsed.as_millis() as u64,
+            policy = %engine.identity(),
+            "policy set checked against the invariants"
+        );
+        Ok(engine)
+    }
 }
 
 /// The current policy set, reloadable.
 pub struct PolicyStore {
-    dir: PathBuf,
-    schema: PathBuf,
+    source: PolicySource,
     stats: DecisionStats,
     engine: Reloadable<PolicyEngine>,
 }
 
 impl PolicyStore {
+    /// `*.cedar` files in `dir` and the `schema` file.
     pub fn load(dir: &Path, schema: &Path, stats: DecisionStats) -> Result<Self, LoadError> {
-        let engine = Reloadable::load(&policy_files(dir, schema), || admit(dir, schema, &stats))?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            schema: schema.to_path_buf(),
+        Self::open(
+            PolicySource::Dir {
+                policies: dir.to_path_buf(),
+                schema: schema.to_path_buf(),
+            },
             stats,
-            engine,
-        })
+        )
+    }
+
+    pub fn open(source: PolicySource, stats: DecisionStats) -> Result<Self, LoadError> {
+        let engine = Reloadable::load(&source.files(), || source.admit(&stats))?;
+        Ok(Self { source, stats, engine })
     }
 
     /// The error of the last reload, if it failed (the previous set is still in force).
@@ -65,10 +106,9 @@ impl PolicyStore {
     /// Reloads if any file changed. `None`: nothing changed; `Some(Err)`: the new files are
     /// broken and the last good set stays. The decision cache goes with the old set.
     pub fn reload_if_changed(&self) -> Option<Result<usize, LoadError>> {
-        let reloaded = self.engine.reload(
-            || policy_files(&self.dir, &self.schema),
-            || admit(&self.dir, &self.schema, &self.stats),
-        )?;
+        let reloaded = self
+            .engine
+            .reload(|| self.source.files(), || self.source.admit(&self.stats))?;
         Some(reloaded.map(|engine| engine.policies().policies().count()))
     }
 }

@@ -110,7 +110,13 @@ pub async fn readyz(state: &State) -> Response<ResponseBody> {
         }
     };
     let mut body = json!({
-        "policies": {"loaded": true, "count": engine.policies().policies().count(), "lastReloadError": state.policies.last_error()},
+        "policies": {
+            "loaded": true,
+            "count": engine.policies().policies().count(),
+            "sha256": engine.identity().sha256,
+            "revision": engine.identity().revision,
+            "lastReloadError": state.policies.last_error(),
+        },
         "inventory": inventory,
         "upstream": {"reachable": upstream_ok},
         "auth": {"keys": state.auth.key_count(), "lastReloadError": state.auth.last_error()},

@@ -21,6 +21,9 @@ use crate::ownership::OwnershipSource;
 use crate::stream::body::{self, RecordStream, StreamError};
 use crate::stream::{FilterStats, RecordFilter};
 
+/// Names the policy set that decided a `/sat/records` answer: `sha256:HEX; revision=REV`.
+pub const POLICY_HEADER: &str = "satgate-policy";
+
 /// Seconds a refused caller is asked to wait: streams usually last well under a second, and a
 /// stalled one is cut at `--idle-timeout`.
 const RETRY_AFTER_SECONDS: u32 = 1;
@@ -35,7 +38,14 @@ struct Access {
 
 impl Access {
     /// `stream`: the stream's counts and ownership errors, when the request was served.
-    fn log(&self, status: u16, principal: Option<&Principal>, outcome: &str, stream: Option<(&FilterStats, u64)>) {
+    fn log(
+        &self,
+        status: u16,
+        principal: Option<&Principal>,
+        outcome: &str,
+        stream: Option<(&FilterStats, u64)>,
+        policy: Option<&str>,
+    ) {
         let stats = stream.map(|(s, _)| s);
         tracing::info!(
             target: "satgate::access",
@@ -50,6 +60,7 @@ impl Access {
             records_not_visible = stats.map(|s| s.left_out),
             records_malformed = stats.map(|s| s.malformed),
             ownership_errors = stream.map(|(_, e)| e),
+            policy,
             outcome,
             duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
             "{}",
@@ -67,14 +78,21 @@ pub async fn serve(state: &Arc<State>, req: &Request<Incoming>, peer: SocketAddr
     let identity = match authenticate(state, req) {
         Ok(i) => i,
         Err(reject) => {
-            access.log(reject.status.as_u16(), None, &reject.message, None);
+            access.log(reject.status.as_u16(), None, &reject.message, None, None);
             return reject.into_response();
         }
     };
     match start(state, &identity, access.query.as_deref()).await {
-        Ok((stream, slot)) => respond(state, stream, slot, identity.principal, access),
+        Ok((stream, slot, policy)) => respond(state, stream, slot, identity.principal, access, policy),
         Err(reject) => {
-            access.log(reject.status.as_u16(), Some(&identity.principal), &reject.message, None);
+            let policy = state.policies.current().identity().to_string();
+            access.log(
+                reject.status.as_u16(),
+                Some(&identity.principal),
+                &reject.message,
+                None,
+                Some(&policy),
+            );
             reject.into_response()
         }
     }
@@ -90,7 +108,11 @@ fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Identity, Reje
 }
 
 /// Takes a stream slot, then the policy set, calls the upstream and checks its first line.
-async fn start(state: &State, identity: &Identity, query: Option<&str>) -> Result<(RecordStream, StreamSlot), Reject> {
+async fn start(
+    state: &State,
+    identity: &Identity,
+    query: Option<&str>,
+) -> Result<(RecordStream, StreamSlot, String), Reject> {
     let principal = &identity.principal;
     // Before the upstream call: a refused stream costs nothing but this check.
     let slot = state.streams.try_take(principal.user_id).map_err(|busy| {
@@ -141,7 +163,7 @@ async fn start(state: &State, identity: &Identity, query: Option<&str>) -> Resul
         StreamError::IdleTimeout => Reject::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string()),
         _ => Reject::new(StatusCode::BAD_GATEWAY, "bad_gateway", e.to_string()),
     })?;
-    Ok((stream, slot))
+    Ok((stream, slot, engine.identity().to_string()))
 }
 
 /// Starts the filtering task and answers 200 with its body. The task holds the stream slot until
@@ -152,10 +174,12 @@ fn respond(
     slot: StreamSlot,
     principal: Principal,
     access: Access,
+    policy: String,
 ) -> Response<ResponseBody> {
     let (tx, body) = body::channel();
     let metrics = Arc::clone(&state.metrics);
     metrics.active_streams.inc();
+    let logged_policy = policy.clone();
     tokio::spawn(async move {
         let (stream, result) = stream.run(tx).await;
         drop(slot);
@@ -176,6 +200,7 @@ fn respond(
             Some(&principal),
             &outcome,
             Some((stream.stats(), stream.lookup_errors)),
+            Some(&logged_policy),
         );
     });
     let mut resp = Response::new(body.boxed());
@@ -185,5 +210,9 @@ fn respond(
         header::HeaderValue::from_static("application/x-ndjson"),
     );
     headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    // Which reviewed policy set decided this answer (the bundle's SHA-256 and revision).
+    if let Ok(v) = header::HeaderValue::from_str(&policy) {
+        headers.insert(POLICY_HEADER, v);
+    }
     resp
 }

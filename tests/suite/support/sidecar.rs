@@ -57,6 +57,14 @@ pub async fn start_sidecar(upstream: String) -> Sidecar {
 
 /// A sidecar whose configuration `tweak` may change first (given its temporary directory).
 pub async fn start_sidecar_with(upstream: String, tweak: impl FnOnce(&mut ServeConfig, &std::path::Path)) -> Sidecar {
+    try_start_sidecar_with(upstream, tweak).await.unwrap()
+}
+
+/// Like [`start_sidecar_with`], giving back why it did not start.
+pub async fn try_start_sidecar_with(
+    upstream: String,
+    tweak: impl FnOnce(&mut ServeConfig, &std::path::Path),
+) -> Result<Sidecar, String> {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies).unwrap();
@@ -68,7 +76,7 @@ pub async fn start_sidecar_with(upstream: String, tweak: impl FnOnce(&mut ServeC
     }
     let mut cfg = config(dir.path(), upstream, policies);
     tweak(&mut cfg, dir.path());
-    let (state, listener) = satgate::cmd::serve::start(&cfg).await.unwrap();
+    let (state, listener) = satgate::cmd::serve::start(&cfg).await.map_err(|e| e.to_string())?;
     let addr = listener.callers.local_addr().unwrap();
     let ops_addr = listener.ops.as_ref().map(|l| l.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -80,14 +88,14 @@ pub async fn start_sidecar_with(upstream: String, tweak: impl FnOnce(&mut ServeC
         },
         cfg.shutdown_grace,
     ));
-    Sidecar {
+    Ok(Sidecar {
         addr,
         ops_addr,
         state,
         dir,
         stop: Some(stop),
         serving,
-    }
+    })
 }
 
 /// Status, body, and whether the body ended cleanly.
