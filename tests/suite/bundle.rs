@@ -104,7 +104,7 @@ fn minisign_cli_and_satgate_verify_each_others_signatures() {
         "minisign -S: {}",
         String::from_utf8_lossy(&signed.stderr)
     );
-    let keys = bundle::read_public_keys(&[pk.clone()]).unwrap();
+    let keys = bundle::read_public_keys(std::slice::from_ref(&pk)).unwrap();
     let opened = bundle::open_file(&file, &keys).unwrap();
     assert_eq!(opened.manifest.revision, "interop");
 
