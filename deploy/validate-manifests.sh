@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Renders deploy/kubernetes and validates every manifest, strictly and offline, against the two
+# Renders deploy/kubernetes (and its signed-bundle variant) and validates every manifest, strictly and offline, against the two
 # newest Kubernetes versions kubernetes-validate ships schemas for.
 #
 #   bash deploy/validate-manifests.sh      (kubectl and `pip install kubernetes-validate`)
@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-kubectl kustomize --load-restrictor LoadRestrictionsNone deploy/kubernetes > "$out"
+render() { kubectl kustomize --load-restrictor LoadRestrictionsNone "$1"; }
 versions=$(python3 - <<'PY'
 import os, re, kubernetes_validate
 root = os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema")
@@ -15,7 +15,11 @@ found = {tuple(map(int, m.groups())) for d in os.listdir(root) if (m := re.fullm
 print(" ".join(".".join(map(str, v)) for v in sorted(found)[-2:]))
 PY
 )
-for v in $versions; do
-  kubernetes-validate --strict --quiet -k "$v" "$out"
-  echo "ok: $(grep -c '^kind:' "$out") rendered manifests ($(grep '^kind:' "$out" | sort | uniq -c | awk '{printf "%s%s x%s", sep, $3, $1; sep=", "}')) valid for Kubernetes $v (strict)"
+# The base, and the variant that takes the policy set from a signed bundle.
+for dir in deploy/kubernetes deploy/kubernetes-bundle; do
+  render "$dir" > "$out"
+  for v in $versions; do
+    kubernetes-validate --strict --quiet -k "$v" "$out"
+    echo "ok: $dir: $(grep -c '^kind:' "$out") manifests ($(grep '^kind:' "$out" | sort | uniq -c | awk '{printf "%s%s x%s", sep, $3, $1; sep=", "}')) valid for Kubernetes $v (strict)"
+  done
 done

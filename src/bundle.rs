@@ -381,6 +381,33 @@ fn allowed_path(path: &str) -> bool {
         }
 }
 
+/// The fuzz check (fuzz/fuzz_targets/bundle_open.rs, and a unit test over mutated bundles): no
+/// input panics, and whatever opens holds only allowed paths, each matching the manifest.
+#[cfg(any(test, fuzzing))]
+pub fn fuzz_check(data: &[u8]) {
+    let _ = minisign::SignatureBox::from_string(&String::from_utf8_lossy(data));
+    let Ok(bundle) = unpack(data) else { return };
+    assert_eq!(bundle.manifest.format, FORMAT);
+    let files: Vec<&PathBuf> = bundle
+        .policies
+        .iter()
+        .chain(&bundle.invariants)
+        .map(|(p, _)| p)
+        .chain([&bundle.schema.0])
+        .collect();
+    assert_eq!(
+        files.len(),
+        bundle.manifest.files.len(),
+        "every file listed, nothing else"
+    );
+    for (path, text) in bundle.policies.iter().chain(&bundle.invariants).chain([&bundle.schema]) {
+        let name = path.to_str().expect("UTF-8 path");
+        assert!(allowed_path(name), "{name}");
+        let listed = bundle.manifest.files.iter().find(|f| f.path == name).expect("listed");
+        assert_eq!(listed.sha256, sha256_hex(text.as_bytes()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,6 +583,19 @@ mod tests {
             open(&fine, &signed(&fine, &sk), &[pk]).is_ok(),
             "the well-formed one opens"
         );
+    }
+
+    /// The fuzz check over the shipped bundle with single bytes changed and cut at many places.
+    #[test]
+    fn mutated_bundles_never_panic_the_parser() {
+        let bytes = shipped("r1");
+        fuzz_check(&bytes);
+        for at in (0..bytes.len()).step_by(97) {
+            let mut changed = bytes.clone();
+            changed[at] = changed[at].wrapping_add(1 + (at % 250) as u8);
+            fuzz_check(&changed);
+            fuzz_check(&bytes[..at]);
+        }
     }
 
     #[test]

@@ -552,6 +552,11 @@ mod tests {
         assert!(file.listen.unwrap().parse::<SocketAddr>().is_ok());
         assert!(file.ops_listen.unwrap().parse::<SocketAddr>().is_ok());
         assert!(file.max_streams.is_some() && file.max_streams_per_user.is_some());
+        // The signed-bundle variant names the bundle and its keys instead of a directory.
+        let bundled: ServeArgs = toml::from_str(include_str!("../../deploy/kubernetes-bundle/satgate.toml")).unwrap();
+        assert!(bundled.policies.is_none() && bundled.schema.is_none());
+        assert!(bundled.policy_bundle.is_some());
+        assert_eq!(bundled.policy_bundle_public_key.map(|k| k.len()), Some(2));
         assert!(file.tls_cert_file.is_some() && file.tls_key_file.is_some());
     }
 
