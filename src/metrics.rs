@@ -35,6 +35,15 @@ pub struct PolicyLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabel {
+    pub version: &'static str,
+    pub cedar_version: &'static str,
+}
+
+/// The pinned policy language version (Cargo.toml pins `cedar-policy` exactly).
+pub const CEDAR_VERSION: &str = "4.14.1";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
 }
@@ -170,6 +179,34 @@ impl Metrics {
         for reason in crate::stream::body::StreamError::REASONS {
             let _ = m.streams_aborted.get_or_create(&ReasonLabel { reason });
         }
+        for reason in ["not_visible", "malformed"] {
+            let _ = m.records_left_out.get_or_create(&ReasonLabel { reason });
+        }
+        for class in Class::ALL {
+            let _ = m.fields_redacted.get_or_create(&ClassLabel { class: class.name() });
+        }
+        for reloads in [
+            &m.policy_reloads,
+            &m.inventory_reloads,
+            &m.tls_reloads,
+            &m.jwt_key_reloads,
+        ] {
+            for result in ["ok", "failed"] {
+                let _ = reloads.get_or_create(&ResultLabel { result });
+            }
+        }
+        // The statuses satgate itself answers with; an upstream's are never passed through.
+        for status in [200, 400, 401, 403, 404, 405, 429, 500, 502, 503, 504] {
+            let _ = m.requests.get_or_create(&StatusLabel { status });
+        }
+        let build: Family<BuildLabel, Gauge> =
+            register(&mut r, "build_info", "The running satgate: its version and Cedar's");
+        build
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION"),
+                cedar_version: CEDAR_VERSION,
+            })
+            .set(1);
         Self { registry: r, ..m }
     }
 
@@ -201,7 +238,33 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text exposition (readable by Prometheus).
+    /// The Prometheus text exposition (format 0.0.4), which `promtool check metrics` reads: the
+    /// OpenMetrics text with each counter family named as its samples are (`x_total`) in its
+    /// `HELP` and `TYPE` lines, and without `# UNIT` and `# EOF`.
+    pub fn encode_prometheus(&self) -> String {
+        let open = self.encode();
+        let counters: std::collections::HashSet<&str> = open
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(open.len() + 64 * counters.len());
+        for line in open.lines() {
+            if line == "# EOF" || line.starts_with("# UNIT ") {
+                continue;
+            }
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+                let rest = line.strip_prefix(p)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+            });
+            out.push_str(renamed.as_deref().unwrap_or(line));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
@@ -223,4 +286,13 @@ fn register_as<M: Clone + prometheus_client::registry::Metric>(
 ) -> M {
     r.register(name, help, metric.clone());
     metric
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cedar_version_is_the_pinned_one() {
+        let manifest = include_str!("../Cargo.toml");
+        assert!(manifest.contains(&format!("cedar-policy = \"={}\"", super::CEDAR_VERSION)));
+    }
 }

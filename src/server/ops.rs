@@ -14,8 +14,7 @@ pub fn healthz() -> Response<ResponseBody> {
     json_response(StatusCode::OK, json!({"status": "ok"}))
 }
 
-/// Prometheus text by default; OpenMetrics when the scraper asks for it. The exposition is the
-/// same (OpenMetrics' `# EOF` is a comment to the Prometheus text parser).
+/// Prometheus text (0.0.4) by default; OpenMetrics when the scraper asks for it.
 pub fn metrics(state: &State, req: &Request<Incoming>) -> Response<ResponseBody> {
     let openmetrics = req
         .headers()
@@ -27,7 +26,12 @@ pub fn metrics(state: &State, req: &Request<Incoming>) -> Response<ResponseBody>
     } else {
         "text/plain; version=0.0.4; charset=utf-8"
     };
-    let mut resp = Response::new(full(state.metrics.encode()));
+    let text = if openmetrics {
+        state.metrics.encode()
+    } else {
+        state.metrics.encode_prometheus()
+    };
+    let mut resp = Response::new(full(text));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
     resp

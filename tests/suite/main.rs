@@ -6,6 +6,7 @@ mod cli;
 mod hardening;
 mod memo;
 mod no_leak;
+mod operations;
 mod ownership;
 mod policy_rules;
 mod server;

@@ -1,0 +1,129 @@
+//! Operating satgate: metrics that Prometheus's own linter and the reference OpenMetrics parser
+//! accept, with every family whose labels are known in advance present from start-up.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::support::sidecar::{get, start_sidecar_with};
+use crate::support::upstream::start_upstream;
+use crate::support::{token, users};
+
+/// Runs `program args` with `input` on stdin, or says SKIPPED when it is not installed (a failure
+/// when `SATGATE_REQUIRE_TOOLS` is set, as in CI). `None`: skipped.
+fn check_with(test: &str, program: &str, args: &[&str], input: &str) -> Option<(bool, String)> {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        assert!(
+            std::env::var_os("SATGATE_REQUIRE_TOOLS").is_none(),
+            "{program} cannot run, and SATGATE_REQUIRE_TOOLS is set"
+        );
+        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {program} is not installed");
+        return None;
+    };
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Some((out.status.success(), text))
+}
+
+async fn scrape(addr: std::net::SocketAddr, openmetrics: bool) -> (String, String) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut req = hyper::Request::get(format!("http://{addr}/metrics"));
+    if openmetrics {
+        req = req.header("accept", "application/openmetrics-text; version=1.0.0");
+    }
+    let resp = client
+        .request(req.body(http_body_util::Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    use http_body_util::BodyExt;
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (content_type, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn metrics_lint_clean_in_both_formats_with_known_families_from_start_up() {
+    let up = start_upstream().await;
+    let s = start_sidecar_with(format!("http://{}", up.addr), |c, _| {
+        c.ops_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let ops = s.ops_addr.unwrap();
+
+    // Before any traffic: the families whose labels are known are there, at 0.
+    let (_, fresh) = scrape(ops, false).await;
+    for series in [
+        "satgate_policy_reloads_total{result=\"failed\"} 0",
+        "satgate_inventory_reloads_total{result=\"failed\"} 0",
+        "satgate_streams_aborted_total{reason=\"client_stalled\"} 0",
+        "satgate_streams_refused_total{reason=\"max_streams\"} 0",
+        "satgate_records_left_out_total{reason=\"not_visible\"} 0",
+        "satgate_fields_redacted_total{class=\"payload\"} 0",
+        "satgate_requests_total{status=\"401\"} 0",
+    ] {
+        assert!(fresh.contains(series), "{series} missing at start-up:\n{fresh}");
+    }
+    assert!(fresh.contains(&format!(
+        "satgate_build_info{{version=\"{}\",cedar_version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        satgate::metrics::CEDAR_VERSION
+    )));
+    assert!(fresh.contains("satgate_policy_info{sha256=\""));
+
+    // Traffic that touches the families: records served and hidden, a refusal, a malformed line.
+    let (sub, role, party) = users().into_iter().find(|u| u.1 == "IS").unwrap();
+    assert_eq!(
+        get(s.addr, "/sat/records?n=200", Some(&token(&sub, &role, &party, 300)))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        get(
+            s.addr,
+            "/sat/records?mode=ragged&n=100",
+            Some(&token(&sub, &role, &party, 300))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(get(s.addr, "/sat/records", Some("nope")).await.0, 401);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let (content_type, text) = scrape(ops, false).await;
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    assert!(!text.contains("# EOF") && text.contains("# TYPE satgate_records_in_total counter"));
+    if let Some((ok, out)) = check_with("operations::promtool", "promtool", &["check", "metrics"], &text) {
+        assert!(ok, "promtool check metrics:\n{out}\n{text}");
+    }
+
+    let (content_type, om) = scrape(ops, true).await;
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(om.ends_with("# EOF\n"));
+    let parse = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+                 print(len(list(text_string_to_metric_families(sys.stdin.read()))))";
+    if let Some((ok, out)) = check_with("operations::openmetrics", "python3", &["-c", parse], &om) {
+        let missing = out.contains("No module named");
+        assert!(
+            ok || (missing && std::env::var_os("SATGATE_REQUIRE_TOOLS").is_none()),
+            "the OpenMetrics parser refused the exposition:\n{out}"
+        );
+        if missing {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED operations::openmetrics: pip install prometheus-client"
+            );
+        }
+    }
+}
