@@ -64,6 +64,8 @@ pub struct Metrics {
     pub tls_reloads: Family<ResultLabel, Counter>,
     pub jwt_key_reloads: Family<ResultLabel, Counter>,
     pub tls_handshake_failures: Counter,
+    /// Seconds the inventory file in force has been known to be out of date (0: it is not).
+    pub inventory_stale_seconds: Gauge,
     /// 1 for the policy set in force, labelled with its identity.
     pub policy: Family<PolicyLabel, Gauge>,
     pub decisions: DecisionStats,
@@ -111,6 +113,11 @@ impl Metrics {
                 &mut r,
                 "tls_handshake_failures",
                 "Client connections that failed or timed out in the TLS handshake",
+            ),
+            inventory_stale_seconds: register(
+                &mut r,
+                "inventory_stale_seconds",
+                "Seconds a changed inventory file has kept failing to load (0: the inventory in force is current)",
             ),
             policy: register(
                 &mut r,

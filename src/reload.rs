@@ -47,6 +47,7 @@ pub fn reload_once(state: &State) {
         crate::cmd::serve::log_left_out(&warnings);
         tracing::info!(devices = inventory.current().len(), "inventory reloaded");
     }
+    check_inventory_age(state);
 }
 
 /// Counts one reload check's outcome (nothing when the files had not changed) and logs a
@@ -64,5 +65,20 @@ fn counted<T, E: std::fmt::Display>(
             tracing::error!(error = %e, "{what} reload failed; the last good one stays in use");
             None
         }
+    }
+}
+
+/// After an inventory check: the staleness gauge, and owners cached from an inventory now too far
+/// out of date dropped at once (the file source answers "no owners" from now on).
+pub fn check_inventory_age(state: &State) {
+    let Some(inventory) = &state.inventory else { return };
+    let stale = inventory.stale_for().unwrap_or_default();
+    state.metrics.inventory_stale_seconds.set(stale.as_secs() as i64);
+    if inventory.newly_withheld() {
+        state.ownership.invalidate_all();
+        tracing::error!(
+            stale_seconds = stale.as_secs(),
+            "inventory out of date for longer than --inventory-max-age: owner views withheld until it loads"
+        );
     }
 }

@@ -76,7 +76,7 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), Star
     let metrics = Arc::new(Metrics::new());
     let policies = PolicyStore::open(policy_source(config)?, metrics.decisions.clone())?;
     metrics.set_policy(policies.current().identity());
-    let (inventory, source, inventory_service) = ownership_source(&config.ownership)?;
+    let (inventory, source, inventory_service) = ownership_source(config)?;
     let ownership = Arc::new(CachedSource::new(
         source,
         config.ownership_cache.clone(),
@@ -147,12 +147,12 @@ fn policy_source(config: &ServeConfig) -> Result<PolicySource, StartError> {
 type Ownership = (Option<Arc<InventoryFile>>, Arc<dyn OwnershipSource>, Option<String>);
 
 /// The inventory file (kept for reloads and readiness) or service (its `host:port` for readiness).
-fn ownership_source(config: &OwnershipSourceConfig) -> Result<Ownership, StartError> {
-    match config {
+fn ownership_source(config: &ServeConfig) -> Result<Ownership, StartError> {
+    match &config.ownership {
         OwnershipSourceConfig::File(path) => {
             let (file, warnings) = InventoryFile::load(path)?;
             log_left_out(&warnings);
-            let file = Arc::new(file);
+            let file = Arc::new(file.with_max_age(config.inventory_max_age));
             Ok((Some(Arc::clone(&file)), file, None))
         }
         OwnershipSourceConfig::Http(url, settings) => {

@@ -27,6 +27,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const INVENTORY_TIMEOUT: Duration = Duration::from_secs(2);
 pub const INVENTORY_MAX_IN_FLIGHT: usize = 32;
 pub const OWNERSHIP_TTL: Duration = Duration::from_secs(30);
+/// How long a changed inventory file that keeps failing to load may leave the last good one in
+/// force before owner views are withheld.
+pub const INVENTORY_MAX_AGE: Duration = Duration::from_secs(30);
 pub const OWNERSHIP_UNKNOWN_TTL: Duration = Duration::from_secs(5);
 pub const OWNERSHIP_CACHE_CAPACITY: u64 = 100_000;
 

@@ -76,6 +76,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SATGATE_OWNERSHIP_UNKNOWN_TTL",
           help = help("How long \"unknown Device\" is cached", defaults::show(defaults::OWNERSHIP_UNKNOWN_TTL)))]
     pub ownership_unknown_ttl: Option<String>,
+    #[arg(long, env = "SATGATE_INVENTORY_MAX_AGE",
+          help = help("How long a changed inventory file that keeps failing to load may leave the last good one in force; then owner views are withheld",
+                      defaults::show(defaults::INVENTORY_MAX_AGE)))]
+    pub inventory_max_age: Option<String>,
     #[arg(long, env = "SATGATE_OWNERSHIP_CACHE_CAPACITY",
           help = help("Most Devices in the ownership cache", defaults::OWNERSHIP_CACHE_CAPACITY))]
     pub ownership_cache_capacity: Option<u64>,
@@ -193,6 +197,8 @@ pub struct ServeConfig {
     pub upstream: String,
     pub ownership: OwnershipSourceConfig,
     pub ownership_cache: CacheSettings,
+    /// See [`defaults::INVENTORY_MAX_AGE`].
+    pub inventory_max_age: Duration,
     pub admin_token_file: Option<PathBuf>,
     /// Serve TLS with these files; plain HTTP when `None`.
     pub tls: Option<TlsFiles>,
@@ -224,6 +230,7 @@ impl ServeConfig {
             upstream,
             ownership,
             ownership_cache: CacheSettings::default(),
+            inventory_max_age: defaults::INVENTORY_MAX_AGE,
             admin_token_file: None,
             tls: None,
             policies: defaults::POLICIES.into(),
@@ -273,6 +280,7 @@ impl ServeConfig {
             upstream,
             ownership: ownership(&s)?,
             ownership_cache: ownership_cache(&s)?,
+            inventory_max_age: duration("inventory-max-age", &s.inventory_max_age, defaults::INVENTORY_MAX_AGE)?,
             admin_token_file: s
                 .admin_token_file
                 .clone()
@@ -545,6 +553,7 @@ mod tests {
             &file.reload_interval,
             &file.shutdown_grace,
             &file.header_timeout,
+            &file.inventory_max_age,
         ] {
             let d = d.as_deref().expect("every duration is shown");
             assert!(parse_duration(d).is_ok(), "{d}");

@@ -102,7 +102,14 @@ pub async fn readyz(state: &State) -> Response<ResponseBody> {
     let engine = state.policies.current();
     let (inventory, inventory_ok) = match (&state.inventory, &state.inventory_service) {
         (Some(file), _) => (
-            json!({"source": "file", "loaded": true, "devices": file.current().len(), "lastReloadError": file.last_error()}),
+            json!({
+                "source": "file",
+                "loaded": true,
+                "devices": file.current().len(),
+                "lastReloadError": file.last_error(),
+                "staleSeconds": file.stale_for().map(|d| d.as_secs()),
+                "ownerViewsWithheld": file.withheld(),
+            }),
             true,
         ),
         (None, service) => {

@@ -127,3 +127,110 @@ async fn metrics_lint_clean_in_both_formats_with_known_families_from_start_up() 
         }
     }
 }
+
+fn own_only(body: &[u8]) -> bool {
+    body.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .all(|l| l.windows(10).any(|w| w == b"\"payload\":"))
+}
+
+/// Before: a changed inventory file that kept failing to load left the last good one in force
+/// for ever, so an old Supplier kept the titles after a Change of Supplier it could not see.
+#[tokio::test]
+async fn an_inventory_file_failing_past_its_max_age_withholds_owner_views() {
+    let up = start_upstream().await;
+    let s = start_sidecar_with(format!("http://{}", up.addr), |c, _| {
+        c.inventory_max_age = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let (sub, role, party) = users().into_iter().find(|u| u.1 == "IS" && u.2 == "SUPA").unwrap();
+    let t = token(&sub, &role, &party, 300);
+    let before = get(s.addr, "/sat/records?n=300", Some(&t)).await.1;
+    assert!(!own_only(&before), "the supplier sees others' titles to begin with");
+
+    let inv = s.dir.path().join("inventory.json");
+    let good = std::fs::read(&inv).unwrap();
+    std::fs::write(&inv, "{ not json").unwrap();
+    crate::support::sidecar::reload(&s.state);
+    assert_eq!(
+        get(s.addr, "/sat/records?n=300", Some(&t)).await.1,
+        before,
+        "within the max age"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    satgate::server::reload_once(&s.state);
+    let after = get(s.addr, "/sat/records?n=300", Some(&t)).await.1;
+    assert!(
+        !after.is_empty() && own_only(&after),
+        "past the max age: own records only"
+    );
+    let readyz: serde_json::Value = serde_json::from_slice(&get(s.addr, "/readyz", None).await.1).unwrap();
+    assert_eq!(readyz["inventory"]["ownerViewsWithheld"], true, "{readyz}");
+    assert!(readyz["inventory"]["staleSeconds"].is_u64());
+    assert!(s.state.metrics.encode().contains("satgate_inventory_stale_seconds "));
+
+    // A good file again: the owner view is back.
+    std::fs::write(&inv, &good).unwrap();
+    crate::support::sidecar::reload(&s.state);
+    assert_eq!(get(s.addr, "/sat/records?n=300", Some(&t)).await.1, before);
+    assert!(s.state.metrics.encode().contains("satgate_inventory_stale_seconds 0"));
+}
+
+/// An inventory service that goes down: cached answers live out their TTL, and failures are
+/// never cached, so past the TTL the owner view is gone (the caller's own records stay).
+#[tokio::test]
+async fn an_inventory_service_down_past_the_ttl_withholds_owner_views() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let inventory: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/data/inventory.json").unwrap()).unwrap();
+    let down = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let flag = Arc::clone(&down);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (inventory, flag) = (inventory.clone(), Arc::clone(&flag));
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (status, body) = if flag.load(Ordering::SeqCst) {
+                        (503, String::new())
+                    } else {
+                        let id = req.uri().path().trim_start_matches("/devices/").to_owned();
+                        match satgate::sample::inventory_service::answer(&inventory, &id) {
+                            Some(b) => (200, b),
+                            None => (404, String::new()),
+                        }
+                    };
+                    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                    async move { Ok::<_, std::convert::Infallible>(r) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let up = start_upstream().await;
+    let s = start_sidecar_with(format!("http://{}", up.addr), move |c, _| {
+        c.ownership = satgate::config::OwnershipSourceConfig::Http(url, satgate::ownership::HttpSettings::default());
+        c.ownership_cache.ttl = std::time::Duration::from_millis(500);
+        c.ownership_cache.unknown_ttl = std::time::Duration::from_millis(500);
+    })
+    .await;
+    let (sub, role, party) = users().into_iter().find(|u| u.1 == "IS" && u.2 == "SUPA").unwrap();
+    let t = token(&sub, &role, &party, 300);
+    let before = get(s.addr, "/sat/records?n=300", Some(&t)).await.1;
+    assert!(!own_only(&before));
+    down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        get(s.addr, "/sat/records?n=300", Some(&t)).await.1,
+        before,
+        "within the TTL: cached"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let after = get(s.addr, "/sat/records?n=300", Some(&t)).await.1;
+    assert!(!after.is_empty() && own_only(&after), "past the TTL: own records only");
+}
