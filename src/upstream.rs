@@ -67,7 +67,11 @@ impl Upstream {
     }
 
     /// Sends the request and waits for a 200 response's headers. Returns the time it took.
-    pub async fn records(&self, query: Option<&str>) -> Result<(Response<Incoming>, Duration), UpstreamError> {
+    pub async fn records(
+        &self,
+        query: Option<&str>,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    ) -> Result<(Response<Incoming>, Duration), UpstreamError> {
         let url = match query {
             Some(q) => self.base.join(&format!("/sat/records?{q}")),
             None => self.base.join("/sat/records"),
@@ -75,10 +79,11 @@ impl Upstream {
         let uri: Uri = url
             .parse()
             .map_err(|_| UpstreamError::Unreachable("query is not a valid URI".into()))?;
-        let req = Request::get(uri)
+        let mut req = Request::get(uri)
             .header(http::header::ACCEPT, "application/x-ndjson")
             .body(Empty::new())
             .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        req.headers_mut().extend(headers);
         let start = Instant::now();
         let resp = match tokio::time::timeout(self.timeouts.first_byte, self.client.request(req)).await {
             Err(_) => return Err(UpstreamError::Timeout("no response headers in time")),

@@ -11,6 +11,7 @@
 //! File reloads (policies, inventory, keys, TLS) are not HTTP and live in [`crate::reload`].
 
 mod accept;
+pub mod correlation;
 pub mod limits;
 mod ops;
 mod records;

@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::{header, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::correlation::{Correlation, REQUEST_ID};
 use super::limits::{Busy, StreamSlot};
 use super::response::{Reject, ResponseBody};
 use super::State;
@@ -34,6 +35,7 @@ struct Access {
     peer: SocketAddr,
     query: Option<String>,
     started: Instant,
+    correlation: Correlation,
 }
 
 impl Access {
@@ -50,6 +52,8 @@ impl Access {
         tracing::info!(
             target: "satgate::access",
             peer = %self.peer,
+            request_id = %self.correlation.request_id,
+            trace_id = %self.correlation.trace_id,
             sub = principal.map(|p| p.user_id.to_string()),
             role = principal.map(|p| p.role.as_str()),
             party = principal.map(|p| p.party.as_str()),
@@ -74,28 +78,33 @@ pub async fn serve(state: &Arc<State>, req: &Request<Incoming>, peer: SocketAddr
         peer,
         query: req.uri().query().map(str::to_owned),
         started: Instant::now(),
+        correlation: Correlation::from_headers(req.headers()),
     };
-    let identity = match authenticate(state, req) {
-        Ok(i) => i,
+    let request_id = HeaderValue::from_str(&access.correlation.request_id).ok();
+    let mut resp = match authenticate(state, req) {
         Err(reject) => {
             access.log(reject.status.as_u16(), None, &reject.message, None, None);
-            return reject.into_response();
-        }
-    };
-    match start(state, &identity, access.query.as_deref()).await {
-        Ok((stream, slot, policy)) => respond(state, stream, slot, identity.principal, access, policy),
-        Err(reject) => {
-            let policy = state.policies.current().identity().to_string();
-            access.log(
-                reject.status.as_u16(),
-                Some(&identity.principal),
-                &reject.message,
-                None,
-                Some(&policy),
-            );
             reject.into_response()
         }
+        Ok(identity) => match start(state, &identity, &access).await {
+            Ok((stream, slot, policy)) => respond(state, stream, slot, identity.principal, access, policy),
+            Err(reject) => {
+                let policy = state.policies.current().identity().to_string();
+                access.log(
+                    reject.status.as_u16(),
+                    Some(&identity.principal),
+                    &reject.message,
+                    None,
+                    Some(&policy),
+                );
+                reject.into_response()
+            }
+        },
+    };
+    if let Some(id) = request_id {
+        resp.headers_mut().insert(REQUEST_ID, id);
     }
+    resp
 }
 
 /// 401 or 403, with texts that never quote the token.
@@ -111,7 +120,7 @@ fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Identity, Reje
 async fn start(
     state: &State,
     identity: &Identity,
-    query: Option<&str>,
+    access: &Access,
 ) -> Result<(RecordStream, StreamSlot, String), Reject> {
     let principal = &identity.principal;
     // Before the upstream call: a refused stream costs nothing but this check.
@@ -137,14 +146,19 @@ async fn start(
     })?;
     // The policy set in force now; this request keeps it even if a reload happens meanwhile.
     let engine = state.policies.current();
-    let (upstream, latency) = state.upstream.records(query).await.map_err(|e| {
-        let code = if e.status() == StatusCode::GATEWAY_TIMEOUT {
-            "upstream_timeout"
-        } else {
-            "bad_gateway"
-        };
-        Reject::new(e.status(), code, e.to_string())
-    })?;
+    let upstream_headers = access.correlation.upstream_headers();
+    let (upstream, latency) = state
+        .upstream
+        .records(access.query.as_deref(), upstream_headers)
+        .await
+        .map_err(|e| {
+            let code = if e.status() == StatusCode::GATEWAY_TIMEOUT {
+                "upstream_timeout"
+            } else {
+                "bad_gateway"
+            };
+            Reject::new(e.status(), code, e.to_string())
+        })?;
     state.metrics.upstream_latency.observe(latency.as_secs_f64());
 
     let deadline = identity.expires.map(|at| {

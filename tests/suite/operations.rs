@@ -234,3 +234,60 @@ async fn an_inventory_service_down_past_the_ttl_withholds_owner_views() {
     let after = get(s.addr, "/sat/records?n=300", Some(&t)).await.1;
     assert!(!after.is_empty() && own_only(&after), "past the TTL: own records only");
 }
+
+/// The caller's request id is echoed and reaches the upstream; its trace continues there.
+#[tokio::test]
+async fn the_request_id_and_trace_context_reach_the_upstream() {
+    let up = start_upstream().await;
+    let s = start_sidecar_with(format!("http://{}", up.addr), |_, _| {}).await;
+    let t = token("90-B3-D5-1F-30-01-00-00", "IS", "SUPA", 300);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let ask = |headers: Vec<(&'static str, &'static str)>| {
+        let (client, t, addr) = (client.clone(), t.clone(), s.addr);
+        async move {
+            let mut req = hyper::Request::get(format!("http://{addr}/sat/records?mode=trace"))
+                .header("authorization", format!("Bearer {t}"));
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let resp = client
+                .request(req.body(http_body_util::Empty::new()).unwrap())
+                .await
+                .unwrap();
+            let id = resp
+                .headers()
+                .get("x-request-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            use http_body_util::BodyExt;
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let rec: serde_json::Value = serde_json::from_slice(body.split(|b| *b == b'\n').next().unwrap()).unwrap();
+            (id, rec["recordId"].as_str().unwrap().to_owned())
+        }
+    };
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (id, seen) = ask(vec![
+        ("x-request-id", "req-42"),
+        ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ("tracestate", "vendor=1"),
+    ])
+    .await;
+    assert_eq!(id.as_deref(), Some("req-42"));
+    let parts: Vec<&str> = seen.split('|').collect();
+    assert!(
+        parts[0].starts_with(&format!("00-{trace}-")) && parts[0].ends_with("-01"),
+        "{seen}"
+    );
+    assert_eq!((parts[1], parts[2]), ("vendor=1", "req-42"));
+
+    // No id and no trace from the caller: new ones, the same at both ends.
+    let (id, seen) = ask(vec![("x-request-id", "not a sane id!")]).await;
+    let id = id.unwrap();
+    assert_eq!(id.len(), 32);
+    let parts: Vec<&str> = seen.split('|').collect();
+    assert_eq!(parts[2], id);
+    assert!(parts[0].starts_with("00-") && !parts[0].contains(trace));
+    // Refusals carry the id too.
+    let resp = get(s.addr, "/sat/records", Some("nope")).await;
+    assert_eq!(resp.0, 401);
+}

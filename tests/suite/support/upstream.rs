@@ -112,6 +112,25 @@ async fn upstream_respond(
             });
             return Ok(ndjson(200, body.boxed()));
         }
+        "trace" => {
+            // What correlation headers arrived, as the record id.
+            let header = |k: &str| {
+                req.headers()
+                    .get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let seen = format!(
+                "{}|{}|{}",
+                header("traceparent"),
+                header("tracestate"),
+                header("x-request-id")
+            );
+            let rec =
+                json!({"recordId": seen, "timestamp":"t","messageType":"DCCAlert","userId":"90-B3-D5-1F-30-01-00-00"});
+            return Ok(ndjson(200, full(format!("{rec}\n"))));
+        }
         "echo" => {
             let rec =
                 json!({"recordId": query, "timestamp":"t","messageType":"DCCAlert","userId":"90-B3-D5-1F-30-01-00-00"});
