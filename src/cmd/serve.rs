@@ -12,6 +12,7 @@ use crate::decision::{LoadError, PolicyStore};
 use crate::metrics::Metrics;
 use crate::net::UrlError;
 use crate::ownership::{CachedSource, HttpSource, InventoryError, InventoryFile, OwnershipSource};
+use crate::server::decision_log::DecisionLog;
 use crate::server::limits::StreamBudget;
 use crate::server::{self, Listeners, State};
 use crate::tls::{ServerTls, TlsError};
@@ -44,6 +45,8 @@ pub enum StartError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("decision-log: {0}")]
+    DecisionLog(String),
 }
 
 pub fn run(args: &ServeArgs) -> Result<Exit, CmdError> {
@@ -121,6 +124,8 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), Star
         separate_ops: config.ops_listen.is_some(),
         admin_token,
         tls,
+        decision_log: DecisionLog::open(config.decision_log.as_deref())
+            .map_err(|e| StartError::DecisionLog(format!("{e}")))?,
     });
     let callers = bind("listen", config.listen).await?;
     let ops = match config.ops_listen {

@@ -149,6 +149,10 @@ pub struct ServeArgs {
     pub shutdown_grace: Option<String>,
     #[arg(long, env = "SATGATE_LOG_FORMAT", help = help("Log format: text or json", "text"))]
     pub log_format: Option<String>,
+    /// File to append the decision log to (one JSON record per served request); without it the
+    /// records go to the log, target satgate::decision.
+    #[arg(long, env = "SATGATE_DECISION_LOG")]
+    pub decision_log: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -219,6 +223,7 @@ pub struct ServeConfig {
     pub reload_interval: Duration,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    pub decision_log: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -249,6 +254,7 @@ impl ServeConfig {
             reload_interval: defaults::RELOAD_INTERVAL,
             shutdown_grace: defaults::SHUTDOWN_GRACE,
             log_format: LogFormat::Text,
+            decision_log: None,
         }
     }
 
@@ -307,6 +313,7 @@ impl ServeConfig {
             reload_interval: duration("reload-interval", &s.reload_interval, defaults::RELOAD_INTERVAL)?,
             shutdown_grace: duration("shutdown-grace", &s.shutdown_grace, defaults::SHUTDOWN_GRACE)?,
             log_format: log_format(s.log_format.as_deref())?,
+            decision_log: s.decision_log.clone(),
         })
     }
 }

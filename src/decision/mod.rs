@@ -103,8 +103,25 @@ pub struct DecisionStats {
 pub struct PolicyEngine {
     loaded: LoadedPolicies,
     authorizer: Authorizer,
-    cache: moka::sync::Cache<(Principal, Facts), Classes>,
+    cache: moka::sync::Cache<(Principal, Facts), Decided>,
     pub stats: DecisionStats,
+}
+
+/// One decision as the filter keeps it: the classes allowed, and the policies that decided the
+/// title (the permits when it is allowed, the forbids when denied; none: denied by default).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decided {
+    pub classes: Classes,
+    pub title_by: Arc<[String]>,
+}
+
+/// How many records of a request each policy let through or kept out, by `@id`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    /// Records written, by the permits that allowed their title.
+    pub allowed_by: std::collections::BTreeMap<String, u64>,
+    /// Records left out, by the forbids that denied their title (`(default deny)`: no permit).
+    pub denied_by: std::collections::BTreeMap<String, u64>,
 }
 
 /// How many (principal, facts) answers are kept across requests.
@@ -229,15 +246,28 @@ impl PolicyEngine {
 
     /// The allowed classes, from the cache when this (principal, facts) was decided before.
     pub fn allowed(&self, principal: &Principal, facts: &Facts) -> Classes {
+        self.decided(principal, facts).classes
+    }
+
+    /// The allowed classes and what decided the title, from the cache when decided before.
+    pub fn decided(&self, principal: &Principal, facts: &Facts) -> Decided {
         let key = (principal.clone(), facts.clone());
-        if let Some(c) = self.cache.get(&key) {
+        if let Some(d) = self.cache.get(&key) {
             self.stats.hits.inc();
-            return c;
+            return d;
         }
         self.stats.misses.inc();
-        let allowed = self.ask(principal, facts, true).allowed();
-        self.cache.insert(key, allowed);
-        allowed
+        let verdict = self.ask(principal, facts, true);
+        let title_by = verdict
+            .classes
+            .first()
+            .map_or_else(Vec::new, |title| title.reasons.clone());
+        let decided = Decided {
+            classes: verdict.allowed(),
+            title_by: title_by.into(),
+        };
+        self.cache.insert(key, decided.clone());
+        decided
     }
 
     /// A per-request view for one principal, with a local memo in front of the shared cache.
@@ -256,17 +286,40 @@ impl PolicyEngine {
 pub struct Decisions {
     engine: Arc<PolicyEngine>,
     principal: Principal,
-    local: FxHashMap<Facts, Classes>,
+    /// Each decision of this request, and how many records it was asked for.
+    local: FxHashMap<Facts, (Decided, u64)>,
 }
 
 impl Decisions {
+    /// The classes of one record's facts (and one more record counted for them).
     pub fn allowed(&mut self, facts: &Facts) -> Classes {
-        if let Some(c) = self.local.get(facts) {
-            return *c;
+        if let Some((d, n)) = self.local.get_mut(facts) {
+            *n += 1;
+            return d.classes;
         }
-        let c = self.engine.allowed(&self.principal, facts);
-        self.local.insert(facts.clone(), c);
-        c
+        let d = self.engine.decided(&self.principal, facts);
+        let classes = d.classes;
+        self.local.insert(facts.clone(), (d, 1));
+        classes
+    }
+
+    /// Which policies let this request's records through or kept them out, and how many.
+    pub fn tally(&self) -> Tally {
+        let mut t = Tally::default();
+        for (d, n) in self.local.values() {
+            let into = if d.classes.contains(Class::Title) {
+                &mut t.allowed_by
+            } else {
+                &mut t.denied_by
+            };
+            if d.title_by.is_empty() {
+                *into.entry("(default deny)".into()).or_default() += n;
+            }
+            for id in d.title_by.iter() {
+                *into.entry(id.clone()).or_default() += n;
+            }
+        }
+        t
     }
 
     pub fn principal(&self) -> &Principal {

@@ -12,6 +12,7 @@
 
 mod accept;
 pub mod correlation;
+pub mod decision_log;
 pub mod limits;
 mod ops;
 mod records;
@@ -59,4 +60,6 @@ pub struct State {
     pub admin_token: Option<Vec<u8>>,
     /// TLS termination on the callers' listener; plain HTTP when `None`.
     pub tls: Option<ServerTls>,
+    /// Where each served request's decision record goes.
+    pub decision_log: decision_log::DecisionLog,
 }

@@ -12,10 +12,12 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::correlation::{Correlation, REQUEST_ID};
+use super::decision_log::DecisionRecord;
 use super::limits::{Busy, StreamSlot};
 use super::response::{Reject, ResponseBody};
 use super::State;
 use crate::auth::{Identity, Refusal};
+use crate::decision::PolicyIdentity;
 use crate::metrics::ReasonLabel;
 use crate::model::Principal;
 use crate::ownership::OwnershipSource;
@@ -121,7 +123,7 @@ async fn start(
     state: &State,
     identity: &Identity,
     access: &Access,
-) -> Result<(RecordStream, StreamSlot, String), Reject> {
+) -> Result<(RecordStream, StreamSlot, PolicyIdentity), Reject> {
     let principal = &identity.principal;
     // Before the upstream call: a refused stream costs nothing but this check.
     let slot = state.streams.try_take(principal.user_id).map_err(|busy| {
@@ -177,23 +179,25 @@ async fn start(
         StreamError::IdleTimeout => Reject::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string()),
         _ => Reject::new(StatusCode::BAD_GATEWAY, "bad_gateway", e.to_string()),
     })?;
-    Ok((stream, slot, engine.identity().to_string()))
+    Ok((stream, slot, engine.identity().clone()))
 }
 
 /// Starts the filtering task and answers 200 with its body. The task holds the stream slot until
 /// the stream ends, then counts and logs it.
 fn respond(
-    state: &State,
+    state: &Arc<State>,
     stream: RecordStream,
     slot: StreamSlot,
     principal: Principal,
     access: Access,
-    policy: String,
+    policy: PolicyIdentity,
 ) -> Response<ResponseBody> {
     let (tx, body) = body::channel();
     let metrics = Arc::clone(&state.metrics);
+    let state = Arc::clone(state);
     metrics.active_streams.inc();
-    let logged_policy = policy.clone();
+    let logged_policy = policy.to_string();
+    let header_policy = logged_policy.clone();
     tokio::spawn(async move {
         let (stream, result) = stream.run(tx).await;
         drop(slot);
@@ -216,6 +220,16 @@ fn respond(
             Some((stream.stats(), stream.lookup_errors)),
             Some(&logged_policy),
         );
+        state.decision_log.write(&DecisionRecord {
+            request_id: &access.correlation.request_id,
+            trace_id: &access.correlation.trace_id,
+            principal: &principal,
+            query: access.query.as_deref(),
+            policy: &policy,
+            outcome: &outcome,
+            stats: stream.stats(),
+            tally: &stream.tally(),
+        });
     });
     let mut resp = Response::new(body.boxed());
     let headers = resp.headers_mut();
@@ -225,7 +239,7 @@ fn respond(
     );
     headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     // Which reviewed policy set decided this answer (the bundle's SHA-256 and revision).
-    if let Ok(v) = header::HeaderValue::from_str(&policy) {
+    if let Ok(v) = header::HeaderValue::from_str(&header_policy) {
         headers.insert(POLICY_HEADER, v);
     }
     resp

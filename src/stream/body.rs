@@ -183,6 +183,11 @@ impl RecordStream {
         &self.filter.stats
     }
 
+    /// Which policies let this stream's records through or kept them out.
+    pub fn tally(&self) -> crate::decision::Tally {
+        self.filter.tally()
+    }
+
     /// Reads one upstream frame into `pending`. `false` at the end of the body.
     async fn read_frame(&mut self) -> Result<bool, StreamError> {
         if self.ended {

@@ -145,6 +145,11 @@ impl RecordFilter {
         Outcome::Written
     }
 
+    /// Which policies let this stream's records through or kept them out.
+    pub fn tally(&self) -> crate::decision::Tally {
+        self.decisions.tally()
+    }
+
     /// Counts a line that could not be parsed.
     pub fn malformed(&mut self, e: RecordError) -> Outcome {
         self.stats.records_in += 1;

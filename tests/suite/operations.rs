@@ -291,3 +291,62 @@ async fn the_request_id_and_trace_context_reach_the_upstream() {
     let resp = get(s.addr, "/sat/records", Some("nope")).await;
     assert_eq!(resp.0, 401);
 }
+
+/// One decision record per served request, with counts and policy ids only.
+#[tokio::test]
+async fn the_decision_log_counts_by_policy_and_never_carries_values_or_tokens() {
+    let up = start_upstream().await;
+    let s = start_sidecar_with(format!("http://{}", up.addr), |c, dir| {
+        c.decision_log = Some(dir.join("decisions.ndjson"));
+    })
+    .await;
+    let (sub, role, party) = users().into_iter().find(|u| u.1 == "IS" && u.2 == "SUPA").unwrap();
+    let t = token(&sub, &role, &party, 300);
+    assert_eq!(get(s.addr, "/sat/records?n=500", Some(&t)).await.0, 200);
+    let path = s.dir.path().join("decisions.ndjson");
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&path).unwrap_or_default();
+        if !text.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let d: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(d["schema"], "satgate.decision/1");
+    assert_eq!(d["principal"]["sub"], sub.to_uppercase());
+    assert_eq!(d["query"], "n=500");
+    assert_eq!(d["policy"]["sha256"], s.state.policies.current().identity().sha256);
+    assert_eq!(d["requestId"].as_str().map(str::len), Some(32));
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    let (records_in, out, hidden, bad) = (
+        n(&d["records"]["in"]),
+        n(&d["records"]["out"]),
+        n(&d["records"]["notVisible"]),
+        n(&d["records"]["malformed"]),
+    );
+    assert_eq!(records_in, 500);
+    assert_eq!(out + hidden + bad, records_in);
+    let sum = |m: &serde_json::Value| m.as_object().unwrap().values().map(n).sum::<u64>();
+    assert!(
+        sum(&d["allowedBy"]) >= out && out > 0,
+        "every written record was allowed by a permit: {d}"
+    );
+    assert!(sum(&d["deniedBy"]) >= hidden && hidden > 0, "{d}");
+    assert!(d["allowedBy"].get("own-records").is_some(), "{d}");
+    assert!(n(&d["fieldsRedacted"]["payload"]) > 0);
+
+    // Never a value from a record, never the token.
+    assert!(!lines[0].contains(&t));
+    let records = std::fs::read_to_string("tests/data/records.ndjson").unwrap();
+    for r in records.lines().take(500) {
+        let v: serde_json::Value = serde_json::from_str(r).unwrap();
+        for field in ["payload", "requestId", "srvTitle", "recordId"] {
+            if let Some(value) = v[field].as_str().filter(|s| s.len() > 6) {
+                assert!(!lines[0].contains(value), "{field} value in the decision log");
+            }
+        }
+    }
+}
