@@ -56,6 +56,18 @@ impl BaseUrl {
     }
 }
 
+tokio::task_local! {
+    /// The correlation headers (`traceparent`, `tracestate`, `x-request-id`) of the request the
+    /// current task serves: every outbound call it makes carries them, the upstream call and the
+    /// inventory look-ups alike (a look-up shared by several requests carries the first one's).
+    pub static CORRELATION: Vec<(http::HeaderName, http::HeaderValue)>;
+}
+
+/// The current request's correlation headers; none outside a request.
+pub fn correlation_headers() -> Vec<(http::HeaderName, http::HeaderValue)> {
+    CORRELATION.try_with(Clone::clone).unwrap_or_default()
+}
+
 /// A pooled HTTP/1.1 client for GET requests, with TCP_NODELAY and a connect timeout. Its read
 /// buffer is capped at `max_buf` bytes, which also caps every response frame it yields.
 pub fn client(connect_timeout: Duration, max_buf: usize) -> Client<HttpConnector, Empty<Bytes>> {

@@ -105,10 +105,11 @@ impl HttpSource {
             .acquire()
             .await
             .map_err(|_| SourceError("inventory client closed".into()))?;
-        let req = http::Request::get(url)
+        let mut req = http::Request::get(url)
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::new())
             .map_err(|e| SourceError(format!("{url}: {e}")))?;
+        req.headers_mut().extend(crate::net::correlation_headers());
         let resp = self
             .client
             .request(req)

@@ -198,7 +198,8 @@ fn respond(
     metrics.active_streams.inc();
     let logged_policy = policy.to_string();
     let header_policy = logged_policy.clone();
-    tokio::spawn(async move {
+    let correlation = access.correlation.upstream_headers();
+    tokio::spawn(crate::net::CORRELATION.scope(correlation, async move {
         let (stream, result) = stream.run(tx).await;
         drop(slot);
         metrics.active_streams.dec();
@@ -230,7 +231,7 @@ fn respond(
             stats: stream.stats(),
             tally: &stream.tally(),
         });
-    });
+    }));
     let mut resp = Response::new(body.boxed());
     let headers = resp.headers_mut();
     headers.insert(

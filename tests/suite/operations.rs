@@ -350,3 +350,72 @@ async fn the_decision_log_counts_by_policy_and_never_carries_values_or_tokens() 
         }
     }
 }
+
+/// The inventory look-ups a request makes carry its trace context and request id.
+#[tokio::test]
+async fn inventory_lookups_carry_the_requests_trace_context() {
+    use std::sync::{Arc, Mutex};
+    let inventory: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/data/inventory.json").unwrap()).unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (inventory, record) = (inventory.clone(), Arc::clone(&record));
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let h = |k: &str| {
+                        req.headers()
+                            .get(k)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    record
+                        .lock()
+                        .unwrap()
+                        .push(format!("{}|{}", h("traceparent"), h("x-request-id")));
+                    let id = req.uri().path().trim_start_matches("/devices/").to_owned();
+                    let (status, body) = match satgate::sample::inventory_service::answer(&inventory, &id) {
+                        Some(b) => (200, b),
+                        None => (404, String::new()),
+                    };
+                    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                    async move { Ok::<_, std::convert::Infallible>(r) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let up = start_upstream().await;
+    let s = start_sidecar_with(format!("http://{}", up.addr), move |c, _| {
+        c.ownership = satgate::config::OwnershipSourceConfig::Http(url, satgate::ownership::HttpSettings::default());
+    })
+    .await;
+    let (sub, role, party) = users().into_iter().find(|u| u.1 == "IS").unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let req = hyper::Request::get(format!("http://{}/sat/records?n=50", s.addr))
+        .header("authorization", format!("Bearer {}", token(&sub, &role, &party, 300)))
+        .header("x-request-id", "req-inventory")
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    use http_body_util::BodyExt;
+    let _ = resp.into_body().collect().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the inventory service was asked");
+    for s in &seen {
+        assert!(
+            s.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && s.ends_with("|req-inventory"),
+            "{s}"
+        );
+    }
+}
