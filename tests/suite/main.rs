@@ -3,6 +3,7 @@
 mod abuse;
 mod bundle;
 mod cli;
+mod faults;
 mod hardening;
 mod memo;
 mod no_leak;

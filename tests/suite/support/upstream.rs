@@ -112,6 +112,22 @@ async fn upstream_respond(
             });
             return Ok(ndjson(200, body.boxed()));
         }
+        "malformed" => {
+            // The sample records with a broken line after every 50th.
+            let mut text = String::new();
+            for (i, line) in records.iter().cycle().take(n).enumerate() {
+                text.push_str(line);
+                text.push('\n');
+                if i % 50 == 49 {
+                    text.push_str(if i % 100 == 49 {
+                        "{\"recordId\": broken\n"
+                    } else {
+                        "not json at all\n"
+                    });
+                }
+            }
+            return Ok(ndjson(200, full(text)));
+        }
         "trace" => {
             // What correlation headers arrived, as the record id.
             let header = |k: &str| {
