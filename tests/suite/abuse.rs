@@ -12,43 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::token;
 use crate::support::upstream::start_upstream;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// The process is killed when the test ends, pass or fail.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_for(addr: SocketAddr) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("satgate serve did not start on {addr}");
-}
-
 /// Time for one `GET /healthz` on a fresh connection, and its status.
 async fn health(ops: SocketAddr) -> (Duration, u16) {
     let started = Instant::now();
@@ -72,32 +35,15 @@ async fn health(ops: SocketAddr) -> (Duration, u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_readers_and_a_connection_flood_with_default_limits() {
     let up = start_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, crate::support::SECRET).unwrap();
-    let (listen, ops): (SocketAddr, SocketAddr) = (
-        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-    );
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_satgate"))
-        .args([
-            "serve",
-            "--listen",
-            &listen.to_string(),
-            "--ops-listen",
-            &ops.to_string(),
-        ])
-        .args(["--upstream", &format!("http://{}", up.addr)])
-        .args(["--inventory", "tests/data/inventory.json"])
-        .args(["--jwt-hs256-secret-file", secret.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
-    let child = Child(child);
-    let pid = child.0.id();
-    wait_for(listen).await;
-    wait_for(ops).await;
-    let idle_kib = peak_rss_kib(pid);
+    let satgate = crate::support::binary::spawn(&[
+        "--upstream",
+        &format!("http://{}", up.addr),
+        "--inventory",
+        "tests/data/inventory.json",
+    ])
+    .await;
+    let (listen, ops) = (satgate.listen, satgate.ops);
+    let idle_kib = satgate.peak_rss_kib();
 
     // 200 stalled readers: 50 Users with 4 streams each (the per-User default), 100 records of
     // 256 KiB of their own payload per stream. Each reads the status line, then nothing.
@@ -122,7 +68,7 @@ async fn stalled_readers_and_a_connection_flood_with_default_limits() {
     }
     // Let every accepted stream fill what it can hold.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let stalled_kib = peak_rss_kib(pid);
+    let stalled_kib = satgate.peak_rss_kib();
 
     // 1,030 sockets, one byte each, on the callers' port.
     let mut flood = Vec::new();
@@ -139,7 +85,7 @@ async fn stalled_readers_and_a_connection_flood_with_default_limits() {
         assert_eq!(status, 200, "healthz under flood");
         worst_health = worst_health.max(took);
     }
-    let final_kib = peak_rss_kib(pid);
+    let final_kib = satgate.peak_rss_kib();
     drop(flood);
     drop(held);
 

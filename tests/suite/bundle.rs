@@ -12,22 +12,11 @@ use crate::support::sidecar::{get, reload, try_start_sidecar_with};
 use crate::support::upstream::start_upstream;
 use crate::support::{token, users};
 
-/// Whether the reference minisign CLI runs here. Without it the interop test says SKIPPED on the
-/// terminal; with `SATGATE_REQUIRE_TOOLS` set (`.ci/run`) it fails instead.
+/// Whether the reference minisign CLI runs here (see `support::tools`).
 fn minisign_cli(test: &str) -> bool {
-    use std::io::Write;
     let runs = Command::new("minisign").arg("-v").output().is_ok();
-    if !runs {
-        assert!(
-            std::env::var_os("SATGATE_REQUIRE_TOOLS").is_none(),
-            "the minisign CLI cannot run, and SATGATE_REQUIRE_TOOLS is set"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: the minisign CLI is not installed; `apt-get install -y minisign` to run it"
-        );
-    }
-    runs
+    let why = "the minisign CLI is not installed; `apt-get install -y minisign` to run it";
+    crate::support::tools::available(test, runs, "SATGATE_REQUIRE_TOOLS", why)
 }
 
 fn build(revision: &str) -> Vec<u8> {

@@ -8,7 +8,6 @@
 //! 10% of what they were after warm-up; every kind of injected fault shows in the metrics.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,65 +25,13 @@ fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// An inventory service answering from the sample inventory, failing every third look-up.
+/// The sample inventory service, failing every third look-up.
 async fn flapping_inventory() -> (String, Arc<AtomicU64>) {
-    let inventory: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string("tests/data/inventory.json").unwrap()).unwrap();
     let calls = Arc::new(AtomicU64::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let counter = Arc::clone(&calls);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (inventory, counter) = (inventory.clone(), Arc::clone(&counter));
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
-                    let id = req.uri().path().trim_start_matches("/devices/").to_owned();
-                    let (status, body) = if n % 3 == 2 {
-                        (503, String::new())
-                    } else {
-                        match satgate::sample::inventory_service::answer(&inventory, &id) {
-                            Some(b) => (200, b),
-                            None => (404, String::new()),
-                        }
-                    };
-                    let mut r = hyper::Response::new(http_body_util::Full::new(Bytes::from(body)));
-                    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                    async move { Ok::<_, std::convert::Infallible>(r) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    let url =
+        crate::support::inventory::start(Arc::new(move |_| counter.fetch_add(1, Ordering::Relaxed) % 3 != 2)).await;
     (url, calls)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-fn open_fds(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
-}
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[derive(Default)]
@@ -127,55 +74,24 @@ async fn load_with_faults_never_leaks_and_holds_no_resources() {
     let clients = env_or("SATGATE_FAULT_CLIENTS", 64);
     let up = start_upstream().await;
     let (inventory_url, inventory_calls) = flapping_inventory().await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, crate::support::SECRET).unwrap();
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (listen, ops): (SocketAddr, SocketAddr) = (
-        format!("127.0.0.1:{}", port()).parse().unwrap(),
-        format!("127.0.0.1:{}", port()).parse().unwrap(),
-    );
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_satgate"))
-        .args([
-            "serve",
-            "--listen",
-            &listen.to_string(),
-            "--ops-listen",
-            &ops.to_string(),
-        ])
-        .args([
-            "--upstream",
-            &format!("http://{}", up.addr),
-            "--inventory-url",
-            &inventory_url,
-        ])
-        .args(["--jwt-hs256-secret-file", secret.to_str().unwrap()])
-        .args([
-            "--idle-timeout",
-            "1s",
-            "--ownership-ttl",
-            "1s",
-            "--ownership-unknown-ttl",
-            "1s",
-        ])
-        .args(["--max-streams", "256", "--max-streams-per-user", "256"])
-        .env("RUST_LOG", "error")
-        .spawn()
-        .unwrap();
-    let child = Child(child);
-    let pid = child.0.id();
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(ops).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let satgate = crate::support::binary::spawn(&[
+        "--upstream",
+        &format!("http://{}", up.addr),
+        "--inventory-url",
+        &inventory_url,
+        "--idle-timeout",
+        "1s",
+        "--ownership-ttl",
+        "1s",
+        "--ownership-unknown-ttl",
+        "1s",
+        "--max-streams",
+        "256",
+        "--max-streams-per-user",
+        "256",
+    ])
+    .await;
+    let (listen, ops) = (satgate.listen, satgate.ops);
 
     // What each principal may ever see of the upstream's records: the oracle's lines.
     let people = users();
@@ -244,16 +160,19 @@ async fn load_with_faults_never_leaks_and_holds_no_resources() {
         }
     };
 
-    // Warm-up, then the measured run.
+    // Warm-up, the measured run, then the same short run as the warm-up: resources are compared
+    // after two identical short runs and the same settling time, so pooled connections and
+    // allocator slack look alike, and anything a request leaked shows as the difference.
+    let settle = || tokio::time::sleep(Duration::from_millis(2500));
     run(Duration::from_secs(2)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (rss_warm, fds_warm) = (rss_kib(pid), open_fds(pid));
+    settle().await;
+    let (rss_warm, fds_warm) = (satgate.rss_kib(), satgate.open_fds());
     let started = Instant::now();
     let mut tally = run(Duration::from_secs(secs)).await;
     let elapsed = started.elapsed();
-    // Let stalled upstream calls and the ownership TTL run out.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (rss_end, fds_end) = (rss_kib(pid), open_fds(pid));
+    run(Duration::from_secs(2)).await;
+    settle().await;
+    let (rss_end, fds_end) = (satgate.rss_kib(), satgate.open_fds());
 
     let metrics = {
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())

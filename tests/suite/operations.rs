@@ -17,14 +17,11 @@ fn check_with(test: &str, program: &str, args: &[&str], input: &str) -> Option<(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
-    let Ok(mut child) = child else {
-        assert!(
-            std::env::var_os("SATGATE_REQUIRE_TOOLS").is_none(),
-            "{program} cannot run, and SATGATE_REQUIRE_TOOLS is set"
-        );
-        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {program} is not installed");
+    let why = format!("{program} is not installed");
+    if !crate::support::tools::available(test, child.is_ok(), "SATGATE_REQUIRE_TOOLS", &why) {
         return None;
-    };
+    }
+    let mut child = child.ok()?;
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -182,37 +179,9 @@ async fn an_inventory_file_failing_past_its_max_age_withholds_owner_views() {
 async fn an_inventory_service_down_past_the_ttl_withholds_owner_views() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let inventory: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string("tests/data/inventory.json").unwrap()).unwrap();
     let down = Arc::new(AtomicBool::new(false));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let flag = Arc::clone(&down);
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (inventory, flag) = (inventory.clone(), Arc::clone(&flag));
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (status, body) = if flag.load(Ordering::SeqCst) {
-                        (503, String::new())
-                    } else {
-                        let id = req.uri().path().trim_start_matches("/devices/").to_owned();
-                        match satgate::sample::inventory_service::answer(&inventory, &id) {
-                            Some(b) => (200, b),
-                            None => (404, String::new()),
-                        }
-                    };
-                    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-                    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                    async move { Ok::<_, std::convert::Infallible>(r) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    let url = crate::support::inventory::start(Arc::new(move |_| !flag.load(Ordering::SeqCst))).await;
     let up = start_upstream().await;
     let s = start_sidecar_with(format!("http://{}", up.addr), move |c, _| {
         c.ownership = satgate::config::OwnershipSourceConfig::Http(url, satgate::ownership::HttpSettings::default());
@@ -355,44 +324,23 @@ async fn the_decision_log_counts_by_policy_and_never_carries_values_or_tokens() 
 #[tokio::test]
 async fn inventory_lookups_carry_the_requests_trace_context() {
     use std::sync::{Arc, Mutex};
-    let inventory: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string("tests/data/inventory.json").unwrap()).unwrap();
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let record = Arc::clone(&seen);
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (inventory, record) = (inventory.clone(), Arc::clone(&record));
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let h = |k: &str| {
-                        req.headers()
-                            .get(k)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned()
-                    };
-                    record
-                        .lock()
-                        .unwrap()
-                        .push(format!("{}|{}", h("traceparent"), h("x-request-id")));
-                    let id = req.uri().path().trim_start_matches("/devices/").to_owned();
-                    let (status, body) = match satgate::sample::inventory_service::answer(&inventory, &id) {
-                        Some(b) => (200, b),
-                        None => (404, String::new()),
-                    };
-                    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-                    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                    async move { Ok::<_, std::convert::Infallible>(r) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    let url = crate::support::inventory::start(Arc::new(move |req| {
+        let h = |k: &str| {
+            req.headers()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        record
+            .lock()
+            .unwrap()
+            .push(format!("{}|{}", h("traceparent"), h("x-request-id")));
+        true
+    }))
+    .await;
     let up = start_upstream().await;
     let s = start_sidecar_with(format!("http://{}", up.addr), move |c, _| {
         c.ownership = satgate::config::OwnershipSourceConfig::Http(url, satgate::ownership::HttpSettings::default());

@@ -2,8 +2,11 @@
 //! stand-ins in the submodules (an SSI upstream, a sidecar in the test process, the contract
 //! oracle).
 
+pub mod binary;
+pub mod inventory;
 pub mod oracle;
 pub mod sidecar;
+pub mod tools;
 pub mod upstream;
 
 use std::sync::{Arc, OnceLock};

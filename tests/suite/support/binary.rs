@@ -1,0 +1,91 @@
+//! The real `satgate serve` binary as a child process, for tests that measure it from outside
+//! (memory, descriptors) or need its own listeners. It is killed when the test ends.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub struct Satgate {
+    child: std::process::Child,
+    pub listen: SocketAddr,
+    pub ops: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Satgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `satgate serve` on free loopback ports (callers and operations), the test HS256 secret, and
+/// `args`; returns once both listeners accept.
+pub async fn spawn(args: &[&str]) -> Satgate {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, super::SECRET).unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let ops: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_satgate"))
+        .args([
+            "serve",
+            "--listen",
+            &listen.to_string(),
+            "--ops-listen",
+            &ops.to_string(),
+        ])
+        .args(["--jwt-hs256-secret-file", secret.to_str().unwrap()])
+        .args(args)
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap();
+    let s = Satgate {
+        child,
+        listen,
+        ops,
+        _dir: dir,
+    };
+    for addr in [listen, ops] {
+        let mut up = false;
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "satgate serve did not start on {addr}");
+    }
+    s
+}
+
+impl Satgate {
+    fn status_kib(&self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    pub fn open_fds(&self) -> u64 {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count() as u64)
+    }
+}
