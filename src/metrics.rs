@@ -178,25 +178,31 @@ impl Metrics {
             "Devices in the ownership cache",
             o.entries.clone(),
         );
-        // Known in advance, so exported at 0 from start-up: an alert on their rate works from
-        // the first event.
+        m.export_known_labels();
+        register_build_info(&mut r);
+        Self { registry: r, ..m }
+    }
+
+    /// Families whose label values are known in advance are exported at 0 from start-up, so an
+    /// alert on their rate sees the first event.
+    fn export_known_labels(&self) {
         for reason in ["max_streams", "max_streams_per_user"] {
-            let _ = m.streams_refused.get_or_create(&ReasonLabel { reason });
+            let _ = self.streams_refused.get_or_create(&ReasonLabel { reason });
         }
         for reason in crate::stream::body::StreamError::REASONS {
-            let _ = m.streams_aborted.get_or_create(&ReasonLabel { reason });
+            let _ = self.streams_aborted.get_or_create(&ReasonLabel { reason });
         }
         for reason in ["not_visible", "malformed"] {
-            let _ = m.records_left_out.get_or_create(&ReasonLabel { reason });
+            let _ = self.records_left_out.get_or_create(&ReasonLabel { reason });
         }
         for class in Class::ALL {
-            let _ = m.fields_redacted.get_or_create(&ClassLabel { class: class.name() });
+            let _ = self.fields_redacted.get_or_create(&ClassLabel { class: class.name() });
         }
         for reloads in [
-            &m.policy_reloads,
-            &m.inventory_reloads,
-            &m.tls_reloads,
-            &m.jwt_key_reloads,
+            &self.policy_reloads,
+            &self.inventory_reloads,
+            &self.tls_reloads,
+            &self.jwt_key_reloads,
         ] {
             for result in ["ok", "failed"] {
                 let _ = reloads.get_or_create(&ResultLabel { result });
@@ -204,17 +210,8 @@ impl Metrics {
         }
         // The statuses satgate itself answers with; an upstream's are never passed through.
         for status in [200, 400, 401, 403, 404, 405, 429, 500, 502, 503, 504] {
-            let _ = m.requests.get_or_create(&StatusLabel { status });
+            let _ = self.requests.get_or_create(&StatusLabel { status });
         }
-        let build: Family<BuildLabel, Gauge> =
-            register(&mut r, "build_info", "The running satgate: its version and Cedar's");
-        build
-            .get_or_create(&BuildLabel {
-                version: env!("CARGO_PKG_VERSION"),
-                cedar_version: CEDAR_VERSION,
-            })
-            .set(1);
-        Self { registry: r, ..m }
     }
 
     /// Names the policy set now in force (the previous one's series goes).
@@ -278,6 +275,17 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// `satgate_build_info{version,cedar_version} 1`.
+fn register_build_info(r: &mut Registry) {
+    let build: Family<BuildLabel, Gauge> = register(r, "build_info", "The running satgate: its version and Cedar's");
+    build
+        .get_or_create(&BuildLabel {
+            version: env!("CARGO_PKG_VERSION"),
+            cedar_version: CEDAR_VERSION,
+        })
+        .set(1);
 }
 
 /// A new metric of its default kind, registered under `name`.
