@@ -146,6 +146,57 @@ fn a_bundle_is_never_configured_unsigned() {
     assert_eq!(ok.policy_bundle.unwrap().public_keys, vec![pk]);
 }
 
+/// The entries of a bundle, to rebuild it changed (and then sign it: the signer made it wrong).
+fn entries(bundle: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut archive = tar::Archive::new(bundle);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            (path, data)
+        })
+        .collect()
+}
+
+/// A tar of `entries` as given, names written raw (the tar crate's own builder refuses `..`).
+fn tar_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_cksum();
+        tar.append(&h, data.as_slice()).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
+fn with_entry(bundle: &[u8], path: &str) -> Vec<u8> {
+    let mut e = entries(bundle);
+    e.push((
+        path.to_owned(),
+        b"@id(\"x\") permit (principal, action, resource);".to_vec(),
+    ));
+    tar_of(&e)
+}
+
+fn with_extra_file(bundle: &[u8]) -> Vec<u8> {
+    with_entry(bundle, "policies/zz-extra.cedar")
+}
+
+fn with_changed_file(bundle: &[u8]) -> Vec<u8> {
+    let mut e = entries(bundle);
+    let scope = e.iter_mut().find(|(p, _)| p == "policies/scope.cedar").unwrap();
+    scope.1.extend_from_slice(b"\n// changed after the manifest\n");
+    tar_of(&e)
+}
+
 async fn bundle_sidecar(
     dir: &Path,
     upstream: String,
@@ -210,6 +261,24 @@ async fn serving_from_a_bundle_names_it_and_refuses_every_bad_one_at_start_and_r
             "invariant",
         ),
         ("policies that fail validation", broken.clone(), Some(&old_sk), "bad"),
+        (
+            "a file not in the manifest",
+            with_extra_file(&good),
+            Some(&old_sk),
+            "not in the manifest",
+        ),
+        (
+            "a file that does not match its hash",
+            with_changed_file(&good),
+            Some(&old_sk),
+            "does not match",
+        ),
+        (
+            "an unsafe path",
+            with_entry(&good, "../escape.cedar"),
+            Some(&old_sk),
+            "unsafe entry",
+        ),
         (
             "an oversized file",
             vec![0u8; bundle::MAX_BUNDLE_BYTES as usize + 1],
