@@ -50,22 +50,9 @@ async fn ask(
         .header("authorization", format!("Bearer {token}"))
         .body(Empty::new())
         .unwrap();
-    let Ok(resp) = client.request(req).await else {
-        return (0, Vec::new(), false);
-    };
-    let status = resp.status().as_u16();
-    let mut body = resp.into_body();
-    let mut bytes = Vec::new();
-    loop {
-        match body.frame().await {
-            None => return (status, bytes, true),
-            Some(Err(_)) => return (status, bytes, false),
-            Some(Ok(f)) => {
-                if let Ok(d) = f.into_data() {
-                    bytes.extend_from_slice(&d);
-                }
-            }
-        }
+    match client.request(req).await {
+        Ok(resp) => crate::support::sidecar::read(resp).await,
+        Err(_) => (0, Vec::new(), false),
     }
 }
 

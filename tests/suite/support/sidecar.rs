@@ -106,6 +106,11 @@ pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Vec
         req = req.header("authorization", format!("Bearer {t}"));
     }
     let resp = client.request(req.body(Empty::new()).unwrap()).await.unwrap();
+    read(resp).await
+}
+
+/// A response's status, body, and whether the body ended cleanly (not cut short).
+pub async fn read(resp: hyper::Response<hyper::body::Incoming>) -> (u16, Vec<u8>, bool) {
     let status = resp.status().as_u16();
     let mut body = resp.into_body();
     let mut bytes = Vec::new();
