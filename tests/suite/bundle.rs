@@ -19,6 +19,20 @@ fn minisign_cli(test: &str) -> bool {
     crate::support::tools::available(test, runs, "SATGATE_REQUIRE_TOOLS", why)
 }
 
+/// Runs the minisign CLI (no terminal input): whether it succeeded, and what it said.
+fn minisign(args: &[&str]) -> (bool, String) {
+    let out = Command::new("minisign")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
 fn build(revision: &str) -> Vec<u8> {
     bundle::build(
         Path::new("policies"),
@@ -50,49 +64,20 @@ fn minisign_cli_and_satgate_verify_each_others_signatures() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (pk, sk) = (dir.path().join("cli.pub"), dir.path().join("cli.key"));
-    let made = Command::new("minisign")
-        .args(["-G", "-W", "-p"])
-        .arg(&pk)
-        .arg("-s")
-        .arg(&sk)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (ok, out) = minisign(&["-G", "-W", "-p", path(&pk), "-s", path(&sk)]);
+    assert!(ok, "minisign -G: {out}");
     let file = dir.path().join("bundle.tar");
     std::fs::write(&file, build("interop")).unwrap();
 
     // satgate signs with the CLI's key; the CLI verifies.
     sign(&file, &sk);
-    let checked = Command::new("minisign")
-        .arg("-V")
-        .arg("-p")
-        .arg(&pk)
-        .arg("-m")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        checked.status.success(),
-        "minisign -V: {}",
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    let (ok, out) = minisign(&["-V", "-p", path(&pk), "-m", path(&file)]);
+    assert!(ok, "minisign -V: {out}");
 
     // The CLI signs; satgate verifies with the CLI's public key.
     std::fs::remove_file(bundle::signature_path(&file)).unwrap();
-    let signed = Command::new("minisign")
-        .arg("-S")
-        .arg("-s")
-        .arg(&sk)
-        .arg("-m")
-        .arg(&file)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        signed.status.success(),
-        "minisign -S: {}",
-        String::from_utf8_lossy(&signed.stderr)
-    );
+    let (ok, out) = minisign(&["-S", "-s", path(&sk), "-m", path(&file)]);
+    assert!(ok, "minisign -S: {out}");
     let keys = bundle::read_public_keys(std::slice::from_ref(&pk)).unwrap();
     let opened = bundle::open_file(&file, &keys).unwrap();
     assert_eq!(opened.manifest.revision, "interop");
@@ -103,15 +88,8 @@ fn minisign_cli_and_satgate_verify_each_others_signatures() {
     bytes[last] ^= 1;
     std::fs::write(&file, &bytes).unwrap();
     assert!(bundle::open_file(&file, &keys).is_err());
-    let refused = Command::new("minisign")
-        .arg("-V")
-        .arg("-p")
-        .arg(&pk)
-        .arg("-m")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
+    let (ok, _) = minisign(&["-V", "-p", path(&pk), "-m", path(&file)]);
+    assert!(!ok, "minisign -V accepted a changed byte");
 }
 
 fn args(dir: &Path, bundle: Option<&Path>, keys: &[&Path], policies: bool) -> ServeArgs {
