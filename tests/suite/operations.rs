@@ -257,8 +257,14 @@ async fn the_request_id_and_trace_context_reach_the_upstream() {
     assert_eq!(parts[2], id);
     assert!(parts[0].starts_with("00-") && !parts[0].contains(trace));
     // Refusals carry the id too.
-    let resp = get(s.addr, "/sat/records", Some("nope")).await;
-    assert_eq!(resp.0, 401);
+    let req = hyper::Request::get(format!("http://{}/sat/records", s.addr))
+        .header("authorization", "Bearer nope")
+        .header("x-request-id", "req-refused")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers().get("x-request-id").unwrap(), "req-refused");
 }
 
 /// One decision record per served request, with counts and policy ids only.
