@@ -1,0 +1,391 @@
+//! The summary an [`Activity`] ends as: ranked Devices with their counts and verdicts, as JSON
+//! or as CSV rows (docs/contract.md §5).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{time, unusual, Activity, Cell, Tally};
+use crate::model::{Eui64, MessageType};
+
+/// The whole answer.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Visible records, with or without a Device.
+    pub records: u64,
+    /// Devices flagged for more activity than usual.
+    pub devices_flagged: usize,
+    /// Most unusual first: see [`rank`].
+    pub devices: Vec<DeviceSummary>,
+    /// Records about no Device (non-device requests).
+    pub without_device: Counts,
+    /// The UTC days the records span (the window each Device is judged over).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub days: Option<Window>,
+    pub rule: Rule,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Window {
+    pub first: String,
+    pub last: String,
+}
+
+/// The flag rule's constants, stated in every answer.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    pub k: f64,
+    pub m: f64,
+    pub min_excess: f64,
+    pub min_days: usize,
+}
+
+const RULE: Rule = Rule {
+    k: unusual::K,
+    m: unusual::M,
+    min_excess: unusual::MIN_EXCESS,
+    min_days: unusual::MIN_DAYS,
+};
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceSummary {
+    pub device_id: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub unusual: Unusual,
+}
+
+/// Counts over a set of records. Maps are sorted by key; SRVs by count, then SRV.
+#[derive(Debug, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub records: u64,
+    pub first_timestamp: Option<String>,
+    pub last_timestamp: Option<String>,
+    /// Records whose timestamp is not RFC 3339 (so in no day).
+    pub undated: u64,
+    pub by_message_type: BTreeMap<&'static str, u64>,
+    pub by_srv: Vec<SrvCount>,
+    pub by_alert_code: BTreeMap<String, u64>,
+    pub by_response_code: BTreeMap<String, u64>,
+    pub by_user_role: BTreeMap<String, u64>,
+    pub by_day: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct SrvCount {
+    pub srv: Option<String>,
+    pub srv_title: Option<String>,
+    pub records: u64,
+}
+
+/// A Device's verdict ([`unusual`]).
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Unusual {
+    /// Days judged: from the Device's first record to the window's last day.
+    pub baseline_days: usize,
+    /// Absent below `rule.minDays` days.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub median: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mad: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    pub days: Vec<FlaggedDay>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct FlaggedDay {
+    pub day: String,
+    pub records: u64,
+    pub score: f64,
+}
+
+impl Activity {
+    /// The summary, Devices ranked.
+    pub fn summary(&self) -> Summary {
+        let window = self.first_day.zip(self.last_day);
+        let mut devices: Vec<(Eui64, DeviceSummary)> = self
+            .devices
+            .iter()
+            .map(|(id, tally)| {
+                let counts = self.counts(tally);
+                let unusual = window.map_or_else(|| Unusual::none(0), |(_, last)| self.unusual(tally, last));
+                (
+                    *id,
+                    DeviceSummary {
+                        device_id: id.to_string(),
+                        counts,
+                        unusual,
+                    },
+                )
+            })
+            .collect();
+        devices.sort_by(|a, b| rank(&a.1, &b.1).then(a.0.cmp(&b.0)));
+        let devices: Vec<DeviceSummary> = devices.into_iter().map(|(_, d)| d).collect();
+        Summary {
+            records: self.records,
+            devices_flagged: devices.iter().filter(|d| !d.unusual.days.is_empty()).count(),
+            devices,
+            without_device: self.counts(&self.without_device),
+            days: window.map(|(first, last)| Window {
+                first: time::day_to_string(first),
+                last: time::day_to_string(last),
+            }),
+            rule: RULE,
+        }
+    }
+
+    fn counts(&self, t: &Tally) -> Counts {
+        let name = |id| self.name(id).map(str::to_owned);
+        let mut c = Counts {
+            records: t.records,
+            first_timestamp: t.first.map(time::Instant::to_rfc3339),
+            last_timestamp: t.last.map(time::Instant::to_rfc3339),
+            undated: t.undated,
+            by_message_type: MessageType::ALL
+                .iter()
+                .filter(|mt| t.by_type[**mt as usize] > 0)
+                .map(|mt| (mt.as_str(), t.by_type[*mt as usize]))
+                .collect(),
+            ..Counts::default()
+        };
+        for (cell, &n) in &t.cells {
+            let keyed = |id| name(id).unwrap_or_default();
+            match *cell {
+                Cell::Srv(srv, title) => c.by_srv.push(SrvCount {
+                    srv: name(srv),
+                    srv_title: name(title),
+                    records: n,
+                }),
+                Cell::AlertCode(id) => _ = c.by_alert_code.insert(keyed(id), n),
+                Cell::ResponseCode(id) => _ = c.by_response_code.insert(keyed(id), n),
+                Cell::UserRole(id) => _ = c.by_user_role.insert(keyed(id), n),
+                Cell::Day(day) => _ = c.by_day.insert(time::day_to_string(day), n),
+            }
+        }
+        c.by_srv.sort_by(|a, b| {
+            b.records
+                .cmp(&a.records)
+                .then_with(|| (&a.srv, &a.srv_title).cmp(&(&b.srv, &b.srv_title)))
+        });
+        c
+    }
+
+    /// Judges a Device's days from its first record to `last_day`, zeros included.
+    fn unusual(&self, t: &Tally, last_day: i64) -> Unusual {
+        let Some(first_day) = t.first.map(time::Instant::day) else {
+            return Unusual::none(0);
+        };
+        let span = (last_day - first_day + 1).max(0) as usize;
+        let mut daily = vec![0u64; span];
+        for (cell, &n) in &t.cells {
+            if let Cell::Day(day) = *cell {
+                if let Some(slot) = usize::try_from(day - first_day).ok().and_then(|i| daily.get_mut(i)) {
+                    *slot = n;
+                }
+            }
+        }
+        let verdict = unusual::assess(&daily);
+        let Some(b) = verdict.baseline else {
+            return Unusual::none(span);
+        };
+        Unusual {
+            baseline_days: span,
+            median: Some(b.median),
+            mad: Some(b.mad),
+            threshold: Some(b.threshold),
+            days: verdict
+                .flags
+                .iter()
+                .map(|f| FlaggedDay {
+                    day: time::day_to_string(first_day + f.day as i64),
+                    records: f.count,
+                    score: f.score,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Unusual {
+    fn none(baseline_days: usize) -> Self {
+        Unusual {
+            baseline_days,
+            median: None,
+            mad: None,
+            threshold: None,
+            days: Vec::new(),
+        }
+    }
+}
+
+/// The order of Devices: flagged ones first, the most recent flagged day first and, on the same
+/// day, the higher score; then the rest, busiest first. "Which Device should I look at" is about
+/// what is unusual now, so recency beats size.
+pub fn rank(a: &DeviceSummary, b: &DeviceSummary) -> std::cmp::Ordering {
+    let key = |d: &DeviceSummary| d.unusual.days.last().map(|f| (f.day.clone(), f.score));
+    match (key(a), key(b)) {
+        (Some((da, sa)), Some((db, sb))) => db.cmp(&da).then(sb.total_cmp(&sa)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => b.counts.records.cmp(&a.counts.records),
+    }
+}
+
+/// The CSV columns of the activity view, one row per counter (a "long" table for pivoting).
+pub const CSV_HEADER: [&str; 6] = ["deviceId", "dimension", "key", "srvTitle", "records", "score"];
+
+impl Summary {
+    /// The CSV rows, Devices in rank order, then the records without a Device (empty `deviceId`).
+    /// Each Device starts with a `records` row; flagged days carry their score.
+    pub fn csv_rows(&self) -> Vec<[String; 6]> {
+        let mut rows = Vec::new();
+        for d in &self.devices {
+            let flagged: BTreeMap<&str, f64> = d.unusual.days.iter().map(|f| (f.day.as_str(), f.score)).collect();
+            counts_rows(&d.device_id, &d.counts, &flagged, &mut rows);
+        }
+        counts_rows("", &self.without_device, &BTreeMap::new(), &mut rows);
+        rows
+    }
+}
+
+fn counts_rows(device: &str, c: &Counts, flagged: &BTreeMap<&str, f64>, rows: &mut Vec<[String; 6]>) {
+    let mut row = |dimension: &str, key: &str, title: &str, records: String, score: String| {
+        rows.push([
+            device.to_owned(),
+            dimension.to_owned(),
+            key.to_owned(),
+            title.to_owned(),
+            records,
+            score,
+        ]);
+    };
+    row("records", "", "", c.records.to_string(), String::new());
+    for (dim, ts) in [
+        ("firstTimestamp", &c.first_timestamp),
+        ("lastTimestamp", &c.last_timestamp),
+    ] {
+        if let Some(ts) = ts {
+            row(dim, ts, "", String::new(), String::new());
+        }
+    }
+    if c.undated > 0 {
+        row("undated", "", "", c.undated.to_string(), String::new());
+    }
+    for (k, n) in &c.by_message_type {
+        row("messageType", k, "", n.to_string(), String::new());
+    }
+    for s in &c.by_srv {
+        row(
+            "srv",
+            s.srv.as_deref().unwrap_or(""),
+            s.srv_title.as_deref().unwrap_or(""),
+            s.records.to_string(),
+            String::new(),
+        );
+    }
+    for (dim, map) in [
+        ("alertCode", &c.by_alert_code),
+        ("responseCode", &c.by_response_code),
+        ("userRole", &c.by_user_role),
+    ] {
+        for (k, n) in map {
+            row(dim, k, "", n.to_string(), String::new());
+        }
+    }
+    for (day, n) in &c.by_day {
+        let score = flagged.get(day.as_str()).map(f64::to_string).unwrap_or_default();
+        row("day", day, "", n.to_string(), score);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::super::{Limits, Titles};
+    use super::*;
+
+    fn add(a: &mut Activity, device: u64, day: u32, n: usize) {
+        for _ in 0..n {
+            a.add(&Titles {
+                timestamp: Some(Cow::Owned(format!("2026-11-{day:02}T10:00:00Z"))),
+                message_type: Some(MessageType::DeviceAlert),
+                alert_code: Some(Cow::Borrowed("8F84")),
+                device_id: Some(Eui64::from_u64(device)),
+                ..Titles::default()
+            });
+        }
+    }
+
+    #[test]
+    fn devices_with_a_recent_burst_come_first() {
+        let mut a = Activity::new(Limits::DEFAULT);
+        for day in 1..=14 {
+            add(&mut a, 1, day, 50); // busiest, steady
+            add(&mut a, 2, day, if day == 5 { 90 } else { 3 }); // old burst
+            add(&mut a, 3, day, if day == 14 { 40 } else { 2 }); // burst on the last day
+        }
+        add(&mut a, 4, 13, 500); // new: two days of history only
+        let s = a.summary();
+        let order: Vec<&str> = s.devices.iter().map(|d| d.device_id.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "00-00-00-00-00-00-00-03",
+                "00-00-00-00-00-00-00-02",
+                "00-00-00-00-00-00-00-01",
+                "00-00-00-00-00-00-00-04"
+            ]
+        );
+        assert_eq!(s.devices_flagged, 2);
+        assert_eq!(s.devices[0].unusual.days[0].day, "2026-11-14");
+        assert_eq!(s.devices[3].unusual.baseline_days, 2);
+        assert_eq!(s.records, 14 * 50 + (13 * 3 + 90) + (13 * 2 + 40) + 500);
+        assert_eq!(s.devices[2].counts.by_alert_code["8F84"], 700);
+        assert_eq!(s.devices[2].counts.by_day.len(), 14);
+    }
+
+    #[test]
+    fn json_names_the_contract_fields() {
+        let mut a = Activity::new(Limits::DEFAULT);
+        add(&mut a, 7, 1, 2);
+        let v = serde_json::to_value(a.summary()).unwrap();
+        assert_eq!(v["records"], 2);
+        assert_eq!(v["devices"][0]["deviceId"], "00-00-00-00-00-00-00-07");
+        assert_eq!(v["devices"][0]["records"], 2);
+        assert_eq!(v["devices"][0]["byMessageType"]["DeviceAlert"], 2);
+        assert_eq!(v["devices"][0]["firstTimestamp"], "2026-11-01T10:00:00Z");
+        assert_eq!(v["withoutDevice"]["records"], 0);
+        assert_eq!(v["days"]["first"], "2026-11-01");
+        assert_eq!(v["rule"]["minDays"], 7);
+    }
+
+    #[test]
+    fn csv_rows_cover_every_counter() {
+        let mut a = Activity::new(Limits::DEFAULT);
+        add(&mut a, 7, 1, 2);
+        let rows = a.summary().csv_rows();
+        let dims: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+        assert_eq!(
+            dims,
+            [
+                "records",
+                "firstTimestamp",
+                "lastTimestamp",
+                "messageType",
+                "alertCode",
+                "day",
+                "records"
+            ]
+        );
+        assert_eq!(rows[0][4], "2");
+        assert_eq!(rows.last().map(|r| r[0].as_str()), Some(""));
+    }
+}
