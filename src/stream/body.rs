@@ -183,6 +183,10 @@ impl RecordStream {
         &self.filter.stats
     }
 
+    pub fn filter(&self) -> &RecordFilter {
+        &self.filter
+    }
+
     /// Which policies let this stream's records through or kept them out.
     pub fn tally(&self) -> crate::decision::Tally {
         self.filter.tally()
@@ -284,12 +288,7 @@ impl RecordStream {
     /// Filters everything, sending the visible bytes. On error the receiver gets an error too,
     /// which aborts the response.
     pub async fn run(mut self, tx: BodySender) -> (Self, Result<(), StreamError>) {
-        let result = match self.deadline {
-            None => self.pump(&tx).await,
-            Some(at) => tokio::time::timeout_at(at.into(), self.pump(&tx))
-                .await
-                .unwrap_or(Err(StreamError::TokenExpired)),
-        };
+        let result = self.pump_until_deadline(Some(&tx)).await;
         if result.is_ok() {
             tx.finish();
         }
@@ -297,9 +296,29 @@ impl RecordStream {
         (self, result)
     }
 
-    async fn pump(&mut self, tx: &BodySender) -> Result<(), StreamError> {
+    /// Filters everything without sending anything: for an output that answers at the end (the
+    /// activity view). Stops early once the filter says reading on is pointless.
+    pub async fn consume(mut self) -> (Self, Result<(), StreamError>) {
+        let result = self.pump_until_deadline(None).await;
+        (self, result)
+    }
+
+    async fn pump_until_deadline(&mut self, tx: Option<&BodySender>) -> Result<(), StreamError> {
+        match self.deadline {
+            None => self.pump(tx).await,
+            Some(at) => tokio::time::timeout_at(at.into(), self.pump(tx))
+                .await
+                .unwrap_or(Err(StreamError::TokenExpired)),
+        }
+    }
+
+    async fn pump(&mut self, tx: Option<&BodySender>) -> Result<(), StreamError> {
         let mut out = Vec::with_capacity(16 * 1024);
+        self.filter.begin(&mut out);
         loop {
+            if self.filter.stopped() {
+                return Ok(());
+            }
             self.prefetch_devices().await;
             while let Some(entry) = self.pending.pop_front() {
                 match entry {
@@ -311,14 +330,14 @@ impl RecordStream {
                         for line in entry.lines() {
                             self.filter_one(line, &mut out).await;
                             if out.len() >= IO_BUFFER_BYTES {
-                                self.send(tx, &mut out).await?;
+                                Self::send(tx, &mut out, self.idle).await?;
                             }
                         }
                     }
                 }
             }
             if !out.is_empty() {
-                self.send(tx, &mut out).await?;
+                Self::send(tx, &mut out, self.idle).await?;
             }
             if !self.read_frame().await? && self.pending.is_empty() {
                 return Ok(());
@@ -326,12 +345,17 @@ impl RecordStream {
         }
     }
 
-    /// Hands the filtered bytes so far to the response, as one chunk.
-    async fn send(&self, tx: &BodySender, out: &mut Vec<u8>) -> Result<(), StreamError> {
+    /// Hands the filtered bytes so far to the response, as one chunk (or drops them when there
+    /// is no response to stream to: an output that writes nothing).
+    async fn send(tx: Option<&BodySender>, out: &mut Vec<u8>, idle: Duration) -> Result<(), StreamError> {
+        let Some(tx) = tx else {
+            out.clear();
+            return Ok(());
+        };
         let chunk = Bytes::from(std::mem::replace(out, Vec::with_capacity(16 * 1024)));
         // A client that stops reading must not hold the stream (and its upstream connection)
         // forever.
-        match tokio::time::timeout(self.idle, tx.send(chunk)).await {
+        match tokio::time::timeout(idle, tx.send(chunk)).await {
             Err(_) => Err(StreamError::ClientStalled),
             Ok(Err(())) => Err(StreamError::ClientGone),
             Ok(Ok(())) => Ok(()),

@@ -6,8 +6,9 @@
 
 use rustc_hash::FxHashMap;
 
-use super::project;
+use super::output::Output;
 use super::record::{Field, Record, RecordError};
+use crate::activity::Activity;
 use crate::decision::{Decisions, DeviceFacts, Facts};
 use crate::model::{Class, Eui64};
 use crate::ownership::{DeviceEntry, OwnershipSource};
@@ -22,7 +23,7 @@ pub const PREFETCH_CONCURRENCY: usize = 8;
 /// What happened to one line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Written, with at least the title fields.
+    /// Visible: written with at least the title fields (or counted, for the activity view).
     Written,
     /// The principal may not see this record at all.
     LeftOut,
@@ -55,16 +56,38 @@ pub struct FilterStats {
 pub struct RecordFilter {
     decisions: Decisions,
     devices: FxHashMap<Eui64, Option<DeviceFacts>>,
+    output: Output,
     pub stats: FilterStats,
 }
 
 impl RecordFilter {
+    /// A filter writing NDJSON.
     pub fn new(decisions: Decisions) -> Self {
+        Self::with_output(decisions, Output::Ndjson)
+    }
+
+    pub fn with_output(decisions: Decisions, output: Output) -> Self {
         Self {
             decisions,
             devices: FxHashMap::default(),
+            output,
             stats: FilterStats::default(),
         }
+    }
+
+    /// Writes what comes before the first record (the CSV header).
+    pub fn begin(&mut self, out: &mut Vec<u8>) {
+        self.output.begin(out);
+    }
+
+    /// The activity summary, when this filter builds one.
+    pub fn activity(&self) -> Option<&Activity> {
+        self.output.activity()
+    }
+
+    /// Whether reading on is pointless: the activity summary went over a cap.
+    pub fn stopped(&self) -> bool {
+        self.activity().is_some_and(|a| a.overflow().is_some())
     }
 
     /// Whether the Device's owners are still to be looked up for this stream.
@@ -132,10 +155,12 @@ impl RecordFilter {
         let device = record.device_id.and_then(|id| self.devices.get(&id).cloned().flatten());
         let facts = Facts::new(self.decisions.principal(), record.user_id, record.message_type, device);
         let allowed = self.decisions.allowed(&facts);
-        if !project::write(record, allowed, out) {
+        // No title, no record: left out entirely, whatever the output.
+        if !allowed.contains(Class::Title) {
             self.stats.left_out += 1;
             return Outcome::LeftOut;
         }
+        self.output.visible(record, allowed, out);
         self.stats.records_out += 1;
         for f in Field::ALL {
             if !allowed.contains(f.class()) && record.raw(f).is_some() {

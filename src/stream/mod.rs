@@ -1,14 +1,17 @@
 //! The response path: NDJSON records in, the visible part of each record out.
 
 pub mod body;
+pub mod csv;
 pub mod filter;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 pub mod lines;
+pub mod output;
 pub mod project;
 pub mod record;
 
 pub use filter::{FilterStats, Filtered, Outcome, RecordFilter, MAX_DEVICES_PER_STREAM};
+pub use output::{Format, Output};
 pub use record::{Field, Record, RecordError};
 
 use std::sync::Arc;
@@ -37,8 +40,19 @@ pub fn filter_bytes(
     lookup: impl Fn(Eui64) -> Option<Arc<DeviceEntry>>,
 ) -> (Vec<u8>, FilterStats) {
     let mut filter = RecordFilter::new(decisions);
+    let out = filter_all(&mut filter, input, lookup);
+    (out, filter.stats)
+}
+
+/// Runs `filter` (whatever its output) over a whole in-memory NDJSON buffer.
+pub fn filter_all(
+    filter: &mut RecordFilter,
+    input: &[u8],
+    lookup: impl Fn(Eui64) -> Option<Arc<DeviceEntry>>,
+) -> Vec<u8> {
     let mut splitter = lines::LineSplitter::new(DEFAULT_MAX_LINE_BYTES);
     let mut out = Vec::with_capacity(input.len());
+    filter.begin(&mut out);
     let mut on_line = |line: lines::Line<'_>| match line {
         lines::Line::Complete(l) => {
             filter.filter_line_sync(l, &mut out, &lookup);
@@ -49,7 +63,7 @@ pub fn filter_bytes(
     };
     splitter.push(input, &mut on_line);
     splitter.finish(&mut on_line);
-    (out, filter.stats)
+    out
 }
 
 /// Like [`filter_bytes`], with look-ups through an ownership source (async).
