@@ -27,6 +27,7 @@
 //! and the one reload mechanism) and [`sample`] (generated data and stand-in services for the
 //! demo, tests and benchmarks). The external contract the code cites is `docs/contract.md`.
 
+pub mod activity;
 pub mod auth;
 pub mod bundle;
 pub mod cmd;

@@ -1,5 +1,6 @@
 //! `satgate filter`: the sidecar's record path, offline. Reads NDJSON on stdin, writes what the
-//! principal may see on stdout, and a count summary on stderr.
+//! principal may see on stdout (NDJSON, or CSV with `--format csv`), and a count summary on
+//! stderr. [`run_filter`] is shared with `satgate activity`.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -9,10 +10,32 @@ use super::{CmdError, Exit, PolicyArgs, PrincipalArgs};
 use crate::decision::PolicyEngine;
 use crate::ownership::{HttpSettings, HttpSource, Inventory, OwnershipSource};
 use crate::stream::lines::{Line, LineSplitter};
-use crate::stream::{Outcome, RecordFilter};
+use crate::stream::{Format, Outcome, Output, RecordFilter};
+
+/// Bytes read from the input at once.
+const READ_BYTES: usize = 1 << 20;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Output format: JSON (NDJSON lines, as the sidecar answers by default) or CSV (RFC 4180,
+    /// a header row).
+    #[arg(long, value_enum, default_value_t = FormatArg::Json)]
+    pub format: FormatArg,
+}
+
+/// `--format` of `filter` and `activity`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatArg {
+    #[value(alias = "ndjson")]
+    Json,
+    Csv,
+}
+
+/// What `filter` and `activity` read: the policy set, the inventory, the principal.
+#[derive(clap::Args, Debug)]
+pub struct InputArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Inventory JSON file (docs/contract.md §2).
@@ -29,13 +52,32 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<Exit, CmdError> {
-    let summary = filter(args, &mut std::io::stdin().lock(), &mut std::io::stdout().lock())?;
-    eprintln!("{summary}");
+    let format = match args.format {
+        FormatArg::Json => Format::Json,
+        FormatArg::Csv => Format::Csv,
+    };
+    let filter = run_filter(
+        &args.input,
+        Output::records(format),
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+    )?;
+    let s = &filter.stats;
+    eprintln!(
+        "satgate filter: {} records in, {} out, {} not visible, {} malformed",
+        s.records_in, s.records_out, s.left_out, s.malformed
+    );
     Ok(Exit::Ok)
 }
 
-/// Runs the filter over `input`, returning the summary line.
-pub fn filter(args: &Args, input: &mut impl Read, output: &mut impl Write) -> Result<String, CmdError> {
+/// Runs the filter with `output` over `input`, writing what it writes to `written`, and returns
+/// it for its counts (and summary). Malformed lines are named on stderr (the first few).
+pub fn run_filter(
+    args: &InputArgs,
+    output: Output,
+    input: &mut impl Read,
+    written: &mut impl Write,
+) -> Result<RecordFilter, CmdError> {
     let principal = args.principal.principal().map_err(|e| e.to_string())?;
     let engine = Arc::new(PolicyEngine::load(&args.policy.policies, &args.policy.schema).map_err(|e| e.to_string())?);
     let source: Arc<dyn OwnershipSource> = match (&args.inventory, &args.inventory_url) {
@@ -64,13 +106,14 @@ pub fn filter(args: &Args, input: &mut impl Read, output: &mut impl Write) -> Re
         }
     };
 
-    let mut filter = RecordFilter::new(engine.for_principal(&principal));
+    let mut filter = RecordFilter::with_output(engine.for_principal(&principal), output);
     let mut splitter = LineSplitter::new(args.max_line_bytes);
-    let mut out = Vec::with_capacity(1 << 16);
-    let mut buf = vec![0u8; 1 << 16];
+    let mut out = Vec::with_capacity(READ_BYTES + (1 << 16));
+    let mut buf = vec![0u8; READ_BYTES];
+    filter.begin(&mut out);
     let mut malformed_lines = Vec::new();
     let mut line_no = 0u64;
-    let mut on_line = |line: Line<'_>, out: &mut Vec<u8>| {
+    let mut on_line = |filter: &mut RecordFilter, line: Line<'_>, out: &mut Vec<u8>| {
         line_no += 1;
         let outcome = match line {
             Line::Complete(l) => filter.filter_line_sync(l, out, lookup),
@@ -84,28 +127,27 @@ pub fn filter(args: &Args, input: &mut impl Read, output: &mut impl Write) -> Re
         }
     };
     loop {
+        if filter.stopped() {
+            break;
+        }
         let n = match input.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(format!("reading input: {e}").into()),
         };
-        splitter.push(&buf[..n], |l| on_line(l, &mut out));
-        output.write_all(&out).map_err(|e| format!("writing output: {e}"))?;
+        splitter.push(&buf[..n], |l| on_line(&mut filter, l, &mut out));
+        written.write_all(&out).map_err(|e| format!("writing output: {e}"))?;
         out.clear();
     }
-    splitter.finish(|l| on_line(l, &mut out));
-    output
+    splitter.finish(|l| on_line(&mut filter, l, &mut out));
+    written
         .write_all(&out)
-        .and_then(|()| output.flush())
+        .and_then(|()| written.flush())
         .map_err(|e| format!("writing output: {e}"))?;
 
     for m in &malformed_lines {
         eprintln!("left out: {m}");
     }
-    let s = &filter.stats;
-    Ok(format!(
-        "satgate filter: {} records in, {} out, {} not visible, {} malformed",
-        s.records_in, s.records_out, s.left_out, s.malformed
-    ))
+    Ok(filter)
 }

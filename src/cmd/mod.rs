@@ -1,5 +1,6 @@
 //! One module per subcommand, each with its own arguments and a `run` returning an exit code.
 
+pub mod activity;
 pub mod bundle;
 pub mod demo;
 pub mod diff;
@@ -91,6 +92,9 @@ pub enum Command {
     Validate(validate::Args),
     /// Redact an NDJSON SAT export offline, as one principal would see it.
     Filter(filter::Args),
+    /// Summarise an NDJSON SAT export per Device, as one principal would see it, flagging
+    /// Devices with more activity than usual.
+    Activity(activity::Args),
     /// Run a sample SSI upstream with the sidecar in front of it, and show example requests.
     Demo(demo::Args),
     /// Run the sidecar in front of the SSI audit endpoint.
@@ -155,6 +159,7 @@ pub fn run(cli: Cli) -> Exit {
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Filter(args) => filter::run(&args),
+        Command::Activity(args) => activity::run(&args),
         Command::Sample(args) => sample::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Demo(args) => demo::run(&args),

@@ -16,9 +16,10 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::records::{self, View};
 use super::response::{error, ResponseBody};
 use super::routes::{self, NoRoute, Route, Side};
-use super::{ops, records, State};
+use super::{ops, State};
 use crate::metrics::StatusLabel;
 use crate::stream::IO_BUFFER_BYTES;
 use crate::tls::ServerTls;
@@ -181,7 +182,8 @@ async fn handle(
     peer: SocketAddr,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let resp = match routes::route(side, req.method(), req.uri().path()) {
-        Ok(Route::Records) => records::serve(&state, &req, peer).await,
+        Ok(Route::Records) => records::serve(&state, &req, peer, View::Records).await,
+        Ok(Route::Activity) => records::serve(&state, &req, peer, View::Activity).await,
         Ok(Route::Healthz) => ops::healthz(),
         Ok(Route::Readyz) => ops::readyz(&state).await,
         Ok(Route::Metrics) => ops::metrics(&state, &req),

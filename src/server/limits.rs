@@ -25,11 +25,15 @@ pub fn base_bytes(ownership_cache_capacity: u64) -> usize {
 }
 
 /// The most one stream can hold: the upstream connection's read buffer and one frame read ahead
-/// (`2 x U`), an unfinished line (`L`), the chunk being filtered and the one waiting in the
-/// channel (`IO + L` each: a chunk is flushed at `IO` bytes, so it can pass that by one record),
-/// hyper's write buffer with the chunk it is writing (`2 x IO + L`), and the ownership memo.
+/// (`2 x U`), an unfinished line (`L`) and the ownership memo; then either, for records, the
+/// chunk being filtered and the one waiting in the channel (`IO + L` each: a chunk is flushed at
+/// `IO` bytes, so it can pass that by one record) and hyper's write buffer with the chunk it is
+/// writing (`2 x IO + L`), or, for the activity view, its tallies (capped at `A`, see
+/// [`crate::activity::Limits`]).
 pub fn worst_case_stream_bytes(max_line_bytes: usize) -> usize {
-    2 * UPSTREAM_BUFFER_BYTES + 4 * IO_BUFFER_BYTES + 4 * max_line_bytes + MEMO_BYTES
+    let records = 4 * IO_BUFFER_BYTES + 3 * max_line_bytes;
+    let activity = crate::activity::Limits::DEFAULT.max_bytes;
+    2 * UPSTREAM_BUFFER_BYTES + max_line_bytes + MEMO_BYTES + records.max(activity)
 }
 
 /// The most the sidecar can hold with every stream slot taken: `base + S x stream`.

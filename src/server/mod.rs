@@ -3,8 +3,9 @@
 //! - `accept`: the listeners (callers, and operations when `--ops-listen` is set), their
 //!   connection limits, the request-header timeout, TLS, graceful shutdown;
 //! - `routes`: which listener serves which endpoint, one table (404 and 405 come from it);
-//! - `records`: `GET /sat/records` as named steps: authenticate, take a stream slot
-//!   ([`limits`]), take the policy set, call the upstream, check the first line, stream;
+//! - `records`: `GET /sat/records` and `/sat/activity` as named steps: authenticate, take a
+//!   stream slot ([`limits`]), take the policy set, call the upstream, check the first line,
+//!   then stream the records or summarize them; `negotiate` picks JSON or CSV;
 //! - `ops`: `/healthz`, `/readyz`, `/metrics` and `/admin/...`;
 //! - `response`: JSON bodies and the one refusal type every step returns.
 //!
@@ -14,6 +15,7 @@ mod accept;
 pub mod correlation;
 pub mod decision_log;
 pub mod limits;
+mod negotiate;
 mod ops;
 mod records;
 mod response;

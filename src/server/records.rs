@@ -1,7 +1,9 @@
-//! `GET /sat/records?{query}`, as named steps. Each step before streaming either hands the next
-//! one what it needs or refuses with a [`Reject`], which becomes both the response and the
-//! access-log line. Once streaming starts, a failure ends the response early (see
-//! [`crate::stream::body`]).
+//! `GET /sat/records?{query}` and `GET /sat/activity?{query}`, as named steps. Both views share
+//! every step up to the filter: authentication, a stream slot, the policy set, the same upstream
+//! call, the same decisions. Each step before streaming either hands the next one what it needs
+//! or refuses with a [`Reject`], which becomes both the response and the access-log line. Once
+//! records stream, a failure ends the response early (see [`crate::stream::body`]); the activity
+//! view answers only at the end, so its failures are ordinary error answers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,15 +16,26 @@ use hyper::body::Incoming;
 use super::correlation::{Correlation, REQUEST_ID};
 use super::decision_log::DecisionRecord;
 use super::limits::{Busy, StreamSlot};
+use super::negotiate;
 use super::response::{Reject, ResponseBody};
 use super::State;
+use crate::activity::{Activity, Limits};
 use crate::auth::{Identity, Refusal};
 use crate::decision::PolicyIdentity;
 use crate::metrics::ReasonLabel;
 use crate::model::Principal;
 use crate::ownership::OwnershipSource;
 use crate::stream::body::{self, RecordStream, StreamError};
-use crate::stream::{FilterStats, RecordFilter};
+use crate::stream::{FilterStats, Format, Output, RecordFilter};
+
+/// Which view of the records a request asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// The visible records themselves.
+    Records,
+    /// A per-Device summary of the same records.
+    Activity,
+}
 
 /// Names the policy set that decided a `/sat/records` answer: `sha256:HEX; revision=REV`.
 pub const POLICY_HEADER: &str = "satgate-policy";
@@ -75,7 +88,12 @@ impl Access {
     }
 }
 
-pub async fn serve(state: &Arc<State>, req: &Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+pub async fn serve(
+    state: &Arc<State>,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+    view: View,
+) -> Response<ResponseBody> {
     let access = Access {
         peer,
         query: req.uri().query().map(str::to_owned),
@@ -83,13 +101,21 @@ pub async fn serve(state: &Arc<State>, req: &Request<Incoming>, peer: SocketAddr
         correlation: Correlation::from_headers(req.headers()),
     };
     let request_id = HeaderValue::from_str(&access.correlation.request_id).ok();
+    let format = negotiate::format(req.headers());
+    let output = match view {
+        View::Records => Output::records(format),
+        View::Activity => Output::Activity(Box::new(Activity::new(Limits::DEFAULT))),
+    };
     let mut resp = match authenticate(state, req) {
         Err(reject) => {
             access.log(reject.status.as_u16(), None, &reject.message, None, None);
             reject.into_response()
         }
-        Ok(identity) => match start(state, &identity, &access).await {
-            Ok((stream, slot, policy)) => respond(state, stream, slot, identity.principal, access, policy),
+        Ok(identity) => match start(state, &identity, &access, output).await {
+            Ok((stream, slot, policy)) => match view {
+                View::Records => respond(state, stream, slot, identity.principal, access, policy, format),
+                View::Activity => summarize(state, stream, slot, identity.principal, access, policy, format).await,
+            },
             Err(reject) => {
                 let policy = state.policies.current().identity().to_string();
                 access.log(
@@ -123,6 +149,7 @@ async fn start(
     state: &State,
     identity: &Identity,
     access: &Access,
+    output: Output,
 ) -> Result<(RecordStream, StreamSlot, PolicyIdentity), Reject> {
     let principal = &identity.principal;
     // Before the upstream call: a refused stream costs nothing but this check.
@@ -169,7 +196,7 @@ async fn start(
     });
     let mut stream = RecordStream::new(
         upstream.into_body(),
-        RecordFilter::new(engine.for_principal(principal)),
+        RecordFilter::with_output(engine.for_principal(principal), output),
         Arc::clone(&state.ownership) as Arc<dyn OwnershipSource>,
         state.max_line_bytes,
         state.upstream.timeouts().idle,
@@ -191,13 +218,13 @@ fn respond(
     principal: Principal,
     access: Access,
     policy: PolicyIdentity,
+    format: Format,
 ) -> Response<ResponseBody> {
     let (tx, body) = body::channel();
     let metrics = Arc::clone(&state.metrics);
     let state = Arc::clone(state);
     metrics.active_streams.inc();
-    let logged_policy = policy.to_string();
-    let header_policy = logged_policy.clone();
+    let header_policy = policy.to_string();
     let correlation = access.correlation.upstream_headers();
     tokio::spawn(crate::net::CORRELATION.scope(correlation, async move {
         let (stream, result) = stream.run(tx).await;
@@ -214,34 +241,145 @@ fn respond(
                 format!("ended early: {e}")
             }
         };
-        access.log(
-            200,
-            Some(&principal),
-            &outcome,
-            Some((stream.stats(), stream.lookup_errors)),
-            Some(&logged_policy),
-        );
-        state.decision_log.write(&DecisionRecord {
-            request_id: &access.correlation.request_id,
-            trace_id: &access.correlation.trace_id,
-            principal: &principal,
-            query: access.query.as_deref(),
-            policy: &policy,
-            outcome: &outcome,
-            stats: stream.stats(),
-            tally: &stream.tally(),
-        });
+        finished(&state, &access, &principal, &policy, 200, &outcome, &stream);
     }));
+    let content_type = match format {
+        Format::Json => "application/x-ndjson",
+        Format::Csv => CSV_TYPE,
+    };
     let mut resp = Response::new(body.boxed());
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/x-ndjson"),
+    headers(&mut resp, content_type, &header_policy);
+    resp
+}
+
+const CSV_TYPE: &str = "text/csv; charset=utf-8; header=present";
+
+/// Reads the whole upstream answer into the activity summary, then answers: 200 with the summary,
+/// 422 when it went over a cap, or the upstream's failure as an error answer. The stream slot is
+/// held until the summary is done.
+async fn summarize(
+    state: &Arc<State>,
+    stream: RecordStream,
+    slot: StreamSlot,
+    principal: Principal,
+    access: Access,
+    policy: PolicyIdentity,
+    format: Format,
+) -> Response<ResponseBody> {
+    let metrics = &state.metrics;
+    metrics.active_streams.inc();
+    let correlation = access.correlation.upstream_headers();
+    let (stream, result) = crate::net::CORRELATION.scope(correlation, stream.consume()).await;
+    drop(slot);
+    metrics.active_streams.dec();
+    metrics.record_stream(stream.stats());
+    let overflow = stream.filter().activity().and_then(Activity::overflow);
+    let answer = match (&result, overflow) {
+        (Err(e), _) => {
+            metrics
+                .streams_aborted
+                .get_or_create(&ReasonLabel { reason: e.reason() })
+                .inc();
+            Err(match e {
+                StreamError::IdleTimeout => Reject::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string()),
+                StreamError::TokenExpired => Reject::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()),
+                _ => Reject::new(StatusCode::BAD_GATEWAY, "bad_gateway", e.to_string()),
+            })
+        }
+        (Ok(()), Some(over)) => Err(Reject::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_much_activity",
+            over.to_string(),
+        )),
+        (Ok(()), None) => Ok(stream.filter().activity().map(|a| render(a, format))),
+    };
+    let header_policy = policy.to_string();
+    match answer {
+        Ok(Some((content_type, body))) => {
+            finished(state, &access, &principal, &policy, 200, "complete", &stream);
+            let mut resp = Response::new(super::response::full(body));
+            headers(&mut resp, content_type, &header_policy);
+            resp
+        }
+        Ok(None) => {
+            // A filter built without a summary: a bug, answered as one.
+            let reject = Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no activity summary");
+            finished(state, &access, &principal, &policy, 500, &reject.message, &stream);
+            reject.into_response()
+        }
+        Err(reject) => {
+            finished(
+                state,
+                &access,
+                &principal,
+                &policy,
+                reject.status.as_u16(),
+                &reject.message,
+                &stream,
+            );
+            reject.into_response()
+        }
+    }
+}
+
+/// The summary as JSON or CSV, with its content type.
+fn render(activity: &Activity, format: Format) -> (&'static str, Vec<u8>) {
+    let summary = activity.summary();
+    match format {
+        Format::Json => {
+            // Serializing plain structs of strings and numbers cannot fail.
+            let body = serde_json::to_vec(&summary).unwrap_or_default();
+            ("application/json", body)
+        }
+        Format::Csv => {
+            let mut writer = crate::stream::csv::CsvWriter::new();
+            let mut out = Vec::new();
+            writer.row(crate::activity::render::CSV_HEADER, &mut out);
+            for row in summary.csv_rows() {
+                writer.row(row, &mut out);
+            }
+            (CSV_TYPE, out)
+        }
+    }
+}
+
+/// The access-log line and the decision record of a request whose records were read.
+fn finished(
+    state: &State,
+    access: &Access,
+    principal: &Principal,
+    policy: &PolicyIdentity,
+    status: u16,
+    outcome: &str,
+    stream: &RecordStream,
+) {
+    let logged_policy = policy.to_string();
+    access.log(
+        status,
+        Some(principal),
+        outcome,
+        Some((stream.stats(), stream.lookup_errors)),
+        Some(&logged_policy),
     );
-    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    state.decision_log.write(&DecisionRecord {
+        request_id: &access.correlation.request_id,
+        trace_id: &access.correlation.trace_id,
+        principal,
+        query: access.query.as_deref(),
+        policy,
+        outcome,
+        stats: stream.stats(),
+        tally: &stream.tally(),
+    });
+}
+
+/// The headers of an answer carrying records or their summary.
+fn headers(resp: &mut Response<ResponseBody>, content_type: &'static str, policy: &str) {
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // Which reviewed policy set decided this answer (the bundle's SHA-256 and revision).
-    if let Ok(v) = header::HeaderValue::from_str(&header_policy) {
+    if let Ok(v) = HeaderValue::from_str(policy) {
         headers.insert(POLICY_HEADER, v);
     }
-    resp
 }

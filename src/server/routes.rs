@@ -8,6 +8,7 @@ use http::Method;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
     Records,
+    Activity,
     Healthz,
     Readyz,
     Metrics,
@@ -41,8 +42,9 @@ const fn entry(method: Method, path: &'static str, route: Route, ops: bool) -> E
     }
 }
 
-static TABLE: [Entry; 5] = [
+static TABLE: [Entry; 6] = [
     entry(Method::GET, "/sat/records", Route::Records, false),
+    entry(Method::GET, "/sat/activity", Route::Activity, false),
     entry(Method::GET, "/healthz", Route::Healthz, true),
     entry(Method::GET, "/readyz", Route::Readyz, true),
     entry(Method::GET, "/metrics", Route::Metrics, true),
@@ -87,6 +89,7 @@ mod tests {
     #[test]
     fn the_callers_listener_serves_only_records_when_ops_has_its_own() {
         assert_eq!(route(Side::Callers, &Method::GET, "/sat/records"), Ok(Route::Records));
+        assert_eq!(route(Side::Callers, &Method::GET, "/sat/activity"), Ok(Route::Activity));
         for path in [
             "/healthz",
             "/readyz",
@@ -104,6 +107,7 @@ mod tests {
     #[test]
     fn the_ops_listener_serves_no_records() {
         assert_eq!(route(Side::Ops, &Method::GET, "/sat/records"), Err(NoRoute::NotFound));
+        assert_eq!(route(Side::Ops, &Method::GET, "/sat/activity"), Err(NoRoute::NotFound));
         assert_eq!(route(Side::Ops, &Method::GET, "/healthz"), Ok(Route::Healthz));
         assert_eq!(
             route(Side::Ops, &Method::POST, "/admin/ownership/invalidate"),

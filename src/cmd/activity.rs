@@ -1,0 +1,73 @@
+//! `satgate activity`: the investigation view, offline. Reads an NDJSON export on stdin and
+//! writes, as one principal may see it, the per-Device activity summary `GET /sat/activity`
+//! answers (JSON, or CSV with `--format csv`).
+
+use std::io::Write;
+
+use super::filter::{run_filter, FormatArg, InputArgs};
+use super::{CmdError, Exit};
+use crate::activity::{Activity, Limits};
+use crate::stream::csv::CsvWriter;
+use crate::stream::Output;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Output format: JSON or CSV (one row per counter).
+    #[arg(long, value_enum, default_value_t = FormatArg::Json)]
+    pub format: FormatArg,
+    /// Most distinct Devices in one summary.
+    #[arg(long, default_value_t = Limits::DEFAULT.max_devices)]
+    pub max_devices: usize,
+    /// Most days from the earliest to the latest record.
+    #[arg(long, default_value_t = Limits::DEFAULT.max_span_days)]
+    pub max_span_days: i64,
+}
+
+pub fn run(args: &Args) -> Result<Exit, CmdError> {
+    let limits = Limits {
+        max_devices: args.max_devices,
+        max_span_days: args.max_span_days,
+        ..Limits::DEFAULT
+    };
+    let output = Output::Activity(Box::new(Activity::new(limits)));
+    let filter = run_filter(&args.input, output, &mut std::io::stdin().lock(), &mut std::io::sink())?;
+    let activity = filter
+        .activity()
+        .ok_or_else(|| CmdError::new("no activity summary was built"))?;
+    if let Some(over) = activity.overflow() {
+        return Err(CmdError::new(format!("no summary: {over}")));
+    }
+    let summary = activity.summary();
+    let mut out = Vec::new();
+    match args.format {
+        FormatArg::Json => {
+            serde_json::to_writer_pretty(&mut out, &summary).map_err(|e| format!("writing the summary: {e}"))?;
+            out.push(b'\n');
+        }
+        FormatArg::Csv => {
+            let mut w = CsvWriter::new();
+            w.row(crate::activity::render::CSV_HEADER, &mut out);
+            for row in summary.csv_rows() {
+                w.row(row, &mut out);
+            }
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(&out)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("writing output: {e}"))?;
+    let s = &filter.stats;
+    eprintln!(
+        "satgate activity: {} records in, {} summarised over {} Devices ({} flagged), {} not visible, {} malformed",
+        s.records_in,
+        summary.records,
+        summary.devices.len(),
+        summary.devices_flagged,
+        s.left_out,
+        s.malformed
+    );
+    Ok(Exit::Ok)
+}
