@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use crate::support::{cases, engine, oracle};
 
-const ROLES: [&str; 7] = ["IS", "ES", "GS", "ED", "GT", "RSA", "OU"];
-const PARTIES: [&str; 4] = ["SUPA", "SUPB", "DNO1", "GT1"];
+pub(crate) const ROLES: [&str; 7] = ["IS", "ES", "GS", "ED", "GT", "RSA", "OU"];
+pub(crate) const PARTIES: [&str; 4] = ["SUPA", "SUPB", "DNO1", "GT1"];
 const TYPES: [&str; 11] = [
     "ESME", "GSME", "CHF", "GPF", "PPMID", "HCALCS", "IHD", "CAD", "SMETS1", "esme", "OTHER",
 ];
@@ -31,7 +31,7 @@ const MESSAGES: [&str; 7] = [
     "DCCAlert",
 ];
 
-fn eui(kind: u8, i: usize, lower: bool) -> String {
+pub(crate) fn eui(kind: u8, i: usize, lower: bool) -> String {
     let s = format!("{kind:02X}-AB-CD-EF-00-00-00-{i:02X}");
     if lower {
         s.to_lowercase()
@@ -65,8 +65,20 @@ enum Corruption {
     NotAnObject,
 }
 
+/// The title fields the activity view counts: days, SRVs and codes that vary, with text a CSV
+/// writer must quote or defuse.
 #[derive(Debug, Clone)]
-struct RecordSpec {
+pub(crate) struct TitleSpec {
+    /// Day of November 2026, or `None` for a timestamp that is not RFC 3339.
+    day: Option<u32>,
+    srv: Option<String>,
+    title: Option<String>,
+    alert: Option<String>,
+    response: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RecordSpec {
     user: usize,
     lower_user: bool,
     message: usize,
@@ -79,14 +91,15 @@ struct RecordSpec {
     unknown: Vec<String>,
     order_seed: u64,
     corruption: Option<Corruption>,
+    titles: TitleSpec,
 }
 
 #[derive(Debug, Clone)]
-struct Case {
-    principal: (usize, usize, usize),
+pub(crate) struct Case {
+    pub(crate) principal: (usize, usize, usize),
     meter_points: Vec<MeterPointSpec>,
     devices: Vec<DeviceSpec>,
-    records: Vec<RecordSpec>,
+    pub(crate) records: Vec<RecordSpec>,
 }
 
 const USERS: usize = 4;
@@ -99,6 +112,25 @@ fn meter_point() -> impl Strategy<Value = MeterPointSpec> {
         export,
         operator,
     })
+}
+
+fn titles() -> impl Strategy<Value = TitleSpec> {
+    // Short texts from an alphabet with every character CSV and spreadsheets care about.
+    let text = || proptest::option::weighted(0.8, "[=+@'\\-\t\r\n,\" a-c0-2é]{0,6}");
+    (
+        proptest::option::weighted(0.95, 1u32..=28),
+        proptest::option::weighted(0.9, prop_oneof!["4\\.1\\.[0-9]", "[=+@-][0-9]"]),
+        text(),
+        text(),
+        text(),
+    )
+        .prop_map(|(day, srv, title, alert, response)| TitleSpec {
+            day,
+            srv,
+            title,
+            alert,
+            response,
+        })
 }
 
 fn record(devices: usize) -> impl Strategy<Value = RecordSpec> {
@@ -126,6 +158,7 @@ fn record(devices: usize) -> impl Strategy<Value = RecordSpec> {
         proptest::collection::vec("[a-z]{1,8}", 0..3),
         any::<u64>(),
         corruption,
+        titles(),
     )
         .prop_map(
             |(
@@ -137,6 +170,7 @@ fn record(devices: usize) -> impl Strategy<Value = RecordSpec> {
                 unknown,
                 order_seed,
                 corruption,
+                titles,
             )| {
                 RecordSpec {
                     user,
@@ -151,12 +185,13 @@ fn record(devices: usize) -> impl Strategy<Value = RecordSpec> {
                     unknown,
                     order_seed,
                     corruption,
+                    titles,
                 }
             },
         )
 }
 
-fn case() -> impl Strategy<Value = Case> {
+pub(crate) fn case() -> impl Strategy<Value = Case> {
     (
         (0..USERS + 1, 0..ROLES.len(), 0..PARTIES.len()),
         proptest::collection::vec(meter_point(), 1..5),
@@ -197,7 +232,7 @@ fn mpxn(i: usize, gas: bool) -> String {
     }
 }
 
-fn inventory(case: &Case) -> Value {
+pub(crate) fn inventory(case: &Case) -> Value {
     let mps: Vec<Value> = case
         .meter_points
         .iter()
@@ -243,7 +278,7 @@ fn unknown_markers(i: usize, r: &RecordSpec) -> Vec<String> {
 }
 
 /// Builds one record line and the (field, raw text) pairs it holds.
-fn render(i: usize, r: &RecordSpec) -> (Vec<u8>, Vec<(String, String)>) {
+pub(crate) fn render(i: usize, r: &RecordSpec) -> (Vec<u8>, Vec<(String, String)>) {
     let mut metadata = json!(format!("MD{i}x{}x{}xDM", r.metadata_depth, r.token));
     for d in (0..r.metadata_depth).rev() {
         metadata = json!({"level": d, "marker": format!("MD{i}x{d}x{}xDM", r.token), "inner": metadata, "list": [1, null, true]});
@@ -251,14 +286,19 @@ fn render(i: usize, r: &RecordSpec) -> (Vec<u8>, Vec<(String, String)>) {
     let metadata = json!({"marker": format!("MD{i}x{}x{}xDM", 0, r.token), "nested": metadata});
     let device = r.device.map(|d| eui(0xD0, d, r.lower_device));
     let user = eui(0xA0, r.user, r.lower_user);
+    let t = &r.titles;
+    let timestamp = match t.day {
+        Some(day) => format!("2026-11-{day:02}T{:02}:30:00Z", i % 24),
+        None => "yesterday".to_owned(),
+    };
     let mut fields: Vec<(String, Value)> = vec![
         ("recordId".into(), json!(format!("r-{i}"))),
-        ("timestamp".into(), json!("2026-11-01T09:30:00Z")),
+        ("timestamp".into(), json!(timestamp)),
         ("messageType".into(), json!(MESSAGES[r.message])),
-        ("srv".into(), json!("4.1.1")),
-        ("srvTitle".into(), json!("Read Instantaneous Import Registers")),
-        ("alertCode".into(), Value::Null),
-        ("responseCode".into(), json!("I0")),
+        ("srv".into(), json!(t.srv)),
+        ("srvTitle".into(), json!(t.title)),
+        ("alertCode".into(), json!(t.alert)),
+        ("responseCode".into(), json!(t.response)),
         ("deviceId".into(), json!(device)),
         ("deviceType".into(), json!(TYPES[r.record_type])),
         ("userId".into(), json!(user)),
