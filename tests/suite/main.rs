@@ -1,6 +1,7 @@
 //! End-to-end and property tests, built as one test binary with a module per topic.
 
 mod abuse;
+mod activity;
 mod bundle;
 mod cli;
 mod faults;

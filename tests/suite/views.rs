@@ -44,12 +44,12 @@ fn run(principal: &Principal, inventory: &Inventory, input: &[u8], output: Outpu
 }
 
 /// One written NDJSON line's fields, as raw JSON text.
-fn fields(line: &str) -> BTreeMap<String, &RawValue> {
+pub(crate) fn fields(line: &str) -> BTreeMap<String, &RawValue> {
     serde_json::from_str(line).expect("written lines are JSON objects")
 }
 
 /// The title fields of a written line, read as any client would.
-fn titles_of<'a>(f: &'a BTreeMap<String, &'a RawValue>) -> Titles<'a> {
+pub(crate) fn titles_of<'a>(f: &'a BTreeMap<String, &'a RawValue>) -> Titles<'a> {
     let text = |name: &str| -> Option<Cow<'a, str>> {
         serde_json::from_str::<Option<String>>(f.get(name)?.get())
             .unwrap()

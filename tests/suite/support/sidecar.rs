@@ -132,3 +132,22 @@ pub fn reload(state: &State) {
     satgate::server::reload_once(state);
     satgate::server::reload_once(state);
 }
+
+/// Status, `Content-Type` and body of a GET with a token and an `Accept` header.
+pub async fn get_accepting(addr: SocketAddr, path: &str, token: &str, accept: &str) -> (u16, String, Vec<u8>) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let req = hyper::Request::get(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept", accept)
+        .body(Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let (status, body, clean) = read(resp).await;
+    assert!(clean, "{path} was cut short");
+    (status, content_type, body)
+}

@@ -98,6 +98,20 @@ async fn upstream_respond(
             });
             return Ok(ndjson(200, body.boxed()));
         }
+        "span" => {
+            // The sample records a day apart from 2025-01-01: 500 records over 500 days.
+            let mut text = String::new();
+            for (i, line) in records.iter().take(n).enumerate() {
+                let day = 20_089 + i as i64; // 2025-01-01
+                let ts = satgate::activity::time::day_to_string(day) + "T12:00:00Z";
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let mut v = v.as_object().unwrap().clone();
+                v.insert("timestamp".into(), json!(ts));
+                text.push_str(&serde_json::to_string(&v).unwrap());
+                text.push('\n');
+            }
+            return Ok(ndjson(200, full(text)));
+        }
         "slow" => {
             // The sample records, one every 100 ms.
             let (tx, body) = satgate::stream::body::channel();
