@@ -92,7 +92,7 @@ impl Default for Limits {
 /// Which cap an answer went over. The summary is withheld: a partial one would be misread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Overflow {
-    #[error("more than {0} Devices in this answer; narrow the query (one Device, or fewer)")]
+    #[error("more than {0} Devices in this answer; ask about fewer Devices (one deviceId) or a shorter date range")]
     Devices(usize),
     #[error("these records span more than {0} days; narrow the query's date range")]
     SpanDays(i64),

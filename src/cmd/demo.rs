@@ -58,12 +58,12 @@ struct Setup {
 
 async fn demo(args: &Args) -> Result<(), CmdError> {
     let setup = write_market()?;
-    let lines: Vec<String> = setup
-        .market
-        .ndjson(args.records, 2026)
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let mut text = setup.market.ndjson(args.records, 2026);
+    // One erratic Device: a burst of records on the last day, for the activity example to find.
+    if let Some(device) = setup.burst_device() {
+        text.push_str(&setup.market.burst(device, BURST_DAY, BURST_RECORDS, args.records, 7));
+    }
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let upstream_listener = tokio::net::TcpListener::bind(args.upstream_listen)
         .await
         .map_err(|e| format!("sample upstream: cannot bind {}: {e}", args.upstream_listen))?;
@@ -95,9 +95,11 @@ async fn demo(args: &Args) -> Result<(), CmdError> {
         args.listen, args.upstream_listen
     );
     println!(
-        "  {} SAT records about {} Devices; inventory {}; policies {}\n",
+        "  {} SAT records about {} Devices over four weeks of November 2026, and a burst of {} about one Device on day {}; inventory {}; policies {}\n",
         args.records,
         setup.market.devices.len(),
+        BURST_RECORDS,
+        BURST_DAY,
         setup.inventory.display(),
         args.policy.policies.display()
     );
@@ -120,6 +122,25 @@ async fn demo(args: &Args) -> Result<(), CmdError> {
     let _ = std::fs::remove_dir_all(&setup.dir);
     Ok(())
 }
+
+/// The erratic Device's burst: how many records, on which day of November 2026.
+const BURST_RECORDS: u64 = 60;
+const BURST_DAY: u64 = 28;
+
+/// The queries the walkthrough makes (and prints as `curl` lines).
+const WEEK: &str = "from=2026-11-01&to=2026-11-08";
+const MONTH: &str = "from=2026-11-01&to=2026-11-29";
+
+impl Setup {
+    /// The Device the burst is about: one whose owners include the Supplier the activity example
+    /// asks as.
+    fn burst_device(&self) -> Option<&crate::sample::SampleDevice> {
+        let supplier = self.market.users.iter().position(|u| u.name == SUPPLIER)?;
+        self.market.devices.iter().find(|d| d.owners.contains(&supplier))
+    }
+}
+
+const SUPPLIER: &str = "Supplier A, import";
 
 /// A generated market's inventory and a fresh random HS256 secret, in a temporary directory.
 fn write_market() -> Result<Setup, CmdError> {
@@ -146,39 +167,84 @@ fn write_market() -> Result<Setup, CmdError> {
     })
 }
 
-/// The example requests, as four Users and with a bad token, each with a `curl` to repeat it.
-/// Returns how many did not answer as they should.
+/// The example requests, as four Users and with a bad token, each with a `curl` to repeat it:
+/// a week of records, what paging does through the filter, the activity view and CSV. Returns
+/// how many did not answer as they should.
 async fn walkthrough(setup: &Setup, base: &str) -> Result<usize, CmdError> {
     let key = EncodingKey::from_secret(setup.secret.as_bytes());
-    let picks = [
-        "Supplier A, import",
-        "Network operator DNO1",
-        "Gas transporter GT1",
-        "Other user",
-    ];
+    let picks = [SUPPLIER, "Network operator DNO1", "Gas transporter GT1", "Other user"];
     let mut failures = 0;
-    for user in setup.market.users.iter().filter(|u| picks.contains(&u.name)) {
-        let token = mint(&key, user)?;
-        match fetch(&format!("{base}/sat/records"), &token).await {
-            Ok((200, body)) => {
-                let (own, titles) = count(&body);
-                println!(
-                    "{} (sub {}, role {}, party {}): {} records visible: {own} of its own in full, {titles} others' as titles only",
-                    user.name, user.principal.user_id, user.principal.role, user.principal.party, own + titles
-                );
-            }
+    let mut check = |what: &str, answer: Result<(u16, Bytes), String>| -> Option<Bytes> {
+        match answer {
+            Ok((200, body)) => Some(body),
             Ok((status, body)) => {
                 failures += 1;
-                println!("{}: unexpected {status}: {}", user.name, String::from_utf8_lossy(&body));
+                println!("{what}: unexpected {status}: {}", String::from_utf8_lossy(&body));
+                None
             }
             Err(e) => {
                 failures += 1;
-                println!("{}: request failed: {e}", user.name);
+                println!("{what}: request failed: {e}");
+                None
             }
         }
-        println!("  curl -s -H 'Authorization: Bearer {token}' '{base}/sat/records?limit=20'\n");
+    };
+    println!("Records of the first week of November ({WEEK}), as four Users:\n");
+    let mut supplier_token = None;
+    for user in setup.market.users.iter().filter(|u| picks.contains(&u.name)) {
+        let token = mint(&key, user)?;
+        let url = format!("{base}/sat/records?{WEEK}");
+        if let Some(body) = check(user.name, fetch(&url, &token, None).await) {
+            let (own, titles) = count(&body);
+            println!(
+                "{} (sub {}, role {}, party {}): {} records visible: {own} of its own in full, {titles} others' as titles only",
+                user.name, user.principal.user_id, user.principal.role, user.principal.party, own + titles
+            );
+        }
+        println!("  curl -s -H 'Authorization: Bearer {token}' '{url}'\n");
+        if user.name == SUPPLIER {
+            supplier_token = Some(token);
+        }
     }
-    match fetch(&format!("{base}/sat/records"), "not-a-token").await {
+    let Some(token) = supplier_token else {
+        return Err("the sample market has no Supplier A".into());
+    };
+
+    // Paging happens upstream, before the filter: say so with a real answer.
+    let url = format!("{base}/sat/records?limit=20");
+    if let Some(body) = check("paging", fetch(&url, &token, None).await) {
+        let (own, titles) = count(&body);
+        println!(
+            "Paging: the SSI applies `limit` before satgate filters, so `limit=20` as {SUPPLIER} gives {} record(s): \
+             the visible part of the upstream's first 20. Ask for a Device and a date range instead; \
+             /sat/activity gives totals.\n  curl -s -H 'Authorization: Bearer {token}' '{url}'\n",
+            own + titles
+        );
+    }
+
+    let url = format!("{base}/sat/activity?{MONTH}");
+    if let Some(body) = check("activity", fetch(&url, &token, None).await) {
+        print_activity(&body);
+    }
+    println!("  curl -s -H 'Authorization: Bearer {token}' '{url}'");
+    if let Some(body) = check("activity as CSV", fetch(&url, &token, Some("text/csv")).await) {
+        let rows = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+        println!("The same as CSV ({rows} rows with the header; `Accept: text/csv` works on /sat/records too):");
+    }
+    println!("  curl -s -H 'Accept: text/csv' -H 'Authorization: Bearer {token}' '{url}'");
+    if let Some(device) = setup.burst_device() {
+        let url = format!("{base}/sat/records?deviceId={}&from=2026-11-{BURST_DAY:02}", device.id);
+        if let Some(body) = check("one Device", fetch(&url, &token, None).await) {
+            let (own, titles) = count(&body);
+            println!(
+                "That Device's records on day {BURST_DAY}: {} visible to {SUPPLIER}:",
+                own + titles
+            );
+        }
+        println!("  curl -s -H 'Authorization: Bearer {token}' '{url}'\n");
+    }
+
+    match fetch(&format!("{base}/sat/records"), "not-a-token", None).await {
         Ok((401, body)) => println!("A bad token is refused: 401 {}", String::from_utf8_lossy(&body)),
         other => {
             failures += 1;
@@ -191,6 +257,37 @@ async fn walkthrough(setup: &Setup, base: &str) -> Result<usize, CmdError> {
     Ok(failures)
 }
 
+/// The first lines of an activity summary: totals, then the most unusual Devices.
+fn print_activity(body: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        println!("activity: the answer is not JSON");
+        return;
+    };
+    println!(
+        "Activity as {SUPPLIER} over four weeks ({MONTH}): {} records about {} Devices, {} flagged for more activity than usual; the top three:",
+        v["records"],
+        v["devices"].as_array().map_or(0, Vec::len),
+        v["devicesFlagged"]
+    );
+    for d in v["devices"].as_array().into_iter().flatten().take(3) {
+        let flag = match d["unusual"]["days"].as_array().and_then(|days| days.last()) {
+            Some(day) => format!(
+                ", flagged on {} ({} records; a typical day has {}, the threshold is {})",
+                day["day"].as_str().unwrap_or("?"),
+                day["records"],
+                d["unusual"]["median"],
+                d["unusual"]["threshold"]
+            ),
+            None => String::new(),
+        };
+        println!(
+            "  {}: {} records{flag}",
+            d["deviceId"].as_str().unwrap_or("?"),
+            d["records"]
+        );
+    }
+}
+
 fn mint(key: &EncodingKey, user: &SampleUser) -> Result<String, String> {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -201,12 +298,13 @@ fn mint(key: &EncodingKey, user: &SampleUser) -> Result<String, String> {
     encode(&Header::new(Algorithm::HS256), &claims, key).map_err(|e| e.to_string())
 }
 
-async fn fetch(url: &str, token: &str) -> Result<(u16, Bytes), String> {
+async fn fetch(url: &str, token: &str, accept: Option<&str>) -> Result<(u16, Bytes), String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let req = http::Request::get(url)
-        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
+    let mut req = http::Request::get(url).header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    if let Some(accept) = accept {
+        req = req.header(http::header::ACCEPT, accept);
+    }
+    let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
     let resp = client.request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();

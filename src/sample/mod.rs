@@ -218,10 +218,30 @@ impl Market {
             .unwrap_or_default()
     }
 
-    /// One SAT record line (without `\n`), about 1.2 KB with its 800-character payload.
+    /// One SAT record line (without `\n`), about 1.2 KB with its 800-character payload. Record
+    /// `n` is 1,201 s after record `n - 1` from 2026-11-01, so 2,000 records cover four weeks.
     pub fn record(&self, rng: &mut Rng, n: u64) -> String {
-        let srvs = catalogue();
         let device = rng.chance(95).then(|| rng.pick(&self.devices));
+        self.record_about(rng, n, device, n * 1201)
+    }
+
+    /// `count` records about one Device on one day of November 2026 (numbered from `first`): a
+    /// Device behaving erratically, for the activity view to find.
+    pub fn burst(&self, device: &SampleDevice, day: u64, count: u64, first: u64, seed: u64) -> String {
+        let mut rng = Rng::new(seed);
+        let mut out = String::new();
+        for i in 0..count {
+            let at = (day - 1) * 86_400 + 6 * 3600 + i * 97 % 43_200;
+            out.push_str(&self.record_about(&mut rng, first + i, Some(device), at));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// One record about `device` (or none), `at` seconds after 2026-11-01T00:00:00Z (wrapping
+    /// within November's first 28 days).
+    fn record_about(&self, rng: &mut Rng, n: u64, device: Option<&SampleDevice>, at: u64) -> String {
+        let srvs = catalogue();
         // Mostly the Device's own Users; sometimes anybody (a former supplier, an agent, ...).
         let user_idx = match device {
             Some(d) if !d.owners.is_empty() && rng.chance(80) => *rng.pick(&d.owners),
@@ -266,10 +286,10 @@ impl Market {
                 "timestamp",
                 json!(format!(
                     "2026-11-{:02}T{:02}:{:02}:{:02}Z",
-                    1 + n / 86_400 % 28,
-                    n / 3600 % 24,
-                    n / 60 % 60,
-                    n % 60
+                    1 + at / 86_400 % 28,
+                    at / 3600 % 24,
+                    at / 60 % 60,
+                    at % 60
                 )),
             ),
             ("messageType", json!(message_type.as_str())),

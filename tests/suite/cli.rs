@@ -216,3 +216,60 @@ fn serve_refuses_bad_configuration_and_names_the_setting() {
         assert!(stderr(&o).contains(named), "{extra:?}: {}", stderr(&o));
     }
 }
+
+/// `satgate activity` and `satgate filter --format csv` on the shipped sample: the same pipeline
+/// as the sidecar's views, offline; a cap is an error (2) naming it, with nothing on stdout.
+#[test]
+fn activity_and_csv_offline() {
+    let sample = std::fs::read("tests/data/records.ndjson").unwrap();
+    let who = [
+        "--inventory",
+        "tests/data/inventory.json",
+        "--sub",
+        "90-B3-D5-1F-30-01-00-00",
+        "--role",
+        "IS",
+        "--party",
+        "SUPA",
+    ];
+    let run = |extra: &[&str]| satgate(&[extra, &who[..]].concat(), &sample);
+
+    let ndjson = run(&["filter"]);
+    let lines: Vec<&[u8]> = ndjson.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    let o = run(&["activity"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["records"].as_u64(), Some(lines.len() as u64));
+    let per_device: u64 = summary["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["records"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        per_device + summary["withoutDevice"]["records"].as_u64().unwrap(),
+        lines.len() as u64
+    );
+    assert!(
+        stderr(&o).contains(&format!("{} summarised", lines.len())),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(&["filter", "--format", "csv"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut reader = csv::Reader::from_reader(&o.stdout[..]);
+    assert_eq!(reader.headers().unwrap().len(), 14);
+    assert_eq!(reader.records().count(), lines.len());
+
+    let o = run(&["activity", "--format", "csv"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(o
+        .stdout
+        .starts_with(b"deviceId,dimension,key,srvTitle,records,score\r\n"));
+
+    let o = run(&["activity", "--max-devices", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("more than 2 Devices"), "{}", stderr(&o));
+}
