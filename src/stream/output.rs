@@ -21,7 +21,7 @@ pub enum Output {
     /// NDJSON lines (docs/contract.md §5).
     Ndjson,
     /// CSV rows after a header row.
-    Csv(CsvWriter),
+    Csv(Box<CsvWriter>),
     /// Counted, nothing written until the end.
     Activity(Box<Activity>),
 }
@@ -31,7 +31,7 @@ impl Output {
     pub fn records(format: Format) -> Self {
         match format {
             Format::Json => Output::Ndjson,
-            Format::Csv => Output::Csv(CsvWriter::new()),
+            Format::Csv => Output::Csv(Box::default()),
         }
     }
 
