@@ -4,6 +4,7 @@ mod abuse;
 mod activity;
 mod bundle;
 mod cli;
+mod demo;
 mod faults;
 mod hardening;
 mod memo;
