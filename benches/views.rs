@@ -1,0 +1,80 @@
+//! The views of the same records, measured in one run over the filter bench's generated records
+//! (100,000 by default, ~1.2 KB each), as the same Supplier User:
+//!
+//! - the plain filter, writing NDJSON (what `/sat/records` does);
+//! - the activity view, counting the same visible records and building the summary at the end;
+//! - the CSV rows of the same records.
+//!
+//! Rounds alternate between the three, and each reports its best round, so a noisy neighbour
+//! hurts all of them alike. Run: `cargo bench --bench views`; `SATGATE_BENCH_RECORDS` sets the
+//! size, `SATGATE_BENCH_ROUNDS` the rounds (5).
+
+use std::time::Instant;
+
+use satgate::activity::{Activity, Limits};
+use satgate::decision::PolicyEngine;
+use satgate::sample::Market;
+use satgate::stream::{filter_all, Format, Output, RecordFilter};
+
+fn main() {
+    let n: u64 = env("SATGATE_BENCH_RECORDS", 100_000);
+    let rounds = env("SATGATE_BENCH_ROUNDS", 5);
+    let market = Market::generate(50, 42);
+    let inventory = market.inventory();
+    let input = market.ndjson(n, 42);
+    let principal = market.users[0].principal.clone();
+    let engine = PolicyEngine::load("policies".as_ref(), "schemas/sat.cedarschema".as_ref())
+        .expect("run from the repository root");
+
+    let pass = |output: Output| {
+        let mut filter = RecordFilter::with_output(engine.for_principal(&principal), output);
+        let out = filter_all(&mut filter, input.as_bytes(), |id| inventory.get(id).cloned());
+        let summary = filter.activity().map(|a| {
+            assert_eq!(a.overflow(), None);
+            serde_json::to_vec(&a.summary()).expect("summary serializes").len()
+        });
+        (filter.stats, out.len() + summary.unwrap_or(0))
+    };
+    let outputs: [(&str, fn() -> Output); 3] = [
+        ("plain filter (NDJSON records)", || Output::Ndjson),
+        ("activity summary (JSON)", || {
+            Output::Activity(Box::new(Activity::new(Limits::DEFAULT)))
+        }),
+        ("CSV records", || Output::records(Format::Csv)),
+    ];
+    let (stats, _) = pass(Output::Ndjson); // warms the decision cache
+    println!(
+        "{} records, {:.0} bytes/record, {} Devices; principal {} ({}, {}) sees {}",
+        stats.records_in,
+        input.len() as f64 / stats.records_in as f64,
+        inventory.len(),
+        principal.user_id,
+        principal.role,
+        principal.party,
+        stats.records_out
+    );
+    let mut best = [0f64; 3];
+    for _ in 0..rounds {
+        for (i, (_, output)) in outputs.iter().enumerate() {
+            let start = Instant::now();
+            std::hint::black_box(pass(output()));
+            best[i] = best[i].max(stats.records_in as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    println!();
+    println!("| view | records/s | input GB/s | of the plain filter's rate |");
+    println!("|---|---|---|---|");
+    let bytes_per_record = input.len() as f64 / stats.records_in as f64;
+    for (i, (name, _)) in outputs.iter().enumerate() {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.0}% |",
+            best[i],
+            best[i] * bytes_per_record / 1e9,
+            100.0 * best[i] / best[0]
+        );
+    }
+}
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
