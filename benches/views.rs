@@ -9,6 +9,7 @@
 //! hurts all of them alike. Run: `cargo bench --bench views`; `SATGATE_BENCH_RECORDS` sets the
 //! size, `SATGATE_BENCH_ROUNDS` the rounds (5).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use satgate::activity::{Activity, Limits};
@@ -23,8 +24,10 @@ fn main() {
     let inventory = market.inventory();
     let input = market.ndjson(n, 42);
     let principal = market.users[0].principal.clone();
-    let engine = PolicyEngine::load("policies".as_ref(), "schemas/sat.cedarschema".as_ref())
-        .expect("run from the repository root");
+    let engine = Arc::new(
+        PolicyEngine::load("policies".as_ref(), "schemas/sat.cedarschema".as_ref())
+            .expect("run from the repository root"),
+    );
 
     let pass = |output: Output| {
         let mut filter = RecordFilter::with_output(engine.for_principal(&principal), output);
