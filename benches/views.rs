@@ -17,6 +17,9 @@ use satgate::decision::PolicyEngine;
 use satgate::sample::Market;
 use satgate::stream::{filter_all, Format, Output, RecordFilter};
 
+/// A fresh output for one pass.
+type MakeOutput = fn() -> Output;
+
 fn main() {
     let n: u64 = env("SATGATE_BENCH_RECORDS", 100_000);
     let rounds = env("SATGATE_BENCH_ROUNDS", 5);
@@ -38,7 +41,7 @@ fn main() {
         });
         (filter.stats, out.len() + summary.unwrap_or(0))
     };
-    let outputs: [(&str, fn() -> Output); 3] = [
+    let outputs: [(&str, MakeOutput); 3] = [
         ("plain filter (NDJSON records)", || Output::Ndjson),
         ("activity summary (JSON)", || {
             Output::Activity(Box::new(Activity::new(Limits::DEFAULT)))
