@@ -7,7 +7,8 @@
 //!
 //! Rounds alternate between the three, and each reports its best round, so a noisy neighbour
 //! hurts all of them alike. Run: `cargo bench --bench views`; `SATGATE_BENCH_RECORDS` sets the
-//! size, `SATGATE_BENCH_ROUNDS` the rounds (5).
+//! size, `SATGATE_BENCH_ROUNDS` the rounds (5), `SATGATE_BENCH_USER` which sample User asks (0,
+//! an import Supplier).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +27,7 @@ fn main() {
     let market = Market::generate(50, 42);
     let inventory = market.inventory();
     let input = market.ndjson(n, 42);
-    let principal = market.users[0].principal.clone();
+    let principal = market.users[env("SATGATE_BENCH_USER", 0)].principal.clone();
     let engine = Arc::new(
         PolicyEngine::load("policies".as_ref(), "schemas/sat.cedarschema".as_ref())
             .expect("run from the repository root"),
