@@ -3,7 +3,8 @@
 //!
 //! ```json
 //! {"schema":"satgate.decision/1","time":1796000000.123,"requestId":"...","traceId":"...",
-//!  "principal":{"sub":"90-B3-D5-1F-30-01-00-00","role":"IS","party":"SUPA"},"query":"limit=20",
+//!  "principal":{"sub":"90-B3-D5-1F-30-01-00-00","role":"IS","party":"SUPA"},"view":"records",
+//!  "query":"limit=20","status":200,
 //!  "policy":{"sha256":"...","revision":"abc123"},"upstreamStatus":200,"outcome":"complete",
 //!  "records":{"in":100,"out":41,"notVisible":59,"malformed":0},
 //!  "fieldsRedacted":{"title":0,"identity":37,"metadata":37,"payload":37},
@@ -35,7 +36,11 @@ pub struct DecisionRecord<'a> {
     pub request_id: &'a str,
     pub trace_id: &'a str,
     pub principal: &'a Principal,
+    /// `records` or `activity`: which view of the records was asked for.
+    pub view: &'a str,
     pub query: Option<&'a str>,
+    /// The answer's status (an activity summary over a cap is a 422 after its records were read).
+    pub status: u16,
     pub policy: &'a PolicyIdentity,
     pub outcome: &'a str,
     pub stats: &'a FilterStats,
@@ -78,7 +83,9 @@ pub fn render(r: &DecisionRecord<'_>) -> String {
         "requestId": r.request_id,
         "traceId": r.trace_id,
         "principal": {"sub": r.principal.user_id.to_string(), "role": r.principal.role.as_str(), "party": r.principal.party},
+        "view": r.view,
         "query": r.query.unwrap_or(""),
+        "status": r.status,
         "policy": {"sha256": r.policy.sha256, "revision": r.policy.revision},
         "upstreamStatus": 200,
         "outcome": r.outcome,

@@ -37,6 +37,15 @@ pub enum View {
     Activity,
 }
 
+impl View {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            View::Records => "records",
+            View::Activity => "activity",
+        }
+    }
+}
+
 /// Names the policy set that decided a `/sat/records` answer: `sha256:HEX; revision=REV`.
 pub const POLICY_HEADER: &str = "satgate-policy";
 
@@ -48,6 +57,7 @@ const RETRY_AFTER_SECONDS: u32 = 1;
 /// [`Access::log`], whether it was refused or served.
 struct Access {
     peer: SocketAddr,
+    view: View,
     query: Option<String>,
     started: Instant,
     correlation: Correlation,
@@ -67,6 +77,7 @@ impl Access {
         tracing::info!(
             target: "satgate::access",
             peer = %self.peer,
+            view = self.view.as_str(),
             request_id = %self.correlation.request_id,
             trace_id = %self.correlation.trace_id,
             sub = principal.map(|p| p.user_id.to_string()),
@@ -96,6 +107,7 @@ pub async fn serve(
 ) -> Response<ResponseBody> {
     let access = Access {
         peer,
+        view,
         query: req.uri().query().map(str::to_owned),
         started: Instant::now(),
         correlation: Correlation::from_headers(req.headers()),
@@ -365,7 +377,9 @@ fn finished(
         request_id: &access.correlation.request_id,
         trace_id: &access.correlation.trace_id,
         principal,
+        view: access.view.as_str(),
         query: access.query.as_deref(),
+        status,
         policy,
         outcome,
         stats: stream.stats(),

@@ -26,7 +26,10 @@ impl Drop for Demo {
 
 #[test]
 fn every_curl_line_the_demo_prints_works() {
-    let curl = Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success());
+    let curl = Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !crate::support::tools::available(
         "demo::every_curl_line_the_demo_prints_works",
         curl,
@@ -74,7 +77,10 @@ fn every_curl_line_the_demo_prints_works() {
             let v: Value = serde_json::from_str(body).unwrap();
             assert!(v["records"].as_u64().unwrap() > 0);
             let first = &v["devices"][0];
-            assert_eq!(first["unusual"]["days"][0]["day"], "2026-11-28", "the erratic Device ranks first");
+            assert_eq!(
+                first["unusual"]["days"][0]["day"], "2026-11-28",
+                "the erratic Device ranks first"
+            );
             activity += 1;
         } else if cmd.contains("/sat/records") {
             assert!(!body.is_empty() && body.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()));

@@ -293,6 +293,7 @@ async fn the_decision_log_counts_by_policy_and_never_carries_values_or_tokens() 
     assert_eq!(d["schema"], "satgate.decision/1");
     assert_eq!(d["principal"]["sub"], sub.to_uppercase());
     assert_eq!(d["query"], "n=500");
+    assert_eq!((d["view"].as_str(), d["status"].as_u64()), (Some("records"), Some(200)));
     assert_eq!(d["policy"]["sha256"], s.state.policies.current().identity().sha256);
     assert_eq!(d["requestId"].as_str().map(str::len), Some(32));
     let n = |v: &serde_json::Value| v.as_u64().unwrap();
@@ -312,6 +313,16 @@ async fn the_decision_log_counts_by_policy_and_never_carries_values_or_tokens() 
     assert!(sum(&d["deniedBy"]) >= hidden && hidden > 0, "{d}");
     assert!(d["allowedBy"].get("own-records").is_some(), "{d}");
     assert!(n(&d["fieldsRedacted"]["payload"]) > 0);
+
+    // The activity view is logged too, before it answers, with its view and status (a cap's 422).
+    assert_eq!(get(s.addr, "/sat/activity?mode=span&n=500", Some(&t)).await.0, 422);
+    let both = std::fs::read_to_string(&path).unwrap();
+    let a: serde_json::Value = serde_json::from_str(both.lines().nth(1).expect("a second record")).unwrap();
+    assert_eq!(
+        (a["view"].as_str(), a["status"].as_u64()),
+        (Some("activity"), Some(422))
+    );
+    assert_eq!(a["query"], "mode=span&n=500");
 
     // Never a value from a record, never the token.
     assert!(!lines[0].contains(&t));
