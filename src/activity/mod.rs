@@ -100,10 +100,11 @@ pub enum Overflow {
     Bytes(usize),
 }
 
-// Estimated sizes charged against `Limits::max_bytes`: a Device's tally with its map entry, one
-// counter in a hash map (a 24-byte slot, at most half used after growth), and a key string
-// (kept twice: in the map and in the list).
-const DEVICE_BYTES: usize = 256;
+// Estimated sizes charged against `Limits::max_bytes`: a Device's tally with its map entry (and
+// its fixed part of the answer), one counter in a hash map (a 24-byte slot, at most half used
+// after growth; also about what a counter renders as, besides its key), and a key string (kept
+// twice: in the map and in the list).
+const DEVICE_BYTES: usize = 512;
 const CELL_BYTES: usize = 48;
 const KEY_OVERHEAD_BYTES: usize = 64;
 
@@ -187,6 +188,8 @@ impl Activity {
             .as_deref()
             .map(|s| Cell::ResponseCode(self.intern(Some(s))));
         let role = t.user_role.as_deref().map(|s| Cell::UserRole(self.intern(Some(s))));
+        let day = at.map(|at| Cell::Day(at.day()));
+        let cells = [srv, alert, response, role, day].map(|c| c.map(|c| (c, self.cell_bytes(c))));
 
         let tally = match t.device_id {
             None => &mut self.without_device,
@@ -213,10 +216,9 @@ impl Activity {
             }
             None => tally.undated += 1,
         }
-        let day = at.map(|at| Cell::Day(at.day()));
-        for cell in [srv, alert, response, role, day].into_iter().flatten() {
+        for (cell, bytes) in cells.into_iter().flatten() {
             let count = tally.cells.entry(cell).or_insert_with(|| {
-                self.bytes += CELL_BYTES;
+                self.bytes += bytes;
                 0
             });
             *count += 1;
@@ -237,6 +239,19 @@ impl Activity {
         self.keys.insert(s.into(), id);
         self.names.push(s.into());
         id
+    }
+
+    /// What a new counter costs: its slot, and the text it renders as, since the answer repeats
+    /// a key for every Device that has it (so a long title on many Devices is paid for each time
+    /// and the answer's size stays in proportion to the budget).
+    fn cell_bytes(&self, cell: Cell) -> usize {
+        let len = |id| self.name(id).map_or(0, str::len);
+        CELL_BYTES
+            + match cell {
+                Cell::Srv(srv, title) => len(srv) + len(title),
+                Cell::AlertCode(id) | Cell::ResponseCode(id) | Cell::UserRole(id) => len(id),
+                Cell::Day(_) => 0,
+            }
     }
 
     fn name(&self, id: KeyId) -> Option<&str> {
@@ -329,6 +344,27 @@ mod tests {
         }
         assert_eq!(a.overflow(), Some(Overflow::Bytes(64 * 1024)));
         assert!(a.bytes <= 64 * 1024 + 2 * (CELL_BYTES + KEY_OVERHEAD_BYTES + 64));
+    }
+
+    /// A long title interned once but counted on many Devices is paid for on each, so the
+    /// answer (which repeats it per Device) stays in proportion to the budget.
+    #[test]
+    fn a_long_key_on_many_devices_is_charged_each_time() {
+        let limits = Limits {
+            max_bytes: 1024 * 1024,
+            ..Limits::DEFAULT
+        };
+        let mut a = Activity::new(limits);
+        let title: String = "x".repeat(10_000);
+        let mut devices = 0;
+        while a.overflow().is_none() {
+            let mut t = titles(1, Some(devices), "4.1.1");
+            t.srv_title = Some(Cow::Borrowed(&title));
+            a.add(&t);
+            devices += 1;
+        }
+        assert_eq!(a.overflow(), Some(Overflow::Bytes(1024 * 1024)));
+        assert!(devices < 110, "{devices} Devices of a 10 KB title fit 1 MiB");
     }
 
     #[test]

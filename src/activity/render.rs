@@ -7,6 +7,8 @@ use serde::Serialize;
 
 use super::{time, unusual, Activity, Cell, Tally};
 use crate::model::{Eui64, MessageType};
+use crate::stream::csv::CsvWriter;
+use crate::stream::Format;
 
 /// The whole answer.
 #[derive(Debug, Serialize, PartialEq)]
@@ -107,38 +109,63 @@ pub struct FlaggedDay {
 }
 
 impl Activity {
-    /// The summary, Devices ranked.
+    /// The summary, Devices ranked, all in memory: for tools and tests. The sidecar streams the
+    /// same bytes with [`Activity::render`].
     pub fn summary(&self) -> Summary {
-        let window = self.first_day.zip(self.last_day);
-        let mut devices: Vec<(Eui64, DeviceSummary)> = self
-            .devices
-            .iter()
-            .map(|(id, tally)| {
-                let counts = self.counts(tally);
-                let unusual = window.map_or_else(|| Unusual::none(0), |(_, last)| self.unusual(tally, last));
-                (
-                    *id,
-                    DeviceSummary {
-                        device_id: id.to_string(),
-                        counts,
-                        unusual,
-                    },
-                )
-            })
-            .collect();
-        devices.sort_by(|a, b| rank(&a.1, &b.1).then(a.0.cmp(&b.0)));
-        let devices: Vec<DeviceSummary> = devices.into_iter().map(|(_, d)| d).collect();
+        let ranked = self.ranked();
         Summary {
             records: self.records,
-            devices_flagged: devices.iter().filter(|d| !d.unusual.days.is_empty()).count(),
-            devices,
+            devices_flagged: flagged(&ranked),
+            devices: ranked.into_iter().map(|(id, u)| self.device(id, u)).collect(),
             without_device: self.counts(&self.without_device),
-            days: window.map(|(first, last)| Window {
-                first: time::day_to_string(first),
-                last: time::day_to_string(last),
-            }),
+            days: self.window(),
             rule: RULE,
         }
+    }
+
+    /// The summary in `format`, in pieces of about [`PIECE_BYTES`]: only one Device's counts are
+    /// rendered at a time, so memory stays near the tallies' whatever the answer's size.
+    pub fn render(&self, format: Format) -> Rendering<'_> {
+        let ranked = self.ranked();
+        Rendering {
+            activity: self,
+            format,
+            flagged: flagged(&ranked),
+            ranked: ranked.into_iter(),
+            stage: Stage::Head,
+            csv: CsvWriter::new(),
+        }
+    }
+
+    /// Every Device with its verdict, in rank order.
+    fn ranked(&self) -> Vec<(Eui64, Unusual)> {
+        let last_day = self.last_day;
+        let mut ranked: Vec<(Eui64, u64, Unusual)> = self
+            .devices
+            .iter()
+            .map(|(id, t)| {
+                let unusual = last_day.map_or_else(|| Unusual::none(0), |last| self.unusual(t, last));
+                (*id, t.records, unusual)
+            })
+            .collect();
+        ranked.sort_by(|a, b| rank((&a.2, a.1), (&b.2, b.1)).then(a.0.cmp(&b.0)));
+        ranked.into_iter().map(|(id, _, u)| (id, u)).collect()
+    }
+
+    fn device(&self, id: Eui64, unusual: Unusual) -> DeviceSummary {
+        let counts = self.devices.get(&id).map(|t| self.counts(t)).unwrap_or_default();
+        DeviceSummary {
+            device_id: id.to_string(),
+            counts,
+            unusual,
+        }
+    }
+
+    fn window(&self) -> Option<Window> {
+        self.first_day.zip(self.last_day).map(|(first, last)| Window {
+            first: time::day_to_string(first),
+            last: time::day_to_string(last),
+        })
     }
 
     fn counts(&self, t: &Tally) -> Counts {
@@ -225,37 +252,142 @@ impl Unusual {
     }
 }
 
-/// The order of Devices: flagged ones first, the most recent flagged day first and, on the same
-/// day, the higher score; then the rest, busiest first. "Which Device should I look at" is about
-/// what is unusual now, so recency beats size.
-pub fn rank(a: &DeviceSummary, b: &DeviceSummary) -> std::cmp::Ordering {
-    let key = |d: &DeviceSummary| d.unusual.days.last().map(|f| (f.day.clone(), f.score));
-    match (key(a), key(b)) {
+fn flagged(ranked: &[(Eui64, Unusual)]) -> usize {
+    ranked.iter().filter(|(_, u)| !u.days.is_empty()).count()
+}
+
+/// The order of Devices (verdict, records): flagged ones first, the most recent flagged day
+/// first and, on the same day, the higher score; then the rest, busiest first. "Which Device
+/// should I look at" is about what is unusual now, so recency beats size.
+fn rank(a: (&Unusual, u64), b: (&Unusual, u64)) -> std::cmp::Ordering {
+    let key = |u: &Unusual| u.days.last().map(|f| (f.day.clone(), f.score));
+    match (key(a.0), key(b.0)) {
         (Some((da, sa)), Some((db, sb))) => db.cmp(&da).then(sb.total_cmp(&sa)),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => b.counts.records.cmp(&a.counts.records),
+        (None, None) => b.1.cmp(&a.1),
+    }
+}
+
+/// The size [`Rendering`] hands out its pieces at.
+pub const PIECE_BYTES: usize = 64 * 1024;
+
+/// The summary's bytes, piece by piece (see [`Activity::render`]). The JSON is byte for byte
+/// what serializing [`Activity::summary`] gives (tested).
+pub struct Rendering<'a> {
+    activity: &'a Activity,
+    format: Format,
+    flagged: usize,
+    ranked: std::vec::IntoIter<(Eui64, Unusual)>,
+    stage: Stage,
+    csv: CsvWriter,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Head,
+    Devices { first: bool },
+    Tail,
+    Done,
+}
+
+impl Iterator for Rendering<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(PIECE_BYTES + 4096);
+        while out.len() < PIECE_BYTES {
+            match self.stage {
+                Stage::Done => break,
+                Stage::Head => {
+                    self.head(&mut out);
+                    self.stage = Stage::Devices { first: true };
+                }
+                Stage::Devices { first } => match self.ranked.next() {
+                    Some((id, unusual)) => {
+                        let device = self.activity.device(id, unusual);
+                        self.device(&device, first, &mut out);
+                        self.stage = Stage::Devices { first: false };
+                    }
+                    None => self.stage = Stage::Tail,
+                },
+                Stage::Tail => {
+                    self.tail(&mut out);
+                    self.stage = Stage::Done;
+                }
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+/// Serializes one of the summary's parts. Plain structs of strings, numbers and string-keyed
+/// maps: serde_json cannot fail on them.
+fn json(out: &mut Vec<u8>, value: &impl Serialize) {
+    serde_json::to_writer(out, value).expect("summary parts always serialize");
+}
+
+impl Rendering<'_> {
+    fn head(&mut self, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Json => {
+                let head = format!(
+                    "{{\"records\":{},\"devicesFlagged\":{},\"devices\":[",
+                    self.activity.records, self.flagged
+                );
+                out.extend_from_slice(head.as_bytes());
+            }
+            Format::Csv => self.csv.row(CSV_HEADER, out),
+        }
+    }
+
+    fn device(&mut self, d: &DeviceSummary, first: bool, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Json => {
+                if !first {
+                    out.push(b',');
+                }
+                json(out, d);
+            }
+            Format::Csv => {
+                let flagged = d.unusual.days.iter().map(|f| (f.day.as_str(), f.score)).collect();
+                for row in counts_rows(&d.device_id, &d.counts, &flagged) {
+                    self.csv.row(row, out);
+                }
+            }
+        }
+    }
+
+    fn tail(&mut self, out: &mut Vec<u8>) {
+        let without = self.activity.counts(&self.activity.without_device);
+        match self.format {
+            Format::Json => {
+                out.extend_from_slice(b"],\"withoutDevice\":");
+                json(out, &without);
+                if let Some(days) = self.activity.window() {
+                    out.extend_from_slice(b",\"days\":");
+                    json(out, &days);
+                }
+                out.extend_from_slice(b",\"rule\":");
+                json(out, &RULE);
+                out.push(b'}');
+            }
+            Format::Csv => {
+                for row in counts_rows("", &without, &BTreeMap::new()) {
+                    self.csv.row(row, out);
+                }
+            }
+        }
     }
 }
 
 /// The CSV columns of the activity view, one row per counter (a "long" table for pivoting).
 pub const CSV_HEADER: [&str; 6] = ["deviceId", "dimension", "key", "srvTitle", "records", "score"];
 
-impl Summary {
-    /// The CSV rows, Devices in rank order, then the records without a Device (empty `deviceId`).
-    /// Each Device starts with a `records` row; flagged days carry their score.
-    pub fn csv_rows(&self) -> Vec<[String; 6]> {
-        let mut rows = Vec::new();
-        for d in &self.devices {
-            let flagged: BTreeMap<&str, f64> = d.unusual.days.iter().map(|f| (f.day.as_str(), f.score)).collect();
-            counts_rows(&d.device_id, &d.counts, &flagged, &mut rows);
-        }
-        counts_rows("", &self.without_device, &BTreeMap::new(), &mut rows);
-        rows
-    }
-}
-
-fn counts_rows(device: &str, c: &Counts, flagged: &BTreeMap<&str, f64>, rows: &mut Vec<[String; 6]>) {
+/// One set of counts as CSV rows: a `records` row first, then one per counter; flagged days carry
+/// their score. Devices come in rank order, then the records without a Device (empty `deviceId`).
+fn counts_rows(device: &str, c: &Counts, flagged: &BTreeMap<&str, f64>) -> Vec<[String; 6]> {
+    let mut rows = Vec::new();
     let mut row = |dimension: &str, key: &str, title: &str, records: String, score: String| {
         rows.push([
             device.to_owned(),
@@ -303,6 +435,7 @@ fn counts_rows(device: &str, c: &Counts, flagged: &BTreeMap<&str, f64>, rows: &m
         let score = flagged.get(day.as_str()).map(f64::to_string).unwrap_or_default();
         row("day", day, "", n.to_string(), score);
     }
+    rows
 }
 
 #[cfg(test)]
@@ -371,8 +504,12 @@ mod tests {
     fn csv_rows_cover_every_counter() {
         let mut a = Activity::new(Limits::DEFAULT);
         add(&mut a, 7, 1, 2);
-        let rows = a.summary().csv_rows();
-        let dims: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+        let csv: Vec<u8> = a.render(Format::Csv).flatten().collect();
+        let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(&csv[..])
+            .records()
+            .map(Result::unwrap)
+            .collect();
+        let dims: Vec<&str> = rows.iter().map(|r| &r[1]).collect();
         assert_eq!(
             dims,
             [
@@ -385,7 +522,25 @@ mod tests {
                 "records"
             ]
         );
-        assert_eq!(rows[0][4], "2");
-        assert_eq!(rows.last().map(|r| r[0].as_str()), Some(""));
+        assert_eq!(&rows[0][4], "2");
+        assert_eq!(rows.last().map(|r| &r[0]), Some(""));
+    }
+
+    /// The streamed JSON is exactly the summary's serialization, however it is cut into pieces.
+    #[test]
+    fn rendering_in_pieces_gives_the_summary_byte_for_byte() {
+        let mut a = Activity::new(Limits::DEFAULT);
+        for device in 0..3_000 {
+            add(&mut a, device, 1 + (device % 20) as u32, 1 + (device % 3) as usize);
+        }
+        let pieces: Vec<Vec<u8>> = a.render(Format::Json).collect();
+        assert!(pieces.len() > 10, "{} pieces", pieces.len());
+        assert!(pieces.iter().all(|p| p.len() < PIECE_BYTES + 4096));
+        assert_eq!(pieces.concat(), serde_json::to_vec(&a.summary()).unwrap());
+        let empty = Activity::new(Limits::DEFAULT);
+        assert_eq!(
+            empty.render(Format::Json).flatten().collect::<Vec<u8>>(),
+            serde_json::to_vec(&empty.summary()).unwrap()
+        );
     }
 }

@@ -7,8 +7,7 @@ use std::io::Write;
 use super::filter::{run_filter, FormatArg, InputArgs};
 use super::{CmdError, Exit};
 use crate::activity::{Activity, Limits};
-use crate::stream::csv::CsvWriter;
-use crate::stream::Output;
+use crate::stream::{Format, Output};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -46,13 +45,7 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
             serde_json::to_writer_pretty(&mut out, &summary).map_err(|e| format!("writing the summary: {e}"))?;
             out.push(b'\n');
         }
-        FormatArg::Csv => {
-            let mut w = CsvWriter::new();
-            w.row(crate::activity::render::CSV_HEADER, &mut out);
-            for row in summary.csv_rows() {
-                w.row(row, &mut out);
-            }
-        }
+        FormatArg::Csv => out.extend(activity.render(Format::Csv).flatten()),
     }
     let mut stdout = std::io::stdout().lock();
     stdout

@@ -266,9 +266,10 @@ fn respond(
 
 const CSV_TYPE: &str = "text/csv; charset=utf-8; header=present";
 
-/// Reads the whole upstream answer into the activity summary, then answers: 200 with the summary,
-/// 422 when it went over a cap, or the upstream's failure as an error answer. The stream slot is
-/// held until the summary is done.
+/// Reads the whole upstream answer into the activity summary, then answers: 200 with the summary
+/// (streamed in pieces, so the answer's size adds nothing to the tallies' memory), 422 when it
+/// went over a cap, or the upstream's failure as an error answer. The stream slot is held until
+/// the summary is sent.
 async fn summarize(
     state: &Arc<State>,
     stream: RecordStream,
@@ -282,77 +283,65 @@ async fn summarize(
     metrics.active_streams.inc();
     let correlation = access.correlation.upstream_headers();
     let (stream, result) = crate::net::CORRELATION.scope(correlation, stream.consume()).await;
-    drop(slot);
-    metrics.active_streams.dec();
     metrics.record_stream(stream.stats());
     let overflow = stream.filter().activity().and_then(Activity::overflow);
-    let answer = match (&result, overflow) {
+    let refusal = match (&result, overflow) {
         (Err(e), _) => {
             metrics
                 .streams_aborted
                 .get_or_create(&ReasonLabel { reason: e.reason() })
                 .inc();
-            Err(match e {
+            Some(match e {
                 StreamError::IdleTimeout => Reject::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string()),
                 StreamError::TokenExpired => Reject::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()),
                 _ => Reject::new(StatusCode::BAD_GATEWAY, "bad_gateway", e.to_string()),
             })
         }
-        (Ok(()), Some(over)) => Err(Reject::new(
+        (Ok(()), Some(over)) => Some(Reject::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "too_much_activity",
             over.to_string(),
         )),
-        (Ok(()), None) => Ok(stream.filter().activity().map(|a| render(a, format))),
+        (Ok(()), None) => None,
     };
-    let header_policy = policy.to_string();
-    match answer {
-        Ok(Some((content_type, body))) => {
-            finished(state, &access, &principal, &policy, 200, "complete", &stream);
-            let mut resp = Response::new(super::response::full(body));
-            headers(&mut resp, content_type, &header_policy);
-            resp
-        }
-        Ok(None) => {
-            // A filter built without a summary: a bug, answered as one.
-            let reject = Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no activity summary");
-            finished(state, &access, &principal, &policy, 500, &reject.message, &stream);
-            reject.into_response()
-        }
-        Err(reject) => {
-            finished(
-                state,
-                &access,
-                &principal,
-                &policy,
-                reject.status.as_u16(),
-                &reject.message,
-                &stream,
-            );
-            reject.into_response()
-        }
-    }
-}
+    let (status, outcome) = match &refusal {
+        Some(r) => (r.status.as_u16(), r.message.as_str()),
+        None => (200, "complete"),
+    };
+    finished(state, &access, &principal, &policy, status, outcome, &stream);
+    let activity = stream.into_filter().into_activity();
+    let (Some(activity), None) = (activity, &refusal) else {
+        drop(slot);
+        metrics.active_streams.dec();
+        return refusal
+            .unwrap_or_else(|| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no activity summary"))
+            .into_response();
+    };
 
-/// The summary as JSON or CSV, with its content type.
-fn render(activity: &Activity, format: Format) -> (&'static str, Vec<u8>) {
-    let summary = activity.summary();
-    match format {
-        Format::Json => {
-            // Serializing plain structs of strings and numbers cannot fail.
-            let body = serde_json::to_vec(&summary).unwrap_or_default();
-            ("application/json", body)
-        }
-        Format::Csv => {
-            let mut writer = crate::stream::csv::CsvWriter::new();
-            let mut out = Vec::new();
-            writer.row(crate::activity::render::CSV_HEADER, &mut out);
-            for row in summary.csv_rows() {
-                writer.row(row, &mut out);
+    let (tx, body) = body::channel();
+    let (metrics, idle) = (Arc::clone(&state.metrics), state.upstream.timeouts().idle);
+    tokio::spawn(async move {
+        let mut sent = true;
+        for piece in activity.render(format) {
+            // A caller that stops reading is cut off, as on /sat/records.
+            if !matches!(tokio::time::timeout(idle, tx.send(piece.into())).await, Ok(Ok(()))) {
+                sent = false;
+                break;
             }
-            (CSV_TYPE, out)
         }
-    }
+        if sent {
+            tx.finish();
+        }
+        drop(slot);
+        metrics.active_streams.dec();
+    });
+    let content_type = match format {
+        Format::Json => "application/json",
+        Format::Csv => CSV_TYPE,
+    };
+    let mut resp = Response::new(body.boxed());
+    headers(&mut resp, content_type, &policy.to_string());
+    resp
 }
 
 /// The access-log line and the decision record of a request whose records were read.

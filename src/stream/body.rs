@@ -187,6 +187,10 @@ impl RecordStream {
         &self.filter
     }
 
+    pub fn into_filter(self) -> RecordFilter {
+        self.filter
+    }
+
     /// Which policies let this stream's records through or kept them out.
     pub fn tally(&self) -> crate::decision::Tally {
         self.filter.tally()

@@ -85,6 +85,14 @@ impl RecordFilter {
         self.output.activity()
     }
 
+    /// The activity summary, when this filter builds one, kept after the filter is gone.
+    pub fn into_activity(self) -> Option<Box<Activity>> {
+        match self.output {
+            Output::Activity(a) => Some(a),
+            _ => None,
+        }
+    }
+
     /// Whether reading on is pointless: the activity summary went over a cap.
     pub fn stopped(&self) -> bool {
         self.activity().is_some_and(|a| a.overflow().is_some())
