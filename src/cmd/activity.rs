@@ -54,13 +54,15 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
         .map_err(|e| format!("writing output: {e}"))?;
     let s = &filter.stats;
     eprintln!(
-        "satgate activity: {} records in, {} summarised over {} Devices ({} flagged), {} not visible, {} malformed",
+        "satgate activity: {} records in, {} summarised over {} Devices ({} flagged), {} not visible, {} malformed; tallies {} KiB of {} KiB",
         s.records_in,
         summary.records,
         summary.devices.len(),
         summary.devices_flagged,
         s.left_out,
-        s.malformed
+        s.malformed,
+        activity.tally_bytes() / 1024,
+        activity.limits().max_bytes / 1024
     );
     Ok(Exit::Ok)
 }
