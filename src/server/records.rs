@@ -124,9 +124,9 @@ pub async fn serve(
             reject.into_response()
         }
         Ok(identity) => match start(state, &identity, &access, output).await {
-            Ok((stream, slot, policy)) => match view {
-                View::Records => respond(state, stream, slot, identity.principal, access, policy, format),
-                View::Activity => summarize(state, stream, slot, identity.principal, access, policy, format).await,
+            Ok(started) => match view {
+                View::Records => respond(state, started, identity.principal, access, format),
+                View::Activity => summarize(state, started, identity.principal, access, format).await,
             },
             Err(reject) => {
                 let policy = state.policies.current().identity().to_string();
@@ -156,13 +156,16 @@ fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Identity, Reje
     })
 }
 
+/// A request whose upstream answered with NDJSON: its records to filter, its stream slot, and
+/// the policy set that decides them.
+struct Started {
+    stream: RecordStream,
+    slot: StreamSlot,
+    policy: PolicyIdentity,
+}
+
 /// Takes a stream slot, then the policy set, calls the upstream and checks its first line.
-async fn start(
-    state: &State,
-    identity: &Identity,
-    access: &Access,
-    output: Output,
-) -> Result<(RecordStream, StreamSlot, PolicyIdentity), Reject> {
+async fn start(state: &State, identity: &Identity, access: &Access, output: Output) -> Result<Started, Reject> {
     let principal = &identity.principal;
     // Before the upstream call: a refused stream costs nothing but this check.
     let slot = state.streams.try_take(principal.user_id).map_err(|busy| {
@@ -218,20 +221,23 @@ async fn start(
         StreamError::IdleTimeout => Reject::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string()),
         _ => Reject::new(StatusCode::BAD_GATEWAY, "bad_gateway", e.to_string()),
     })?;
-    Ok((stream, slot, engine.identity().clone()))
+    Ok(Started {
+        stream,
+        slot,
+        policy: engine.identity().clone(),
+    })
 }
 
 /// Starts the filtering task and answers 200 with its body. The task holds the stream slot until
 /// the stream ends, then counts and logs it.
 fn respond(
     state: &Arc<State>,
-    stream: RecordStream,
-    slot: StreamSlot,
+    started: Started,
     principal: Principal,
     access: Access,
-    policy: PolicyIdentity,
     format: Format,
 ) -> Response<ResponseBody> {
+    let Started { stream, slot, policy } = started;
     let (tx, body) = body::channel();
     let metrics = Arc::clone(&state.metrics);
     let state = Arc::clone(state);
@@ -272,13 +278,12 @@ const CSV_TYPE: &str = "text/csv; charset=utf-8; header=present";
 /// the summary is sent.
 async fn summarize(
     state: &Arc<State>,
-    stream: RecordStream,
-    slot: StreamSlot,
+    started: Started,
     principal: Principal,
     access: Access,
-    policy: PolicyIdentity,
     format: Format,
 ) -> Response<ResponseBody> {
+    let Started { stream, slot, policy } = started;
     let metrics = &state.metrics;
     metrics.active_streams.inc();
     let correlation = access.correlation.upstream_headers();

@@ -7,13 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::binary::free_port;
 
 struct Demo(std::process::Child);
 
