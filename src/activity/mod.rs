@@ -134,11 +134,42 @@ struct Tally {
     cells: FxHashMap<Cell, u64>,
 }
 
+impl Tally {
+    /// Counts one record, charging `bytes` for each new counter.
+    fn count(
+        &mut self,
+        mt: Option<MessageType>,
+        at: Option<time::Instant>,
+        cells: [Option<Cell>; 5],
+        bytes: &mut usize,
+    ) {
+        self.records += 1;
+        if let Some(mt) = mt {
+            self.by_type[mt as usize] += 1;
+        }
+        match at {
+            Some(at) => {
+                self.first = Some(self.first.map_or(at, |f| f.min(at)));
+                self.last = Some(self.last.map_or(at, |l| l.max(at)));
+            }
+            None => self.undated += 1,
+        }
+        for cell in cells.into_iter().flatten() {
+            let count = self.cells.entry(cell).or_insert_with(|| {
+                *bytes += CELL_BYTES;
+                0
+            });
+            *count += 1;
+        }
+    }
+}
+
 /// The running summary of one answer.
 #[derive(Debug, Default)]
 pub struct Activity {
     limits: Limits,
-    records: u64,
+    /// Every record, with or without a Device.
+    totals: Tally,
     devices: FxHashMap<Eui64, Tally>,
     without_device: Tally,
     keys: FxHashMap<Box<str>, KeyId>,
@@ -163,7 +194,7 @@ impl Activity {
     }
 
     pub fn records(&self) -> u64 {
-        self.records
+        self.totals.records
     }
 
     /// The tallies' estimated size, counted against [`Limits::max_bytes`].
@@ -214,25 +245,8 @@ impl Activity {
                 self.devices.entry(id).or_default()
             }
         };
-        self.records += 1;
-        tally.records += 1;
-        if let Some(mt) = t.message_type {
-            tally.by_type[mt as usize] += 1;
-        }
-        match at {
-            Some(at) => {
-                tally.first = Some(tally.first.map_or(at, |f| f.min(at)));
-                tally.last = Some(tally.last.map_or(at, |l| l.max(at)));
-            }
-            None => tally.undated += 1,
-        }
-        for cell in cells.into_iter().flatten() {
-            let count = tally.cells.entry(cell).or_insert_with(|| {
-                self.bytes += CELL_BYTES;
-                0
-            });
-            *count += 1;
-        }
+        tally.count(t.message_type, at, cells, &mut self.bytes);
+        self.totals.count(t.message_type, at, cells, &mut self.bytes);
         if self.bytes > self.limits.max_bytes {
             self.overflow = Some(Overflow::Bytes(self.limits.max_bytes));
         }

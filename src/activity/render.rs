@@ -22,6 +22,8 @@ pub struct Summary {
     pub devices: Vec<DeviceSummary>,
     /// Records about no Device (non-device requests).
     pub without_device: Counts,
+    /// Every record, with or without a Device.
+    pub totals: Counts,
     /// The UTC days the records span (the window each Device is judged over).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub days: Option<Window>,
@@ -114,10 +116,11 @@ impl Activity {
     pub fn summary(&self) -> Summary {
         let ranked = self.ranked();
         Summary {
-            records: self.records,
+            records: self.totals.records,
             devices_flagged: flagged(&ranked),
             devices: ranked.into_iter().map(|(id, u)| self.device(id, u)).collect(),
             without_device: self.counts(&self.without_device),
+            totals: self.counts(&self.totals),
             days: self.window(),
             rule: RULE,
         }
@@ -333,7 +336,7 @@ impl Rendering<'_> {
             Format::Json => {
                 let head = format!(
                     "{{\"records\":{},\"devicesFlagged\":{},\"devices\":[",
-                    self.activity.records, self.flagged
+                    self.activity.totals.records, self.flagged
                 );
                 out.extend_from_slice(head.as_bytes());
             }
@@ -364,6 +367,8 @@ impl Rendering<'_> {
             Format::Json => {
                 out.extend_from_slice(b"],\"withoutDevice\":");
                 json(out, &without);
+                out.extend_from_slice(b",\"totals\":");
+                json(out, &self.activity.counts(&self.activity.totals));
                 if let Some(days) = self.activity.window() {
                     out.extend_from_slice(b",\"days\":");
                     json(out, &days);
@@ -376,10 +381,17 @@ impl Rendering<'_> {
                 for row in counts_rows("", &without, &BTreeMap::new()) {
                     self.csv.row(row, out);
                 }
+                let totals = self.activity.counts(&self.activity.totals);
+                for row in counts_rows(TOTALS_ID, &totals, &BTreeMap::new()) {
+                    self.csv.row(row, out);
+                }
             }
         }
     }
 }
+
+/// The `deviceId` of the CSV rows counting every record (never an EUI-64).
+pub const TOTALS_ID: &str = "*";
 
 /// The CSV columns of the activity view, one row per counter (a "long" table for pivoting).
 pub const CSV_HEADER: [&str; 6] = ["deviceId", "dimension", "key", "srvTitle", "records", "score"];
@@ -509,21 +521,27 @@ mod tests {
             .records()
             .map(Result::unwrap)
             .collect();
-        let dims: Vec<&str> = rows.iter().map(|r| &r[1]).collect();
-        assert_eq!(
-            dims,
-            [
-                "records",
-                "firstTimestamp",
-                "lastTimestamp",
-                "messageType",
-                "alertCode",
-                "day",
-                "records"
-            ]
-        );
+        let dims: Vec<(&str, &str)> = rows.iter().map(|r| (&r[0], &r[1])).collect();
+        let device = "00-00-00-00-00-00-00-07";
+        let mut expected = vec![];
+        for id in [device, TOTALS_ID] {
+            expected.extend(
+                [
+                    "records",
+                    "firstTimestamp",
+                    "lastTimestamp",
+                    "messageType",
+                    "alertCode",
+                    "day",
+                ]
+                .map(|d| (id, d)),
+            );
+            if id == device {
+                expected.push(("", "records")); // the records without a Device: none
+            }
+        }
+        assert_eq!(dims, expected);
         assert_eq!(&rows[0][4], "2");
-        assert_eq!(rows.last().map(|r| &r[0]), Some(""));
     }
 
     /// The streamed JSON is exactly the summary's serialization, however it is cut into pieces.
