@@ -7,6 +7,7 @@ pub mod fuzz;
 pub mod lines;
 pub mod project;
 pub mod record;
+pub mod scan;
 
 pub use filter::{FilterStats, Filtered, Outcome, RecordFilter, MAX_DEVICES_PER_STREAM};
 pub use record::{Field, Record, RecordError};

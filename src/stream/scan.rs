@@ -1,0 +1,423 @@
+//! The record scanner: one NDJSON line, validated in a single pass, its known top-level fields
+//! located as exact byte spans.
+//!
+//! # Accepted grammar
+//!
+//! RFC 8259, restricted to one object per line and to I-JSON (RFC 7493) strings:
+//!
+//! ```text
+//! line    = ws object ws                      ; nothing else after the object
+//! object  = "{" ws [ member *( ws "," ws member ) ws ] "}"
+//! member  = string ws ":" ws value
+//! array   = "[" ws [ value *( ws "," ws value ) ws ] "]"
+//! value   = object / array / string / number / "true" / "false" / "null"
+//! number  = [ "-" ] ( "0" / %x31-39 *DIGIT ) [ "." 1*DIGIT ] [ ( "e" / "E" ) [ "+" / "-" ] 1*DIGIT ]
+//! string  = %x22 *( unescaped / escape ) %x22
+//! unescaped = any Unicode scalar value except %x22, %x5C and %x00-1F   ; the line is UTF-8
+//! escape  = "\" ( %x22 / "\" / "/" / "b" / "f" / "n" / "r" / "t" / "u" hex4 )
+//!           ; a \u escape of a surrogate must be a high one (D800-DBFF) directly followed by
+//!           ; \u and a low one (DC00-DFFF): a lone surrogate makes the line malformed
+//! ws      = *( %x20 / %x09 / %x0A / %x0D )
+//! ```
+//!
+//! Beyond the grammar:
+//!
+//! - **Depth**: the record object is depth 1, each object or array inside it one more; nothing may
+//!   be deeper than [`MAX_DEPTH`] (64), so metadata may nest 63 levels. SAT metadata uses 2-3.
+//! - **Duplicate top-level keys** are compared after unescaping (`"pay\u006coad"` is `payload`);
+//!   keys inside values are not compared (their bytes are copied as they are).
+//! - Numbers are checked against the grammar only, never converted: `1e400` and 30-digit integers
+//!   pass, as in serde_json's `RawValue`.
+//!
+//! Only escaped top-level keys and the three fields a decision reads are ever unescaped; every
+//! value span is the input's own bytes, so what is written is byte-identical to what was read.
+//!
+//! # The reference
+//!
+//! [`super::record::reference`] parses with serde_json (a `RawValue` visitor) and then applies
+//! the same surrogate and depth rules. The differential tests (`tests` below, and the
+//! `record_scan` fuzz target) check that both accept exactly the same lines and extract the same
+//! bytes. Intended differences, in the error only, never in what is accepted: the scanner stops at
+//! the first problem in line order, so a line with both a lone surrogate (or too deep a value)
+//! and a later duplicate key is `Syntax` here and may be `DuplicateKey` there; messages give a
+//! byte offset, not serde_json's column.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use super::record::{Field, RecordError};
+
+/// The deepest nesting a record may have; the record object itself is depth 1.
+pub const MAX_DEPTH: usize = 64;
+
+/// The raw value of each known field, by [`Field`] index.
+pub(crate) type Raw<'a> = [Option<&'a str>; 14];
+
+/// Validates `line` and returns its known fields' exact values.
+pub(crate) fn scan(line: &[u8]) -> Result<Raw<'_>, RecordError> {
+    let text = simdutf8::basic::from_utf8(line).map_err(|_| RecordError::NotUtf8)?;
+    let mut s = Scanner { b: line, i: 0 };
+    let mut raw: Raw<'_> = [None; 14];
+    // Unknown keys are only remembered to catch duplicates; created on the first one. A hashed
+    // set, randomly seeded: a line of 100k distinct unknown keys must cost linear time, and its
+    // keys are chosen by whoever wrote the line.
+    let mut unknown: Option<HashSet<Cow<'_, str>>> = None;
+    s.ws();
+    s.expect(b'{', "not an object")?;
+    s.ws();
+    if s.peek() == Some(b'}') {
+        s.i += 1;
+    } else {
+        loop {
+            s.expect(b'"', "expected a string key")?;
+            let start = s.i;
+            let escaped = s.string()?;
+            let key = &text[start..s.i - 1];
+            let key = if escaped {
+                unescape(key).ok_or_else(|| s.err("invalid escape"))?
+            } else {
+                Cow::Borrowed(key)
+            };
+            match Field::from_name(&key) {
+                Some(f) if raw[f as usize].is_some() => return Err(RecordError::DuplicateKey(f.name().into())),
+                Some(f) => {
+                    s.ws();
+                    s.expect(b':', "expected ':'")?;
+                    s.ws();
+                    let start = s.i;
+                    s.value()?;
+                    raw[f as usize] = Some(&text[start..s.i]);
+                }
+                None => {
+                    if !unknown.get_or_insert_with(HashSet::new).insert(key) {
+                        // Unknown names come from input; they are never echoed back.
+                        return Err(RecordError::DuplicateKey("(unknown field)".into()));
+                    }
+                    s.ws();
+                    s.expect(b':', "expected ':'")?;
+                    s.ws();
+                    s.value()?;
+                }
+            }
+            s.ws();
+            match s.peek() {
+                Some(b',') => {
+                    s.i += 1;
+                    s.ws();
+                }
+                Some(b'}') => {
+                    s.i += 1;
+                    break;
+                }
+                _ => return Err(s.err("expected ',' or '}'")),
+            }
+        }
+    }
+    s.ws();
+    if s.i != line.len() {
+        return Err(s.err("text after the object"));
+    }
+    Ok(raw)
+}
+
+/// The text of a validated JSON string's contents (without quotes), escapes decoded; borrowed
+/// when there are none. `None` only if `s` was not validated (an invalid escape).
+pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains('\\') {
+        return Some(Cow::Borrowed(s));
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let esc = *rest.as_bytes().get(at + 1).filter(|c| c.is_ascii())?;
+        rest = &rest[at + 2..];
+        out.push(match esc {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hi = hex4(rest.as_bytes(), 0)?;
+                rest = &rest[4..];
+                let c = if (0xD800..0xDC00).contains(&hi) {
+                    let lo = rest.strip_prefix("\\u").and_then(|r| hex4(r.as_bytes(), 0))?;
+                    if !(0xDC00..0xE000).contains(&lo) {
+                        return None;
+                    }
+                    rest = &rest[6..];
+                    0x10000 + ((u32::from(hi) - 0xD800) << 10) + (u32::from(lo) - 0xDC00)
+                } else {
+                    u32::from(hi)
+                };
+                char::from_u32(c)?
+            }
+            _ => return None,
+        });
+    }
+    out.push_str(rest);
+    Some(Cow::Owned(out))
+}
+
+/// Four hex digits at `at`, as a UTF-16 code unit.
+fn hex4(b: &[u8], at: usize) -> Option<u16> {
+    let digits = b.get(at..at + 4)?;
+    digits.iter().try_fold(0u16, |n, &d| {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            b'A'..=b'F' => d - b'A' + 10,
+            _ => return None,
+        };
+        Some(n << 4 | u16::from(v))
+    })
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+impl Scanner<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    /// A syntax error at the current position. The message is one of the fixed texts above:
+    /// record bytes are never quoted.
+    #[cold]
+    fn err(&self, what: &str) -> RecordError {
+        RecordError::Syntax(format!("{what} at byte {}", self.i))
+    }
+
+    fn expect(&mut self, c: u8, what: &str) -> Result<(), RecordError> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.err(what))
+        }
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    /// Skips a string's contents after its opening quote, up to and including the closing one.
+    /// Says whether it held an escape.
+    fn string(&mut self) -> Result<bool, RecordError> {
+        let mut escaped = false;
+        loop {
+            self.i = special(self.b, self.i);
+            match self.peek() {
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(escaped);
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    self.escape()?;
+                }
+                Some(_) => return Err(self.err("control character in a string")),
+                None => return Err(self.err("unexpected end of line in a string")),
+            }
+        }
+    }
+
+    /// Checks one escape (at its backslash), including that surrogates come in pairs.
+    fn escape(&mut self) -> Result<(), RecordError> {
+        match self.b.get(self.i + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                self.i += 2;
+                Ok(())
+            }
+            Some(b'u') => {
+                let unit = hex4(self.b, self.i + 2).ok_or_else(|| self.err("invalid \\u escape"))?;
+                self.i += 6;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        let low = (self.b.get(self.i..self.i + 2) == Some(b"\\u"))
+                            .then(|| hex4(self.b, self.i + 2))
+                            .flatten();
+                        if !low.is_some_and(|l| (0xDC00..=0xDFFF).contains(&l)) {
+                            return Err(self.err("lone surrogate escape in a string"));
+                        }
+                        self.i += 6;
+                        Ok(())
+                    }
+                    0xDC00..=0xDFFF => Err(self.err("lone surrogate escape in a string")),
+                    _ => Ok(()),
+                }
+            }
+            _ => Err(self.err("invalid escape")),
+        }
+    }
+
+    fn number(&mut self) -> Result<(), RecordError> {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(self.err("invalid number")),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return Err(self.err("invalid number"));
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.err("invalid number"));
+            }
+        }
+        Ok(())
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    /// A string, number or literal.
+    fn scalar(&mut self) -> Result<(), RecordError> {
+        let literal = |s: &mut Self, word: &[u8]| {
+            if s.b[s.i..].starts_with(word) {
+                s.i += word.len();
+                Ok(())
+            } else {
+                Err(s.err("invalid literal"))
+            }
+        };
+        match self.peek() {
+            Some(b'"') => {
+                self.i += 1;
+                self.string().map(drop)
+            }
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't') => literal(self, b"true"),
+            Some(b'f') => literal(self, b"false"),
+            Some(b'n') => literal(self, b"null"),
+            _ => Err(self.err("expected a value")),
+        }
+    }
+
+    /// A key inside a nested object: a string, then ':'.
+    fn member_key(&mut self) -> Result<(), RecordError> {
+        self.expect(b'"', "expected a string key")?;
+        self.string()?;
+        self.ws();
+        self.expect(b':', "expected ':'")?;
+        self.ws();
+        Ok(())
+    }
+
+    /// One value of a top-level member (at its first byte). Nested containers are walked without
+    /// recursion: a bit per open container (1: object) says which bracket closes it.
+    fn value(&mut self) -> Result<(), RecordError> {
+        const _: () = assert!(MAX_DEPTH - 1 <= u64::BITS as usize);
+        let mut open: u64 = 0;
+        let mut depth = 1; // the record object
+        loop {
+            // At the start of a value.
+            match self.peek() {
+                Some(c @ (b'{' | b'[')) => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(self.err("nesting too deep"));
+                    }
+                    let is_object = c == b'{';
+                    open = open << 1 | u64::from(is_object);
+                    self.i += 1;
+                    self.ws();
+                    let close = if is_object { b'}' } else { b']' };
+                    if self.peek() == Some(close) {
+                        self.i += 1;
+                        open >>= 1;
+                        depth -= 1;
+                    } else {
+                        if is_object {
+                            self.member_key()?;
+                        }
+                        continue;
+                    }
+                }
+                _ => self.scalar()?,
+            }
+            // After a value: a comma or the closing bracket, perhaps closing several levels.
+            loop {
+                if depth == 1 {
+                    return Ok(());
+                }
+                self.ws();
+                let in_object = open & 1 == 1;
+                match self.peek() {
+                    Some(b',') => {
+                        self.i += 1;
+                        self.ws();
+                        if in_object {
+                            self.member_key()?;
+                        }
+                        break;
+                    }
+                    Some(b'}') if in_object => {}
+                    Some(b']') if !in_object => {}
+                    _ => return Err(self.err("expected ',' or a closing bracket")),
+                }
+                self.i += 1;
+                open >>= 1;
+                depth -= 1;
+            }
+        }
+    }
+}
+
+/// The index of the first `"`, `\` or control byte (< 0x20) at or after `i`, or the length.
+///
+/// Eight bytes at a time: for each byte class, the classic "has a zero byte" bit trick sets the
+/// high bit of a lane that matches; false positives only occur in lanes above a real match, so
+/// the lowest set bit is exact.
+fn special(b: &[u8], mut i: usize) -> usize {
+    while let Some(word) = b.get(i..i + 8) {
+        let mut lanes = [0u8; 8];
+        lanes.copy_from_slice(word);
+        let x = u64::from_le_bytes(lanes);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        let hits = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(ONES * 0x20) & !x);
+        let hits = hits & HIGH;
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
