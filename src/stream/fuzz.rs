@@ -76,6 +76,44 @@ pub fn check_filter(data: &[u8]) {
     assert_eq!(count as u64, stats.records_out);
 }
 
+/// The differential check behind `fuzz/fuzz_targets/record_scan.rs` and the scanner's property
+/// tests: the scanner ([`super::Record::parse`]) and the serde_json reference
+/// ([`super::record::reference::parse`]) accept exactly the same lines, and extract the same raw
+/// bytes and decision fields. Rejections may differ in kind only where one line has two problems
+/// (`scan.rs` lists how); invalid UTF-8 and the rules on known fields give the same error.
+pub fn check_scan(line: &[u8]) {
+    use super::RecordError::{Invalid, Missing, NotUtf8, WrongType};
+    let new = super::Record::parse(line);
+    let old = super::record::reference::parse(line);
+    let text = || String::from_utf8_lossy(line).into_owned();
+    match (&new, &old) {
+        (Ok(n), Ok(o)) => {
+            for f in super::Field::ALL {
+                assert_eq!(n.raw(f), o.raw(f), "{} differs in {:?}", f.name(), text());
+            }
+            assert_eq!(
+                (n.user_id, n.message_type, n.device_id),
+                (o.user_id, o.message_type, o.device_id),
+                "decoded fields differ in {:?}",
+                text()
+            );
+        }
+        (Err(n), Err(o)) => {
+            assert_eq!(
+                *n == NotUtf8,
+                *o == NotUtf8,
+                "scanner {n:?}, reference {o:?} on {:?}",
+                text()
+            );
+            let about_fields = |e: &super::RecordError| matches!(e, WrongType(_) | Missing(_) | Invalid(..));
+            if about_fields(n) || about_fields(o) {
+                assert_eq!(n, o, "on {:?}", text());
+            }
+        }
+        _ => panic!("scanner {new:?}, reference {old:?} on {:?}", text()),
+    }
+}
+
 /// The (key, raw value) pairs of one JSON object, in order, keeping duplicates. Raw values, not
 /// `serde_json::Value`: that reads an object whose first key is serde_json's private RawValue
 /// marker as the JSON text of its value, so valid metadata could look invalid here.

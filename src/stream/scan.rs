@@ -421,3 +421,410 @@ fn special(b: &[u8], mut i: usize) -> usize {
     }
     i
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::stream::fuzz::check_scan;
+    use crate::stream::record::{reference, Record};
+
+    const HEAD: &str =
+        r#"{"recordId":"r-1","timestamp":"t","messageType":"DCCAlert","userId":"90-B3-D5-1F-30-01-00-00""#;
+
+    fn record(rest: &str) -> String {
+        format!("{HEAD}{rest}}}")
+    }
+
+    /// Both parsers, which must agree; the scanner's answer.
+    fn both(line: &str) -> Result<Record<'_>, RecordError> {
+        check_scan(line.as_bytes());
+        Record::parse(line.as_bytes())
+    }
+
+    /// Metadata nested `depth` levels below the record (the record itself being depth 1).
+    fn nested(depth: usize) -> String {
+        let mut v = String::from("1");
+        for level in 1..depth {
+            v = if level % 2 == 0 {
+                format!("[{v}]")
+            } else {
+                format!(r#"{{"k":{v}}}"#)
+            };
+        }
+        format!(r#"{{"k":{v}}}"#)
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_passes_and_deeper_is_malformed() {
+        // metadata at depth 2, so `MAX_DEPTH - 1` levels of it reach the limit exactly.
+        let ok = record(&format!(r#","metadata":{}"#, nested(MAX_DEPTH - 1)));
+        assert_eq!(
+            both(&ok).unwrap().raw(Field::Metadata).map(str::len),
+            Some(ok.len() - HEAD.len() - 13)
+        );
+        for depth in [MAX_DEPTH, MAX_DEPTH + 1, 1000, 100_000] {
+            let deep = record(&format!(r#","metadata":{}"#, nested(depth)));
+            assert!(
+                matches!(both(&deep), Err(RecordError::Syntax(_))),
+                "depth {depth} accepted"
+            );
+        }
+        // Anywhere, not only in metadata: an unknown field's value, an array.
+        let deep_array = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(matches!(
+            both(&record(&format!(r#","x":{deep_array}"#))),
+            Err(RecordError::Syntax(_))
+        ));
+        let at_limit = "[".repeat(MAX_DEPTH - 1) + &"]".repeat(MAX_DEPTH - 1);
+        assert!(both(&record(&format!(r#","x":{at_limit}"#))).is_ok());
+    }
+
+    #[test]
+    fn lone_surrogates_anywhere_are_malformed_and_pairs_pass_byte_identical() {
+        for bad in [
+            r#","srvTitle":"\ud800""#,
+            r#","srvTitle":"\uDFFF x""#,
+            r#","payload":"\ud83d\ud83d""#,
+            r#","payload":"\ud83d\\ude00""#,
+            r#","metadata":{"a":["\udc00"]}"#,
+            r#","metadata":{"\ud800":1}"#,
+            r#","\ud800":1"#,
+            r#","x":"\ud800""#,
+        ] {
+            assert!(
+                matches!(both(&record(bad)), Err(RecordError::Syntax(_))),
+                "{bad} accepted"
+            );
+        }
+        let pairs =
+            r#","srvTitle":"\ud83d\ude00\uD83D\uDE00","metadata":{"\ud83d\ude00":"\u00e9\/"},"p\u0061yload":"\"""#;
+        let line = record(pairs);
+        let r = both(&line).unwrap();
+        assert_eq!(r.raw(Field::SrvTitle), Some(r#""\ud83d\ude00\uD83D\uDE00""#));
+        assert_eq!(r.raw(Field::Metadata), Some(r#"{"\ud83d\ude00":"\u00e9\/"}"#));
+        assert_eq!(r.raw(Field::Payload), Some(r#""\"""#));
+        // An escaped key is still a duplicate of its plain spelling.
+        assert_eq!(
+            both(&record(r#","payload":"a","p\u0061yload":"b""#)).unwrap_err(),
+            RecordError::DuplicateKey("payload".into())
+        );
+    }
+
+    #[test]
+    fn numbers_and_literals_follow_rfc_8259() {
+        for ok in [
+            "0",
+            "-0",
+            "1",
+            "-12",
+            "0.5",
+            "1e5",
+            "1E+5",
+            "1e-05",
+            "-0.0e0",
+            "1e400",
+            "123456789012345678901234567890",
+            "true",
+            "false",
+            "null",
+        ] {
+            let line = record(&format!(r#","x":{ok},"metadata":{{"n":[{ok}]}}"#));
+            assert!(both(&line).is_ok(), "{ok} refused");
+        }
+        for bad in [
+            "01", "-", "+1", "1.", ".5", "1e", "1e+", "0x1", "1.5.", "NaN", "Infinity", "tru", "nul", "True", "-01",
+            "1_0",
+        ] {
+            let line = record(&format!(r#","x":{bad}"#));
+            assert!(matches!(both(&line), Err(RecordError::Syntax(_))), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn strings_refuse_control_bytes_and_bad_escapes_but_allow_the_rest() {
+        for bad in [
+            "\u{1}", "\t", "\u{1f}", "\\x", "\\u12", "\\u12G4", "\\U0041", "\\'", "\\",
+        ] {
+            let line = record(&format!(r#","payload":"{bad}""#));
+            assert!(matches!(both(&line), Err(RecordError::Syntax(_))), "{bad:?} accepted");
+        }
+        for ok in ["\u{7f}", "é😀", "\\b\\f\\n\\r\\t\\/\\\\", "\\u0000", "\\uFFFF"] {
+            let line = record(&format!(r#","payload":"{ok}""#));
+            assert_eq!(both(&line).unwrap().raw(Field::Payload), Some(&*format!("\"{ok}\"")));
+        }
+        // A control byte past the first eight bytes of a long string, at every offset.
+        for at in 0..40 {
+            let mut s = "A".repeat(40);
+            s.replace_range(at..at + 1, "\u{2}");
+            assert!(both(&record(&format!(r#","payload":"{s}""#))).is_err(), "at {at}");
+        }
+    }
+
+    #[test]
+    fn whitespace_between_tokens_and_after_the_object() {
+        let line = " \t{ \"recordId\" :\"r\" ,\"timestamp\"\r:\"t\",\n\"messageType\":\"DCCAlert\",\"userId\":\"90-B3-D5-1F-30-01-00-00\",\"x\" : [ 1 , { } , [ ] ] } \r\n";
+        let r = both(line).unwrap();
+        assert_eq!(r.raw(Field::RecordId), Some("\"r\""));
+        for bad in [
+            "{} x",
+            "{},",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{,}",
+            "{\"a\":1 \"b\":2}",
+            "{\"a\":[1,]}",
+            "{\"a\":{\"b\"}}",
+            "{1:2}",
+            "\u{feff}{}",
+        ] {
+            assert!(matches!(both(bad), Err(RecordError::Syntax(_))), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_do_not_quote_the_line() {
+        for line in [
+            record(r#","payload":"TOPSECRET\ud800""#),
+            record(r#","payload":TOPSECRET"#),
+            record(&format!(r#","metadata":{}"#, nested(200)).replace("\"k\"", "\"TOPSECRET\"")),
+        ] {
+            let e = Record::parse(line.as_bytes()).unwrap_err().to_string();
+            assert!(!e.contains("TOPSECRET"), "{e}");
+        }
+    }
+
+    /// The SWAR search against the obvious loop, at every alignment.
+    #[test]
+    fn special_finds_the_first_quote_backslash_or_control_byte() {
+        let mut rng = crate::sample::Rng::new(7);
+        for _ in 0..20_000 {
+            let len = rng.below(40);
+            let b: Vec<u8> = (0..len)
+                .map(|_| match rng.below(8) {
+                    0 => *rng.pick(&[b'"', b'\\', 0, 0x1f, 0x20, 0x7f, 0x80, 0xa0, 0xff, b'!', b']']),
+                    _ => b'a' + rng.below(26) as u8,
+                })
+                .collect();
+            let from = rng.below(len + 1);
+            let want = (from..len)
+                .find(|&i| b[i] == b'"' || b[i] == b'\\' || b[i] < 0x20)
+                .unwrap_or(len);
+            assert_eq!(special(&b, from), want, "{b:?} from {from}");
+        }
+    }
+
+    #[test]
+    fn unescape_decodes_what_the_scanner_accepts() {
+        assert_eq!(unescape("plain").unwrap(), "plain");
+        assert!(matches!(unescape("plain"), Some(Cow::Borrowed(_))));
+        assert_eq!(
+            unescape(r#"a\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00z"#).unwrap(),
+            "a\"\\/\u{8}\u{c}\n\r\té😀z"
+        );
+        for bad in [r"\ud800", r"\udc00", r"\ud800\u0041", r"\x", "\\", r"\u12", "\\é"] {
+            assert_eq!(unescape(bad), None, "{bad}");
+        }
+    }
+
+    /// Differential cases: by default 4,000 per strategy (three strategies); PROPTEST_CASES sets it.
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4000);
+        ProptestConfig::with_cases(cases)
+    }
+
+    /// Pieces that make JSON, nearly-JSON and the scanner's edge cases likely.
+    const PIECES: &[&str] = &[
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"",
+        ":",
+        ",",
+        " ",
+        "\t",
+        "\r",
+        "\n",
+        "\\",
+        "\\u",
+        "d800",
+        "DBFF",
+        "dc00",
+        "DE00",
+        "00e9",
+        "0041",
+        "\\\"",
+        "\\n",
+        "\\/",
+        "0",
+        "1",
+        "9",
+        "-",
+        ".",
+        "e",
+        "E",
+        "+",
+        "true",
+        "false",
+        "null",
+        "nul",
+        "\"userId\"",
+        "\"payload\"",
+        "\"pay\\u006coad\"",
+        "\"metadata\"",
+        "\"x\"",
+        "\"deviceId\"",
+        "\"00-DB-00-00-00-00-01-03\"",
+        "\"90-B3-D5-1F-30-01-00-00\"",
+        "é",
+        "😀",
+        "\u{1}",
+        "\u{7f}",
+        "\0",
+        "\"\\ud83d\\ude00\"",
+        "\"\\ud800\"",
+        "abcdefghij",
+    ];
+
+    fn soup() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            8 => proptest::sample::select(PIECES).prop_map(|p| p.as_bytes().to_vec()),
+            1 => any::<u8>().prop_map(|b| vec![b]),
+        ];
+        (any::<bool>(), proptest::collection::vec(piece, 0..40), any::<bool>()).prop_map(|(head, pieces, close)| {
+            let mut line = if head {
+                format!("{HEAD},").into_bytes()
+            } else {
+                Vec::new()
+            };
+            pieces.iter().for_each(|p| line.extend_from_slice(p));
+            if close {
+                line.push(b'}');
+            }
+            line
+        })
+    }
+
+    fn sample_lines() -> Vec<&'static [u8]> {
+        let sample: &'static [u8] = include_bytes!("../../tests/data/records.ndjson");
+        sample.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect()
+    }
+
+    /// A real record with a few edits: a byte replaced, a piece inserted, a range cut or repeated.
+    fn mutated() -> impl Strategy<Value = Vec<u8>> {
+        let edit = (
+            0usize..4,
+            any::<usize>(),
+            any::<usize>(),
+            proptest::sample::select(PIECES),
+            any::<u8>(),
+        );
+        (any::<usize>(), proptest::collection::vec(edit, 1..5)).prop_map(|(pick, edits)| {
+            let lines = sample_lines();
+            let mut line = lines[pick % lines.len()].to_vec();
+            for (op, at, len, piece, byte) in edits {
+                let at = at % (line.len() + 1);
+                let end = (at + len % 16).min(line.len());
+                match op {
+                    0 if at < line.len() => line[at] = byte,
+                    1 => {
+                        line.splice(at..at, piece.bytes());
+                    }
+                    2 => {
+                        line.drain(at..end);
+                    }
+                    _ => {
+                        let copy = line[at..end].to_vec();
+                        line.splice(at..at, copy);
+                    }
+                }
+            }
+            line
+        })
+    }
+
+    /// A JSON string's contents: plain text and escapes, valid or not.
+    fn contents() -> impl Strategy<Value = String> {
+        let part = prop_oneof![
+            6 => "[a-zA-Z0-9 +/=é😀-]{0,12}",
+            1 => proptest::sample::select(&[r"\n", r"\\", r#"\""#, r"\/", r"\u00e9", r"\ud83d\ude00", r"\uDBFF\uDFFF", r"\u0000"][..]).prop_map(str::to_owned),
+            1 => proptest::sample::select(&[r"\ud800", r"\udc00", r"\ud800\u0041", r"\q", "\u{1}", "\t"][..]).prop_map(str::to_owned),
+        ];
+        proptest::collection::vec(part, 0..4).prop_map(|p| p.concat())
+    }
+
+    fn json_value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            contents().prop_map(|s| format!("\"{s}\"")),
+            proptest::sample::select(&["0", "-1.5e3", "1e400", "true", "false", "null", "01", "1."][..])
+                .prop_map(str::to_owned),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+                proptest::collection::vec((contents(), inner), 0..4).prop_map(|v| {
+                    let members: Vec<String> = v.into_iter().map(|(k, v)| format!("\"{k}\" : {v}")).collect();
+                    format!("{{{}}}", members.join(" ,"))
+                }),
+            ]
+        })
+    }
+
+    /// Records built from parts: mostly valid, with escapes, odd values, deep metadata, repeated
+    /// and escaped keys.
+    fn built() -> impl Strategy<Value = Vec<u8>> {
+        let key = prop_oneof![
+            proptest::sample::select(Field::ALL.map(Field::name).to_vec()).prop_map(str::to_owned),
+            Just(r"pay\u006coad".to_owned()),
+            Just(r"\u0078".to_owned()),
+            contents(),
+        ];
+        let member = (key, json_value(), 0usize..(MAX_DEPTH + 3), any::<bool>());
+        (proptest::collection::vec(member, 0..5), contents()).prop_map(|(members, title)| {
+            let mut line = format!(r#"{HEAD} , "srvTitle":"{title}""#);
+            for (key, value, depth, deepen) in members {
+                let value = if deepen {
+                    format!("{}{value}{}", "[".repeat(depth), "]".repeat(depth))
+                } else {
+                    value
+                };
+                line.push_str(&format!(",\"{key}\":{value}"));
+            }
+            line.push('}');
+            line.into_bytes()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn scanner_agrees_with_serde_json_on_piece_soup(line in soup()) {
+            check_scan(&line);
+        }
+
+        #[test]
+        fn scanner_agrees_with_serde_json_on_mutated_records(line in mutated()) {
+            check_scan(&line);
+        }
+
+        #[test]
+        fn scanner_agrees_with_serde_json_on_built_records(line in built()) {
+            check_scan(&line);
+        }
+    }
+
+    /// Every sample record is accepted by both, with the same bytes.
+    #[test]
+    fn sample_records_agree() {
+        for line in sample_lines() {
+            check_scan(line);
+            assert!(reference::parse(line).is_ok());
+        }
+    }
+}
