@@ -187,6 +187,26 @@ mod tests {
         }
     }
 
+    /// The caller's own record with a lone surrogate, or with metadata nested past the limit, is
+    /// left out and counted as malformed; its neighbours pass.
+    #[test]
+    fn lone_surrogates_and_deep_nesting_are_left_out_and_counted() {
+        // In contract order, so the caller's own record is written back unchanged.
+        let good = r#"{"recordId":"r-1","timestamp":"t","messageType":"ServiceRequest","userRole":"IS","userId":"90-B3-D5-1F-30-01-00-00","metadata":{"a":1},"payload":"p"}"#;
+        let lone = good.replace(r#""payload":"p""#, r#""payload":"\ud800""#);
+        let title = good.replace(r#""recordId":"r-1""#, r#""recordId":"r-\udfff""#);
+        let deep = good.replace(
+            r#"{"a":1}"#,
+            &format!("{}1{}", r#"{"a":"#.repeat(1000), "}".repeat(1000)),
+        );
+        let input = format!("{deep}\n{good}\n{lone}\n{title}\n{good}\n");
+        let f = fixture();
+        let principal = Principal::from_claims("90-B3-D5-1F-30-01-00-00", "IS", "SUPA").unwrap();
+        let (out, stats) = crate::stream::filter_bytes(f.engine.for_principal(&principal), input.as_bytes(), |_| None);
+        assert_eq!((stats.records_in, stats.records_out, stats.malformed), (5, 2, 3));
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{good}\n{good}\n"));
+    }
+
     /// Found by the fuzzer: the User's own record, whose metadata object starts with
     /// serde_json's private RawValue marker key, is written unchanged (and the check reads it).
     #[test]

@@ -135,6 +135,10 @@ pub enum RecordError {
     Missing(&'static str),
     #[error("field {0} is not a valid value: {1}")]
     Invalid(&'static str, String),
+    /// Valid JSON, but nested past [`super::scan::MAX_DEPTH`]: a malformed record, not a sign
+    /// that the stream is not NDJSON.
+    #[error("nesting deeper than {} levels", super::scan::MAX_DEPTH)]
+    TooDeep,
 }
 
 /// A parsed record. Raw values borrow from the line.
@@ -283,7 +287,7 @@ pub mod reference {
                 b'{' | b'[' => {
                     depth += 1;
                     if depth > MAX_DEPTH {
-                        return Err(RecordError::Syntax("nesting too deep".into()));
+                        return Err(RecordError::TooDeep);
                     }
                 }
                 b'}' | b']' => depth = depth.saturating_sub(1),

@@ -24,6 +24,8 @@
 //!
 //! - **Depth**: the record object is depth 1, each object or array inside it one more; nothing may
 //!   be deeper than [`MAX_DEPTH`] (64), so metadata may nest 63 levels. SAT metadata uses 2-3.
+//!   Passing it is [`RecordError::TooDeep`], a malformed record (left out and counted), not
+//!   `Syntax` (which on a stream's first line means "not NDJSON").
 //! - **Duplicate top-level keys** are compared after unescaping (`"pay\u006coad"` is `payload`);
 //!   keys inside values are not compared (their bytes are copied as they are).
 //! - Numbers are checked against the grammar only, never converted: `1e400` and 30-digit integers
@@ -39,8 +41,8 @@
 //! `record_scan` fuzz target) check that both accept exactly the same lines and extract the same
 //! bytes. Intended differences, in the error only, never in what is accepted: the scanner stops at
 //! the first problem in line order, so a line with both a lone surrogate (or too deep a value)
-//! and a later duplicate key is `Syntax` here and may be `DuplicateKey` there; messages give a
-//! byte offset, not serde_json's column.
+//! and a later duplicate key or syntax error is `Syntax` (or `TooDeep`) here and may be
+//! `DuplicateKey` or `Syntax` there; messages give a byte offset, not serde_json's column.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -60,7 +62,11 @@ pub(crate) fn scan(line: &[u8]) -> Result<Raw<'_>, RecordError> {
     // without any lets strings be searched for '"' and '\\' alone (memchr2); the minimum is
     // computed sixteen bytes at a time.
     let controls = line.iter().fold(u8::MAX, |m, &c| m.min(c)) < 0x20;
-    let mut s = Scanner { b: line, i: 0, controls };
+    let mut s = Scanner {
+        b: line,
+        i: 0,
+        controls,
+    };
     let mut raw: Raw<'_> = [None; 14];
     // Unknown keys are only remembered to catch duplicates; created on the first one. A hashed
     // set, randomly seeded: a line of 100k distinct unknown keys must cost linear time, and its
@@ -367,7 +373,7 @@ impl Scanner<'_> {
                 Some(c @ (b'{' | b'[')) => {
                     depth += 1;
                     if depth > MAX_DEPTH {
-                        return Err(self.err("nesting too deep"));
+                        return Err(RecordError::TooDeep);
                     }
                     let is_object = c == b'{';
                     open = open << 1 | u64::from(is_object);
@@ -489,17 +495,15 @@ mod tests {
         );
         for depth in [MAX_DEPTH, MAX_DEPTH + 1, 1000, 100_000] {
             let deep = record(&format!(r#","metadata":{}"#, nested(depth)));
-            assert!(
-                matches!(both(&deep), Err(RecordError::Syntax(_))),
-                "depth {depth} accepted"
-            );
+            assert_eq!(both(&deep).unwrap_err(), RecordError::TooDeep, "depth {depth}");
+            assert_eq!(reference::parse(deep.as_bytes()).unwrap_err(), RecordError::TooDeep);
         }
         // Anywhere, not only in metadata: an unknown field's value, an array.
         let deep_array = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
-        assert!(matches!(
-            both(&record(&format!(r#","x":{deep_array}"#))),
-            Err(RecordError::Syntax(_))
-        ));
+        assert_eq!(
+            both(&record(&format!(r#","x":{deep_array}"#))).unwrap_err(),
+            RecordError::TooDeep
+        );
         let at_limit = "[".repeat(MAX_DEPTH - 1) + &"]".repeat(MAX_DEPTH - 1);
         assert!(both(&record(&format!(r#","x":{at_limit}"#))).is_ok());
     }
