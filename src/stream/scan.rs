@@ -72,6 +72,9 @@ pub(crate) fn scan(line: &[u8]) -> Result<Raw<'_>, RecordError> {
     // set, randomly seeded: a line of 100k distinct unknown keys must cost linear time, and its
     // keys are chosen by whoever wrote the line.
     let mut unknown: Option<HashSet<Cow<'_, str>>> = None;
+    // Upstreams write the fields in contract order: the key after `Field::ALL[next - 1]` is
+    // first compared with `Field::ALL[next]`, which spares scanning and looking it up.
+    let mut next = 0;
     s.ws();
     s.expect(b'{', "not an object")?;
     s.ws();
@@ -80,34 +83,36 @@ pub(crate) fn scan(line: &[u8]) -> Result<Raw<'_>, RecordError> {
     } else {
         loop {
             s.expect(b'"', "expected a string key")?;
-            let start = s.i;
-            let escaped = s.string()?;
-            let key = &text[start..s.i - 1];
-            let key = if escaped {
-                unescape(key).ok_or_else(|| s.err("invalid escape"))?
-            } else {
-                Cow::Borrowed(key)
-            };
-            match Field::from_name(&key) {
-                Some(f) if raw[f as usize].is_some() => return Err(RecordError::DuplicateKey(f.name().into())),
-                Some(f) => {
-                    s.ws();
-                    s.expect(b':', "expected ':'")?;
-                    s.ws();
-                    let start = s.i;
-                    s.value()?;
-                    raw[f as usize] = Some(&text[start..s.i]);
-                }
+            let field = match s.plain_key(Field::ALL.get(next)) {
+                Some(f) => Some(f),
                 None => {
-                    if !unknown.get_or_insert_with(HashSet::new).insert(key) {
+                    let start = s.i;
+                    let escaped = s.string()?;
+                    let key = &text[start..s.i - 1];
+                    let key = if escaped {
+                        unescape(key).ok_or_else(|| s.err("invalid escape"))?
+                    } else {
+                        Cow::Borrowed(key)
+                    };
+                    let field = Field::from_name(&key);
+                    if field.is_none() && !unknown.get_or_insert_with(HashSet::new).insert(key) {
                         // Unknown names come from input; they are never echoed back.
                         return Err(RecordError::DuplicateKey("(unknown field)".into()));
                     }
-                    s.ws();
-                    s.expect(b':', "expected ':'")?;
-                    s.ws();
-                    s.value()?;
+                    field
                 }
+            };
+            if let Some(f) = field.filter(|f| raw[*f as usize].is_some()) {
+                return Err(RecordError::DuplicateKey(f.name().into()));
+            }
+            s.ws();
+            s.expect(b':', "expected ':'")?;
+            s.ws();
+            let start = s.i;
+            s.value()?;
+            if let Some(f) = field {
+                raw[f as usize] = Some(&text[start..s.i]);
+                next = f as usize + 1;
             }
             s.ws();
             match s.peek() {
@@ -242,6 +247,20 @@ impl Scanner<'_> {
                 Some(_) => return Err(self.err("control character in a string")),
                 None => return Err(self.err("unexpected end of line in a string")),
             }
+        }
+    }
+
+    /// If the key starting here (after its quote) is exactly `expected`'s name, unescaped, skips
+    /// it and its closing quote.
+    fn plain_key(&mut self, expected: Option<&Field>) -> Option<Field> {
+        let f = *expected?;
+        let name = f.name().as_bytes();
+        let rest = self.b.get(self.i..)?;
+        if rest.starts_with(name) && rest.get(name.len()) == Some(&b'"') {
+            self.i += name.len() + 1;
+            Some(f)
+        } else {
+            None
         }
     }
 
@@ -537,6 +556,24 @@ mod tests {
             both(&record(r#","payload":"a","p\u0061yload":"b""#)).unwrap_err(),
             RecordError::DuplicateKey("payload".into())
         );
+    }
+
+    /// Keys in contract order take the short path; repeats, prefixes and escapes still count.
+    #[test]
+    fn keys_in_and_out_of_contract_order() {
+        let ordered = record(r#","srv":"4.1.1","srvTitle":"T","deviceId":null,"payload":"p""#);
+        assert_eq!(both(&ordered).unwrap().raw(Field::SrvTitle), Some("\"T\""));
+        // Expecting `srv`: `srvX` is an unknown key, not `srv` followed by garbage.
+        let prefix = record(r#","srvX":1,"srv":"4.1.1","srvTitle":"T""#);
+        assert_eq!(both(&prefix).unwrap().raw(Field::Srv), Some("\"4.1.1\""));
+        for dup in [
+            r#","srv":"a","srv":"b""#,
+            r#","srv":"a","srvTitle":"T","srv":"b""#,
+            r#","payload":"p","recordId":"again""#,
+            r#","srv":"a","sr\u0076":"b""#,
+        ] {
+            assert!(matches!(both(&record(dup)), Err(RecordError::DuplicateKey(_))), "{dup}");
+        }
     }
 
     #[test]
