@@ -5,8 +5,9 @@
 //! - (iii) satgate's filter (borrowed parse, decisions reused, allowlist projection);
 //!
 //! then (ii) and (iii) again with 200 extra never-matching policies loaded; then the record path
-//! old vs new: (iv) the same filter as (iii) with the serde_json reference parser in place of
-//! the scanner, and both parsers alone (parse only, no decision or output).
+//! old vs new: (iv) the same filter as (iii) with the serde_json parser it had before the scanner
+//! (`reference::parse_without_depth_rule`) in place of the scanner, and both parsers alone
+//! (parse only, no decision or output).
 //!
 //! Run: `cargo bench --bench filter` (release build). `SATGATE_BENCH_RECORDS` sets the size.
 
@@ -41,7 +42,7 @@ fn engine(extra: usize) -> Arc<PolicyEngine> {
     Arc::new(PolicyEngine::new(loaded).expect("engine"))
 }
 
-/// The record path's parser (the scanner), as a plain function like `reference::parse`.
+/// The record path's parser (the scanner), as a plain function like the reference's.
 fn scanner_parse(line: &[u8]) -> Result<Record<'_>, satgate::stream::RecordError> {
     Record::parse(line)
 }
@@ -182,12 +183,14 @@ fn main() {
     // Old and new record paths back to back, twice, on the warm 8-policy engine.
     let mut old_new = Vec::new();
     for _ in 0..2 {
-        let old = rate(lines.len(), min, || filter_with(&small, reference::parse));
+        let old = rate(lines.len(), min, || {
+            filter_with(&small, reference::parse_without_depth_rule)
+        });
         let new = rate(lines.len(), min, || filter_with(&small, scanner_parse));
         let new_filter = warm(&small);
         old_new.push((old, new, new_filter));
     }
-    let parse_old = parse_only(reference::parse);
+    let parse_old = parse_only(reference::parse_without_depth_rule);
     let parse_new = parse_only(scanner_parse);
 
     let distinct = small.stats.misses.get();

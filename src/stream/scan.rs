@@ -138,7 +138,7 @@ pub(crate) fn scan(line: &[u8]) -> Result<Raw<'_>, RecordError> {
 /// The text of a validated JSON string's contents (without quotes), escapes decoded; borrowed
 /// when there are none. `None` only if `s` was not validated (an invalid escape).
 pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
-    if !s.contains('\\') {
+    if memchr::memchr(b'\\', s.as_bytes()).is_none() {
         return Some(Cow::Borrowed(s));
     }
     let mut out = String::with_capacity(s.len());
@@ -255,8 +255,9 @@ impl Scanner<'_> {
     fn plain_key(&mut self, expected: Option<&Field>) -> Option<Field> {
         let f = *expected?;
         let name = f.name().as_bytes();
-        let rest = self.b.get(self.i..)?;
-        if rest.starts_with(name) && rest.get(name.len()) == Some(&b'"') {
+        let rest = self.b.get(self.i..self.i + name.len() + 1)?;
+        // A byte loop: names are short, and a call to memcmp cost more than the comparison.
+        if rest.iter().zip(name).all(|(a, b)| a == b) && rest[name.len()] == b'"' {
             self.i += name.len() + 1;
             Some(f)
         } else {
