@@ -4,7 +4,10 @@
 //! - (ii)  naive: build Cedar entities and ask Cedar for every class of every record;
 //! - (iii) satgate's filter (borrowed parse, decisions reused, allowlist projection);
 //!
-//! then (ii) and (iii) again with 200 extra never-matching policies loaded.
+//! then (ii) and (iii) again with 200 extra never-matching policies loaded; then the record path
+//! old vs new: (iv) the same filter as (iii) with the serde_json parser it had before the scanner
+//! (`reference::parse_without_depth_rule`) in place of the scanner, and both parsers alone
+//! (parse only, no decision or output).
 //!
 //! Run: `cargo bench --bench filter` (release build). `SATGATE_BENCH_RECORDS` sets the size.
 
@@ -15,7 +18,8 @@ use std::time::{Duration, Instant};
 use satgate::decision::{policies, DeviceFacts, Facts, PolicyEngine};
 use satgate::model::Principal;
 use satgate::sample::Market;
-use satgate::stream::{filter_bytes, Record};
+use satgate::stream::record::reference;
+use satgate::stream::{filter_bytes, Record, RecordFilter};
 
 fn engine(extra: usize) -> Arc<PolicyEngine> {
     let mut files: Vec<(PathBuf, String)> = std::fs::read_dir("policies")
@@ -36,6 +40,11 @@ fn engine(extra: usize) -> Arc<PolicyEngine> {
     let schema = std::fs::read_to_string("schemas/sat.cedarschema").expect("schema");
     let loaded = policies::from_sources(&files, ("schema".as_ref(), &schema)).expect("policies load");
     Arc::new(PolicyEngine::new(loaded).expect("engine"))
+}
+
+/// The record path's parser (the scanner), as a plain function like the reference's.
+fn scanner_parse(line: &[u8]) -> Result<Record<'_>, satgate::stream::RecordError> {
+    Record::parse(line)
 }
 
 /// Runs `f` over the input until at least `min` has passed; returns records per second.
@@ -134,6 +143,33 @@ fn main() {
         return;
     }
 
+    // (iv): `filter_line_sync`'s steps (the blank-line test, parse, Device, decide, project),
+    // with the record parser passed in.
+    let filter_with = |engine: &Arc<PolicyEngine>,
+                       parse: fn(&[u8]) -> Result<Record<'_>, satgate::stream::RecordError>| {
+        let mut filter = RecordFilter::new(engine.for_principal(&principal));
+        let mut out = Vec::with_capacity(input.len());
+        for l in &lines {
+            if l.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let r = parse(l).expect("sample parses");
+            if let Some(id) = filter.needs_device(&r) {
+                filter.learn_device(id, inventory.get(id).map(|e| &**e));
+            }
+            filter.emit(&r, &mut out);
+        }
+        out.len()
+    };
+    let parse_only = |parse: fn(&[u8]) -> Result<Record<'_>, satgate::stream::RecordError>| {
+        rate(lines.len(), min, || {
+            lines
+                .iter()
+                .map(|l| parse(l).map_or(0, |r| r.raw(satgate::stream::Field::Payload).map_or(0, str::len)))
+                .sum()
+        })
+    };
+
     let small = engine(0);
     let large = engine(200);
     let naive_small = naive(&small, 20_000);
@@ -144,6 +180,19 @@ fn main() {
     let cold_large = cold(&large);
     let warm_large = warm(&large);
 
+    // Old and new record paths back to back, twice, on the warm 8-policy engine.
+    let mut old_new = Vec::new();
+    for _ in 0..2 {
+        let old = rate(lines.len(), min, || {
+            filter_with(&small, reference::parse_without_depth_rule)
+        });
+        let new = rate(lines.len(), min, || filter_with(&small, scanner_parse));
+        let new_filter = warm(&small);
+        old_new.push((old, new, new_filter));
+    }
+    let parse_old = parse_only(reference::parse_without_depth_rule);
+    let parse_new = parse_only(scanner_parse);
+
     let distinct = small.stats.misses.get();
     let (_, stats) = filter_bytes(small.for_principal(&principal), input.as_bytes(), |id| {
         inventory.get(id).cloned()
@@ -153,11 +202,13 @@ fn main() {
         stats.records_out, stats.records_in
     );
     println!();
-    println!("| approach | policies | records/s | (iii) warm is |");
-    println!("|---|---|---|---|");
+    let bytes_per_record = input.len() as f64 / lines.len() as f64;
+    let gbs = |rate: f64| rate * bytes_per_record / 1e9;
+    println!("| approach | policies | records/s | GB/s | (iii) warm is |");
+    println!("|---|---|---|---|---|");
     let row = |name: &str, policies: &str, rate: f64, vs: Option<f64>| {
         let ratio = vs.map_or(String::new(), |v| format!("{:.1}x faster", v / rate));
-        println!("| {name} | {policies} | {rate:.0} | {ratio} |");
+        println!("| {name} | {policies} | {rate:.0} | {:.2} | {ratio} |", gbs(rate));
     };
     row(
         "(i) serde_json parse to Value + re-serialize",
@@ -196,5 +247,33 @@ fn main() {
         "(iii) with 208 policies: warm {:.2}x, cold {:.2}x its speed with 8.",
         warm_large / warm_small,
         cold_large / cold_small
+    );
+    println!();
+    println!("Record path, old (serde_json reference) vs new (scanner), 8 policies, warm, back to back:");
+    println!("| run | (iv) old path records/s (GB/s) | (iv) new path records/s (GB/s) | (iii) filter records/s (GB/s) | new/old |");
+    println!("|---|---|---|---|---|");
+    for (i, (old, new, filter)) in old_new.iter().enumerate() {
+        println!(
+            "| {} | {old:.0} ({:.2}) | {new:.0} ({:.2}) | {filter:.0} ({:.2}) | {:.2}x |",
+            i + 1,
+            gbs(*old),
+            gbs(*new),
+            gbs(*filter),
+            new / old
+        );
+    }
+    println!(
+        "| parse only | {parse_old:.0} ({:.2}) | {parse_new:.0} ({:.2}) | | {:.2}x |",
+        gbs(parse_old),
+        gbs(parse_new),
+        parse_new / parse_old
+    );
+    let (old, new, _) = old_new[old_new.len() - 1];
+    println!(
+        "vs (i) serde_json Value round trip: old {:.1}x, new {:.1}x; vs (ii) naive Cedar (8 policies): old {:.0}x, new {:.0}x",
+        old / json_roundtrip,
+        new / json_roundtrip,
+        old / naive_small,
+        new / naive_small
     );
 }

@@ -6,6 +6,10 @@
 //! 2. p50/p99 latency of a 100-record page at 64 concurrent clients, direct vs through satgate.
 //!
 //! Run: `cargo bench --bench proxy`. `SATGATE_BENCH_RECORDS` sets N.
+//!
+//! Old vs new record path: with `SATGATE_BENCH_OLD_BIN` set to a `satgate` binary built from an
+//! earlier commit, the run starts with three rounds of N records each direct, through that
+//! binary and through this build's, back to back.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -129,13 +133,22 @@ async fn latency(client: &HttpClient, base: &str, token: &str, clients: usize, p
 
 /// A `satgate serve` child in front of the upstream, started and listening.
 async fn spawn_satgate(dir: &std::path::Path, up_addr: SocketAddr) -> (std::process::Child, SocketAddr) {
+    spawn_satgate_bin(env!("CARGO_BIN_EXE_satgate").as_ref(), dir, up_addr).await
+}
+
+/// Like [`spawn_satgate`], running the given binary.
+async fn spawn_satgate_bin(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    up_addr: SocketAddr,
+) -> (std::process::Child, SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
         .expect("addr")
         .port();
     let sg_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_satgate"))
+    let child = std::process::Command::new(bin)
         .args([
             "serve",
             "--listen",
@@ -159,6 +172,62 @@ async fn spawn_satgate(dir: &std::path::Path, up_addr: SocketAddr) -> (std::proc
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (child, sg_addr)
+}
+
+/// Old vs new: N records direct, through the old binary and through this build, three rounds
+/// back to back (so each ratio compares runs seconds apart).
+#[allow(clippy::too_many_arguments)]
+async fn compare_builds(
+    client: &HttpClient,
+    token: &str,
+    n: usize,
+    direct: &str,
+    via_new: &str,
+    old_bin: &std::path::Path,
+    dir: &std::path::Path,
+    up_addr: SocketAddr,
+) {
+    let (mut old_child, old_addr) = spawn_satgate_bin(old_bin, dir, up_addr).await;
+    let via_old = format!("http://{old_addr}");
+    for base in [direct, &via_old, via_new] {
+        drain(client, &format!("{base}/sat/records?n=20000"), token).await;
+    }
+    println!("Old vs new record path, {n} records per stream:");
+    println!("| round | direct | through old | through new | old/direct | new/direct | new records/s vs old |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut sums = [0.0f64; 3];
+    for round in 1..=3 {
+        let mut times = [0.0f64; 3];
+        for (i, base) in [direct, &via_old, via_new].into_iter().enumerate() {
+            let t = Instant::now();
+            drain(client, &format!("{base}/sat/records?n={n}"), token).await;
+            times[i] = t.elapsed().as_secs_f64();
+            sums[i] += times[i];
+        }
+        println!(
+            "| {round} | {:.2} s | {:.2} s ({:.0}/s) | {:.2} s ({:.0}/s) | {:.2} | {:.2} | {:.2}x |",
+            times[0],
+            times[1],
+            n as f64 / times[1],
+            times[2],
+            n as f64 / times[2],
+            times[1] / times[0],
+            times[2] / times[0],
+            times[1] / times[2]
+        );
+    }
+    println!(
+        "| all | {:.2} s | {:.2} s | {:.2} s | {:.2} | {:.2} | {:.2}x |",
+        sums[0],
+        sums[1],
+        sums[2],
+        sums[1] / sums[0],
+        sums[2] / sums[0],
+        sums[1] / sums[2]
+    );
+    println!();
+    let _ = old_child.kill();
+    let _ = old_child.wait();
 }
 
 /// Sizing: a fresh satgate per client count, each client streaming its share of `total`
@@ -254,6 +323,10 @@ async fn main() {
         .build_http();
     let direct = format!("http://{up_addr}");
     let via = format!("http://{sg_addr}");
+
+    if let Some(old_bin) = std::env::var_os("SATGATE_BENCH_OLD_BIN") {
+        compare_builds(&client, &token, n, &direct, &via, old_bin.as_ref(), &dir, up_addr).await;
+    }
 
     // Warm both paths (connections, decision cache).
     drain(&client, &format!("{direct}/sat/records?n=20000"), &token).await;

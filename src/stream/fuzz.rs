@@ -76,6 +76,44 @@ pub fn check_filter(data: &[u8]) {
     assert_eq!(count as u64, stats.records_out);
 }
 
+/// The differential check behind `fuzz/fuzz_targets/record_scan.rs` and the scanner's property
+/// tests: the scanner ([`super::Record::parse`]) and the serde_json reference
+/// ([`super::record::reference::parse`]) accept exactly the same lines, and extract the same raw
+/// bytes and decision fields. Rejections may differ in kind only where one line has two problems
+/// (`scan.rs` lists how); invalid UTF-8 and the rules on known fields give the same error.
+pub fn check_scan(line: &[u8]) {
+    use super::RecordError::{Invalid, Missing, NotUtf8, WrongType};
+    let new = super::Record::parse(line);
+    let old = super::record::reference::parse(line);
+    let text = || String::from_utf8_lossy(line).into_owned();
+    match (&new, &old) {
+        (Ok(n), Ok(o)) => {
+            for f in super::Field::ALL {
+                assert_eq!(n.raw(f), o.raw(f), "{} differs in {:?}", f.name(), text());
+            }
+            assert_eq!(
+                (n.user_id, n.message_type, n.device_id),
+                (o.user_id, o.message_type, o.device_id),
+                "decoded fields differ in {:?}",
+                text()
+            );
+        }
+        (Err(n), Err(o)) => {
+            assert_eq!(
+                *n == NotUtf8,
+                *o == NotUtf8,
+                "scanner {n:?}, reference {o:?} on {:?}",
+                text()
+            );
+            let about_fields = |e: &super::RecordError| matches!(e, WrongType(_) | Missing(_) | Invalid(..));
+            if about_fields(n) || about_fields(o) {
+                assert_eq!(n, o, "on {:?}", text());
+            }
+        }
+        _ => panic!("scanner {new:?}, reference {old:?} on {:?}", text()),
+    }
+}
+
 /// The (key, raw value) pairs of one JSON object, in order, keeping duplicates. Raw values, not
 /// `serde_json::Value`: that reads an object whose first key is serde_json's private RawValue
 /// marker as the JSON text of its value, so valid metadata could look invalid here.
@@ -147,6 +185,26 @@ mod tests {
             }
             check_filter(&input);
         }
+    }
+
+    /// The caller's own record with a lone surrogate, or with metadata nested past the limit, is
+    /// left out and counted as malformed; its neighbours pass.
+    #[test]
+    fn lone_surrogates_and_deep_nesting_are_left_out_and_counted() {
+        // In contract order, so the caller's own record is written back unchanged.
+        let good = r#"{"recordId":"r-1","timestamp":"t","messageType":"ServiceRequest","userRole":"IS","userId":"90-B3-D5-1F-30-01-00-00","metadata":{"a":1},"payload":"p"}"#;
+        let lone = good.replace(r#""payload":"p""#, r#""payload":"\ud800""#);
+        let title = good.replace(r#""recordId":"r-1""#, r#""recordId":"r-\udfff""#);
+        let deep = good.replace(
+            r#"{"a":1}"#,
+            &format!("{}1{}", r#"{"a":"#.repeat(1000), "}".repeat(1000)),
+        );
+        let input = format!("{deep}\n{good}\n{lone}\n{title}\n{good}\n");
+        let f = fixture();
+        let principal = Principal::from_claims("90-B3-D5-1F-30-01-00-00", "IS", "SUPA").unwrap();
+        let (out, stats) = crate::stream::filter_bytes(f.engine.for_principal(&principal), input.as_bytes(), |_| None);
+        assert_eq!((stats.records_in, stats.records_out, stats.malformed), (5, 2, 3));
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{good}\n{good}\n"));
     }
 
     /// Found by the fuzzer: the User's own record, whose metadata object starts with

@@ -9,6 +9,7 @@ pub mod lines;
 pub mod output;
 pub mod project;
 pub mod record;
+pub mod scan;
 
 pub use filter::{FilterStats, Filtered, Outcome, RecordFilter, MAX_DEVICES_PER_STREAM};
 pub use output::{Format, Output};

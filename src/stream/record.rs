@@ -1,17 +1,16 @@
-//! One SAT record: a line of upstream NDJSON parsed into borrowed raw values.
+//! One SAT record: a line of upstream NDJSON scanned into borrowed raw values.
 //!
 //! Nothing is copied or re-encoded: each known field keeps the exact bytes the upstream sent, so
 //! what satgate writes is byte-identical to what it read. Only the fields a decision needs
 //! (`userId`, `messageType`, `deviceId`) are decoded. Anything surprising makes the whole line an
 //! error: invalid UTF-8, not an object, a duplicate key (also after unescaping, so
-//! `"pay\u006coad"` is `payload`), or a known field of the wrong type.
+//! `"pay\u006coad"` is `payload`), a lone surrogate escape, nesting deeper than
+//! [`super::scan::MAX_DEPTH`], or a known field of the wrong type.
+//!
+//! The hot path is the scanner in [`super::scan`] (its grammar is written there); [`reference`]
+//! is the serde_json parser it replaced, kept to test the scanner against.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
-use std::fmt;
-
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
 use crate::model::{Class, Eui64, MessageType};
 
@@ -100,7 +99,7 @@ impl Field {
         self.kind() == Kind::String
     }
 
-    fn from_name(name: &str) -> Option<Field> {
+    pub(super) fn from_name(name: &str) -> Option<Field> {
         Some(match name {
             "recordId" => Field::RecordId,
             "timestamp" => Field::Timestamp,
@@ -136,12 +135,16 @@ pub enum RecordError {
     Missing(&'static str),
     #[error("field {0} is not a valid value: {1}")]
     Invalid(&'static str, String),
+    /// Valid JSON, but nested past [`super::scan::MAX_DEPTH`]: a malformed record, not a sign
+    /// that the stream is not NDJSON.
+    #[error("nesting deeper than {} levels", super::scan::MAX_DEPTH)]
+    TooDeep,
 }
 
 /// A parsed record. Raw values borrow from the line.
 #[derive(Debug)]
 pub struct Record<'a> {
-    raw: [Option<&'a RawValue>; 14],
+    raw: [Option<&'a str>; 14],
     pub user_id: Eui64,
     pub message_type: MessageType,
     /// `None` for a null or absent `deviceId` (non-device requests).
@@ -151,18 +154,19 @@ pub struct Record<'a> {
 impl<'a> Record<'a> {
     /// Parses one line (without its `\n`).
     pub fn parse(line: &'a [u8]) -> Result<Self, RecordError> {
-        let text = std::str::from_utf8(line).map_err(|_| RecordError::NotUtf8)?;
-        let mut de = serde_json::Deserializer::from_str(text);
-        let raw = de.deserialize_map(FieldsVisitor).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => classify_data_error(&e),
-            _ => RecordError::Syntax(syntax_message(&e)),
-        })?;
-        de.end().map_err(|e| RecordError::Syntax(syntax_message(&e)))?;
-        check_surrogates(line)?;
-        Self::check(raw)
+        let raw = super::scan::scan(line)?;
+        // The scanner validated every string, so decoding cannot fail here.
+        Self::check(raw, |v| {
+            v.strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .and_then(super::scan::unescape)
+        })
     }
 
-    fn check(raw: [Option<&'a RawValue>; 14]) -> Result<Self, RecordError> {
+    /// The rules on known fields, shared by the scanner and the reference: required fields,
+    /// kinds, no raw CR in metadata, and the decoded decision fields. `decode` decodes a raw string
+    /// value, quotes included (`None`: not a valid string).
+    fn check(raw: [Option<&'a str>; 14], decode: fn(&'a str) -> Option<Cow<'a, str>>) -> Result<Self, RecordError> {
         for f in Field::ALL {
             let Some(v) = raw[f as usize] else {
                 if f.required() {
@@ -170,8 +174,8 @@ impl<'a> Record<'a> {
                 }
                 continue;
             };
-            // RawValue holds a complete JSON value, so its first byte tells its type.
-            let ok = match (f.kind(), v.get().as_bytes().first()) {
+            // A raw value is a complete JSON value, so its first byte tells its type.
+            let ok = match (f.kind(), v.as_bytes().first()) {
                 (_, Some(b'"')) => f.kind() != Kind::NullableObject,
                 (Kind::NullableObject, Some(b'{')) => true,
                 (Kind::NullableString | Kind::NullableObject, Some(b'n')) => true,
@@ -184,20 +188,26 @@ impl<'a> Record<'a> {
         // JSON allows a raw CR as whitespace between tokens, and metadata is copied byte for byte:
         // readers that split lines on any newline would break the output there. Refused, not
         // rewritten, so what is written stays byte-identical to what was read.
-        if raw[Field::Metadata as usize].is_some_and(|v| v.get().as_bytes().contains(&b'\r')) {
+        if raw[Field::Metadata as usize].is_some_and(|v| v.as_bytes().contains(&b'\r')) {
             return Err(RecordError::Invalid(
                 "metadata",
                 "contains a raw carriage return".into(),
             ));
         }
-        let user_id = decode(&raw, Field::UserId)?
+        let string = |f: Field| -> Result<Option<Cow<'a, str>>, RecordError> {
+            match raw[f as usize] {
+                None | Some("null") => Ok(None),
+                Some(v) => decode(v).map(Some).ok_or(RecordError::WrongType(f.name())),
+            }
+        };
+        let user_id = string(Field::UserId)?
             .and_then(|s| Eui64::parse(&s).ok())
             .ok_or(RecordError::Invalid("userId", "not an EUI-64".into()))?;
-        let message_type = decode(&raw, Field::MessageType)?
+        let message_type = string(Field::MessageType)?
             .ok_or(RecordError::Missing("messageType"))?
             .parse()
             .map_err(|_| RecordError::Invalid("messageType", "not a SAT message type".into()))?;
-        let device_id = match decode(&raw, Field::DeviceId)? {
+        let device_id = match string(Field::DeviceId)? {
             None => None,
             Some(s) => Some(Eui64::parse(&s).map_err(|_| RecordError::Invalid("deviceId", "not an EUI-64".into()))?),
         };
@@ -211,7 +221,7 @@ impl<'a> Record<'a> {
 
     /// The exact bytes of a field's value, if the record has it.
     pub fn raw(&self, f: Field) -> Option<&'a str> {
-        self.raw[f as usize].map(RawValue::get)
+        self.raw[f as usize]
     }
 
     /// Which classes have at least one field present in this record.
@@ -224,129 +234,195 @@ impl<'a> Record<'a> {
     }
 }
 
-/// Decodes a string field (handling escapes); `None` for null or absent.
-fn decode<'a>(raw: &[Option<&'a RawValue>; 14], f: Field) -> Result<Option<Cow<'a, str>>, RecordError> {
-    match raw[f as usize] {
-        None => Ok(None),
-        Some(v) if v.get() == "null" => Ok(None),
-        Some(v) => serde_json::from_str::<Str<'a>>(v.get())
-            .map(|s| Some(s.0))
-            .map_err(|_| RecordError::WrongType(f.name())),
-    }
-}
+/// The serde_json parser the scanner replaced: the reference the differential tests and the
+/// `record_scan` fuzz target compare the scanner with, and the "old" side of the benchmarks.
+/// serde_json checks the JSON and duplicate keys; surrogates and depth are checked after it.
+#[doc(hidden)]
+pub mod reference {
+    use std::borrow::Cow;
+    use std::collections::HashSet;
+    use std::fmt;
 
-/// serde_json accepts a lone surrogate escape (`"\ud800"`), which is not Unicode and which strict
-/// readers refuse; satgate's output must stay I-JSON (RFC 7493), so such a record is malformed.
-/// Runs on a line serde_json already accepted: there a backslash only ever starts an escape
-/// inside a string, so escapes are found without tracking strings.
-fn check_surrogates(line: &[u8]) -> Result<(), RecordError> {
-    let bad = || RecordError::Syntax("lone surrogate escape in a string".into());
-    let unit = |at: usize| -> Option<u16> {
-        let hex = line.get(at..at + 4)?;
-        u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
-    };
-    let mut i = 0;
-    while let Some(found) = memchr::memchr(b'\\', &line[i..]) {
-        let at = i + found;
-        if line.get(at + 1) != Some(&b'u') {
-            i = at + 2; // a two-character escape, `\\` included
-            continue;
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    use super::{Field, Record, RecordError};
+    use crate::stream::scan::MAX_DEPTH;
+
+    /// Parses one line the old way, with the scanner's depth rule added.
+    pub fn parse(line: &[u8]) -> Result<Record<'_>, RecordError> {
+        parse_with(line, true)
+    }
+
+    /// The record path exactly as it was before the scanner (no depth rule): the benchmarks'
+    /// "old" side.
+    pub fn parse_without_depth_rule(line: &[u8]) -> Result<Record<'_>, RecordError> {
+        parse_with(line, false)
+    }
+
+    fn parse_with(line: &[u8], depth_rule: bool) -> Result<Record<'_>, RecordError> {
+        let text = std::str::from_utf8(line).map_err(|_| RecordError::NotUtf8)?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let raw = de.deserialize_map(FieldsVisitor).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => classify_data_error(&e),
+            _ => RecordError::Syntax(syntax_message(&e)),
+        })?;
+        de.end().map_err(|e| RecordError::Syntax(syntax_message(&e)))?;
+        check_surrogates(line)?;
+        if depth_rule {
+            // Before the rules on fields, where the scanner finds it.
+            check_depth(line)?;
         }
-        let high = unit(at + 2).ok_or_else(bad)?;
-        i = at + 6;
-        match high {
-            0xDC00..=0xDFFF => return Err(bad()),
-            0xD800..=0xDBFF => {
-                let low = (line.get(i..i + 2) == Some(b"\\u")).then(|| unit(i + 2)).flatten();
-                if !low.is_some_and(|low| (0xDC00..=0xDFFF).contains(&low)) {
-                    return Err(bad());
+        Record::check(raw.map(|v| v.map(RawValue::get)), decode)
+    }
+
+    /// Decodes a raw string value with serde_json (borrowed when it has no escapes).
+    fn decode(raw: &str) -> Option<Cow<'_, str>> {
+        serde_json::from_str::<Str<'_>>(raw).ok().map(|s| s.0)
+    }
+
+    /// Nesting depth of a line serde_json accepted (so brackets inside strings are the only
+    /// ones to skip): the record object is depth 1.
+    fn check_depth(line: &[u8]) -> Result<(), RecordError> {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &c in line {
+            if in_string {
+                match c {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
                 }
-                i += 6;
+                continue;
             }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn classify_data_error(e: &serde_json::Error) -> RecordError {
-    let msg = e.to_string();
-    match msg.strip_prefix(DUPLICATE_PREFIX) {
-        Some(rest) => RecordError::DuplicateKey(rest.split(" at line").next().unwrap_or(rest).to_owned()),
-        None => RecordError::Syntax(syntax_message(e)),
-    }
-}
-
-/// serde_json's messages can quote input (e.g. "invalid type: string \"...\""); keep only the
-/// category and position so record data never reaches a log.
-fn syntax_message(e: &serde_json::Error) -> String {
-    let what = match e.classify() {
-        serde_json::error::Category::Io => "I/O error",
-        serde_json::error::Category::Syntax => "syntax error",
-        serde_json::error::Category::Data => "not an object",
-        serde_json::error::Category::Eof => "unexpected end of line",
-    };
-    format!("{what} at column {}", e.column())
-}
-
-const DUPLICATE_PREFIX: &str = "duplicate key ";
-
-/// A JSON string borrowed from the input when it has no escapes, owned only when it has.
-/// (serde's own `Cow<str>` always allocates.)
-struct Str<'de>(Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for Str<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Str<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-struct FieldsVisitor;
-
-impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = [Option<&'de RawValue>; 14];
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a SAT record object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut raw: [Option<&'de RawValue>; 14] = [None; 14];
-        // Unknown keys are only remembered to catch duplicates; most records have none (an empty
-        // set does not allocate). A hashed set, randomly seeded: a line of 100k distinct unknown
-        // keys must cost linear time, and its keys are chosen by whoever wrote the line.
-        let mut unknown: HashSet<Cow<'de, str>> = HashSet::new();
-        while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
-            match Field::from_name(&key) {
-                Some(f) => {
-                    if raw[f as usize].is_some() {
-                        return Err(de::Error::custom(format_args!("{DUPLICATE_PREFIX}{}", f.name())));
+            match c {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(RecordError::TooDeep);
                     }
-                    raw[f as usize] = Some(map.next_value::<&'de RawValue>()?);
                 }
-                None => {
-                    if !unknown.insert(key) {
-                        // Unknown names come from input; they are never echoed back.
-                        return Err(de::Error::custom(format_args!("{DUPLICATE_PREFIX}(unknown field)")));
-                    }
-                    map.next_value::<IgnoredAny>()?;
-                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
             }
         }
-        Ok(raw)
+        Ok(())
+    }
+
+    /// serde_json accepts a lone surrogate escape (`"\ud800"`), which is not Unicode and which strict
+    /// readers refuse; satgate's output must stay I-JSON (RFC 7493), so such a record is malformed.
+    /// Runs on a line serde_json already accepted: there a backslash only ever starts an escape
+    /// inside a string, so escapes are found without tracking strings.
+    fn check_surrogates(line: &[u8]) -> Result<(), RecordError> {
+        let bad = || RecordError::Syntax("lone surrogate escape in a string".into());
+        let unit = |at: usize| -> Option<u16> {
+            let hex = line.get(at..at + 4)?;
+            u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+        };
+        let mut i = 0;
+        while let Some(found) = memchr::memchr(b'\\', &line[i..]) {
+            let at = i + found;
+            if line.get(at + 1) != Some(&b'u') {
+                i = at + 2; // a two-character escape, `\\` included
+                continue;
+            }
+            let high = unit(at + 2).ok_or_else(bad)?;
+            i = at + 6;
+            match high {
+                0xDC00..=0xDFFF => return Err(bad()),
+                0xD800..=0xDBFF => {
+                    let low = (line.get(i..i + 2) == Some(b"\\u")).then(|| unit(i + 2)).flatten();
+                    if !low.is_some_and(|low| (0xDC00..=0xDFFF).contains(&low)) {
+                        return Err(bad());
+                    }
+                    i += 6;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn classify_data_error(e: &serde_json::Error) -> RecordError {
+        let msg = e.to_string();
+        match msg.strip_prefix(DUPLICATE_PREFIX) {
+            Some(rest) => RecordError::DuplicateKey(rest.split(" at line").next().unwrap_or(rest).to_owned()),
+            None => RecordError::Syntax(syntax_message(e)),
+        }
+    }
+
+    /// serde_json's messages can quote input (e.g. "invalid type: string \"...\""); keep only the
+    /// category and position so record data never reaches a log.
+    fn syntax_message(e: &serde_json::Error) -> String {
+        let what = match e.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "not an object",
+            serde_json::error::Category::Eof => "unexpected end of line",
+        };
+        format!("{what} at column {}", e.column())
+    }
+
+    const DUPLICATE_PREFIX: &str = "duplicate key ";
+
+    /// A JSON string borrowed from the input when it has no escapes, owned only when it has.
+    /// (serde's own `Cow<str>` always allocates.)
+    struct Str<'de>(Cow<'de, str>);
+
+    impl<'de> serde::Deserialize<'de> for Str<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Str<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                    Ok(Str(Cow::Borrowed(v)))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                    Ok(Str(Cow::Owned(v.to_owned())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    struct FieldsVisitor;
+
+    impl<'de> Visitor<'de> for FieldsVisitor {
+        type Value = [Option<&'de RawValue>; 14];
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a SAT record object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut raw: [Option<&'de RawValue>; 14] = [None; 14];
+            // Unknown keys are only remembered to catch duplicates; most records have none (an empty
+            // set does not allocate). A hashed set, randomly seeded: a line of 100k distinct unknown
+            // keys must cost linear time, and its keys are chosen by whoever wrote the line.
+            let mut unknown: HashSet<Cow<'de, str>> = HashSet::new();
+            while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
+                match Field::from_name(&key) {
+                    Some(f) => {
+                        if raw[f as usize].is_some() {
+                            return Err(de::Error::custom(format_args!("{DUPLICATE_PREFIX}{}", f.name())));
+                        }
+                        raw[f as usize] = Some(map.next_value::<&'de RawValue>()?);
+                    }
+                    None => {
+                        if !unknown.insert(key) {
+                            // Unknown names come from input; they are never echoed back.
+                            return Err(de::Error::custom(format_args!("{DUPLICATE_PREFIX}(unknown field)")));
+                        }
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(raw)
+        }
     }
 }
 
