@@ -19,7 +19,7 @@ const PATHS: [&str; 12] = [
     "/sat",
     "/sat/",
     "/sat/records/",
-    "/sat/activity",
+    "/sat/activity/",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -62,10 +62,12 @@ async fn with_an_ops_listener_the_callers_port_serves_only_records() {
             }
         }
     }
-    // Unauthenticated, records say 401 and nothing else.
-    let (status, text) = raw(s.addr, "GET", "/sat/records").await;
-    assert_eq!(status, 401, "{text}");
-    assert_eq!(raw(s.addr, "POST", "/sat/records").await.0, 405);
+    // Unauthenticated, records and activity say 401 and nothing else.
+    for path in ["/sat/records", "/sat/activity"] {
+        let (status, text) = raw(s.addr, "GET", path).await;
+        assert_eq!(status, 401, "{text}");
+        assert_eq!(raw(s.addr, "POST", path).await.0, 405);
+    }
 
     // The operations port has the rest, and no records.
     assert_eq!(get(ops, "/healthz", None).await.0, 200);
@@ -74,6 +76,7 @@ async fn with_an_ops_listener_the_callers_port_serves_only_records() {
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&metrics).contains("satgate_streams_refused_total"));
     assert_eq!(raw(ops, "GET", "/sat/records").await.0, 404);
+    assert_eq!(raw(ops, "GET", "/sat/activity").await.0, 404);
     assert_eq!(
         raw(ops, "POST", "/admin/ownership/invalidate").await.0,
         404,
