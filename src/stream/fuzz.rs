@@ -74,6 +74,34 @@ pub fn check_filter(data: &[u8]) {
         }
     }
     assert_eq!(count as u64, stats.records_out);
+
+    // The other views of the same input see exactly the records the NDJSON answer holds.
+    let view = |output: super::Output| {
+        let mut filter = super::RecordFilter::with_output(f.engine.for_principal(&principal), output);
+        let out = super::filter_all(&mut filter, input, |id| f.inventory.get(id).cloned());
+        assert_eq!(filter.stats, stats, "another view decided differently");
+        (filter, out)
+    };
+    let (_, csv) = view(super::Output::records(super::Format::Csv));
+    let rows = ::csv::ReaderBuilder::new()
+        .from_reader(&csv[..])
+        .records()
+        .map(|r| r.map(|r| r.len()))
+        .collect::<Result<Vec<_>, _>>()
+        .expect("the CSV parses");
+    assert!(rows.iter().all(|&n| n == super::Field::ALL.len()));
+    assert_eq!(rows.len() as u64, stats.records_out, "a CSV row per written record");
+    let (activity, written) = view(super::Output::Activity(Box::default()));
+    assert!(written.is_empty());
+    let activity = activity.activity().expect("an activity output");
+    if activity.overflow().is_none() {
+        assert_eq!(activity.records(), stats.records_out);
+        let json: Vec<u8> = activity.render(super::Format::Json).flatten().collect();
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&json).is_ok(),
+            "the summary is JSON"
+        );
+    }
 }
 
 /// The differential check behind `fuzz/fuzz_targets/record_scan.rs` and the scanner's property
