@@ -51,13 +51,10 @@ impl<'a> Titles<'a> {
 }
 
 /// A raw JSON value's string, decoded; `None` for `null` (or anything not a string). Borrowed
-/// when it has no escapes, which is nearly always.
+/// when it has no escapes, which is nearly always. The value is one the scanner validated.
 pub fn decode_string(raw: &str) -> Option<Cow<'_, str>> {
     let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-    if !inner.contains('\\') {
-        return Some(Cow::Borrowed(inner));
-    }
-    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+    crate::stream::scan::unescape(inner)
 }
 
 /// What one answer may hold.
