@@ -161,7 +161,19 @@ async fn load_with_faults_never_leaks_and_holds_no_resources() {
     let elapsed = started.elapsed();
     run(Duration::from_secs(2)).await;
     settle().await;
-    let (rss_end, fds_end) = (satgate.rss_kib(), satgate.open_fds());
+    let rss_end = satgate.rss_kib();
+    // On a loaded machine the last requests' sockets may still be closing after the settle:
+    // give them up to 15 s more. A leaked descriptor does not go away, so this waits out only
+    // what is transient.
+    let fds_within = |fds: u64| fds as f64 <= fds_warm as f64 * 1.10 + 4.0;
+    let mut fds_end = satgate.open_fds();
+    for _ in 0..30 {
+        if fds_within(fds_end) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        fds_end = satgate.open_fds();
+    }
 
     let metrics = {
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -218,8 +230,5 @@ async fn load_with_faults_never_leaks_and_holds_no_resources() {
         rss_end as f64 <= rss_warm as f64 * 1.10 + 2048.0,
         "RSS grew: {rss_warm} -> {rss_end} KiB"
     );
-    assert!(
-        fds_end as f64 <= fds_warm as f64 * 1.10 + 4.0,
-        "fds grew: {fds_warm} -> {fds_end}"
-    );
+    assert!(fds_within(fds_end), "fds grew: {fds_warm} -> {fds_end}");
 }
