@@ -1,4 +1,5 @@
-//! The response path: NDJSON records in, the visible part of each record out.
+//! The response path: NDJSON records in, the visible part of each record out (as NDJSON lines,
+//! CSV rows, or counted for the activity view).
 
 pub mod body;
 pub mod csv;
