@@ -8,7 +8,7 @@ use http::Uri;
 use http_body_util::Empty;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// An `http://host:port[/prefix]` base URL that is not.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +75,8 @@ pub fn client(connect_timeout: Duration, max_buf: usize) -> Client<HttpConnector
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
+        // Without a timer the pool never reaps: idle connections stayed open until reused.
+        .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .http1_max_buf_size(max_buf)
         .build(connector)
