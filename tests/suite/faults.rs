@@ -164,11 +164,11 @@ async fn load_with_faults_never_leaks_and_holds_no_resources() {
     let rss_end = satgate.rss_kib();
     // How many idle upstream and inventory connections the client pools keep depends on how the
     // last requests overlapped, so the count can sit above the warm-up's until the pools let
-    // them go (30 s idle, `net::client`): wait up to 35 s for it. A leaked descriptor does not go
+    // them go (30 s idle, reaped on a 30 s tick, `net::client`): wait up to 70 s for it. A leaked descriptor does not go
     // away, so this waits out only what is pooled or closing.
     let fds_within = |fds: u64| fds as f64 <= fds_warm as f64 * 1.10 + 4.0;
     let mut fds_end = satgate.open_fds();
-    for _ in 0..70 {
+    for _ in 0..140 {
         if fds_within(fds_end) {
             break;
         }
