@@ -107,7 +107,7 @@ fn main() {
                     .and_then(|id| inventory.get(id))
                     .map(|entry| DeviceFacts::of(&principal, entry));
                 let facts = Facts::new(&principal, r.user_id, r.message_type, device);
-                let allowed = engine.evaluate(&principal, &facts).allowed();
+                let allowed = engine.evaluate(principal.role, &facts).allowed();
                 kept += usize::from(satgate::stream::project::write(&r, allowed, &mut out));
             }
             kept

@@ -442,7 +442,7 @@ mod tests {
         let bundle = open(&a, &signed(&a, &sk), &[pk]).unwrap();
         assert_eq!(bundle.manifest.revision, "r1");
         assert_eq!(bundle.policies.len(), 3);
-        assert_eq!(bundle.invariants.len(), 3);
+        assert_eq!(bundle.invariants.len(), 1);
         assert_eq!(bundle.schema.0, PathBuf::from("schema/sat.cedarschema"));
         assert_eq!(bundle.sha256, sha256_hex(&a));
     }

@@ -15,8 +15,10 @@
 //! - [`stream`]: the streaming body with backpressure ([`stream::body`]), NDJSON framing
 //!   ([`stream::lines`]), one record parsed without copying ([`stream::record`]), the
 //!   per-record pipeline ([`stream::filter`]) and the allowlist projection ([`stream::project`]).
-//! - [`decision`]: policies and schema loading, the Cedar request built from a record's facts,
-//!   decisions reused for records with equal facts, and the policy set in force.
+//! - [`decision`]: policies and schema loading, the Cedar request built from the principal's role
+//!   and a record's facts, the finite space of those ([`decision::space`]) over which the load-time
+//!   guard proves a set within its invariants, decisions reused for equal facts, and the policy
+//!   set in force.
 //! - [`ownership`]: who owns a Device now: the inventory file and HTTP sources and the cache.
 //! - [`model`]: identifiers, roles, message types, field classes.
 //!

@@ -150,6 +150,40 @@ name_enum!(
     }
 );
 
+name_enum!(
+    /// The Device types a policy can tell apart: the Home Area Network types of
+    /// docs/contract.md §4, and `OTHER` for every other type (non-HAN, misspelt, or not a DUIS
+    /// type at all). A closed set on purpose: the inventory's free text never reaches Cedar, so
+    /// the decision space stays finite (see `decision::space`).
+    DeviceType, "deviceType" {
+        Esme = "ESME",
+        Gsme = "GSME",
+        Chf = "CHF",
+        Gpf = "GPF",
+        Ppmid = "PPMID",
+        Hcalcs = "HCALCS",
+        Ihd = "IHD",
+        Cad = "CAD",
+        Other = "OTHER",
+    }
+);
+
+impl DeviceType {
+    /// The inventory's type, exactly as written (case-sensitive): a HAN type is itself, anything
+    /// else is [`DeviceType::Other`]. Never an error: an unknown type only narrows.
+    pub fn of_inventory(s: &str) -> Self {
+        match s.parse() {
+            Ok(t) => t,
+            Err(_) => DeviceType::Other,
+        }
+    }
+
+    /// The Home Area Network types (every member but `OTHER`).
+    pub fn is_han(self) -> bool {
+        self != DeviceType::Other
+    }
+}
+
 /// Who is asking: one User ID acting in one role for one Party.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct Principal {

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{CmdError, Exit, PolicyArgs};
+use crate::decision::space::classes_label;
 use crate::decision::PolicyEngine;
 use crate::ownership::Inventory;
 use crate::review::diff::{self, CellChange};
-use crate::review::space::classes_label;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum FailOn {

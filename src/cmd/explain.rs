@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use super::{CmdError, Exit, PolicyArgs, PrincipalArgs};
+use crate::decision::space::classes_label;
 use crate::decision::{DeviceFacts, Facts};
 use crate::ownership::{Inventory, PartyRegistration};
-use crate::review::space::classes_label;
 use crate::stream::Record;
 
 #[derive(clap::Args, Debug)]
@@ -52,7 +52,7 @@ pub fn explain(args: &Args) -> Result<String, CmdError> {
     let entry = record.device_id.and_then(|id| inventory.get(id).cloned());
     let device = entry.as_deref().map(|e| DeviceFacts::of(&principal, e));
     let facts = Facts::new(&principal, record.user_id, record.message_type, device);
-    let verdict = engine.evaluate(&principal, &facts);
+    let verdict = engine.evaluate(principal.role, &facts);
 
     let mut out = String::new();
     let record_id = record_json
@@ -75,8 +75,9 @@ pub fn explain(args: &Args) -> Result<String, CmdError> {
     match (&facts.device, record.device_id) {
         (Some(d), _) => {
             out.push_str(&format!(
-                "  device.deviceType: {:?} (from the inventory)\n",
-                d.device_type
+                "  device.deviceType: {} (from the inventory's {:?}; every non-HAN type is OTHER)\n",
+                d.device_type,
+                entry.as_deref().map_or("?", |e| &*e.device_type)
             ));
             for (flag, name) in PartyRegistration::FLAGS {
                 out.push_str(&format!(

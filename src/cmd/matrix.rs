@@ -1,6 +1,7 @@
 //! `satgate matrix`: who may see which class, over every role x record relation x Device type x
-//! Party registration x message type. Exit 1 when the matrix cannot be complete (a policy reads
-//! an input the enumeration does not vary, or errors) or when `--check FILE` is out of date.
+//! Party registration x message type: every input a policy can see (`decision::space`). Exit 1
+//! when the load-time guard would refuse the set for what the matrix shows (a policy errors, or
+//! names a User or Record) or when `--check FILE` is out of date.
 
 use std::path::PathBuf;
 
@@ -36,11 +37,8 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
     };
     let mut exit = Exit::Ok;
     for f in &matrix.findings {
-        eprintln!("INCOMPLETE MATRIX: {f}");
+        eprintln!("REFUSED AT LOAD: {f}");
         exit = Exit::Findings;
-    }
-    for t in &matrix.extra_device_types {
-        eprintln!("note: a policy names {t:?}; enumerated as a Device type");
     }
     match &args.check {
         None => print!("{text}"),

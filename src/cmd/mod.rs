@@ -132,6 +132,15 @@ impl PolicyArgs {
     pub fn load(&self) -> Result<crate::decision::PolicyEngine, CmdError> {
         Ok(crate::decision::PolicyEngine::load(&self.policies, &self.schema)?)
     }
+
+    /// The policy set as `serve` would admit it: also checked by the load-time guard against the
+    /// built-in invariants and `<policies>/invariants/`, over the whole decision space.
+    pub fn load_guarded(&self) -> Result<crate::decision::PolicyEngine, CmdError> {
+        use crate::decision::guard;
+        let engine = self.load()?;
+        guard::check(&engine, &guard::invariants(&self.policies.join("invariants"))?)?;
+        Ok(engine)
+    }
 }
 
 /// The principal a command acts as, given on the command line.

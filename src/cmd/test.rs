@@ -1,5 +1,6 @@
-//! `satgate test [PATHS...]`: runs policy test files (see [`crate::review::cases`]) against the
-//! policies. Exit 1 when a case fails, 2 when a file cannot be read or parsed.
+//! `satgate test [PATHS...]`: checks the policies with the load-time guard over the whole
+//! decision space, then runs policy test files (see [`crate::review::cases`]) against them.
+//! Exit 1 when the guard or a case fails, 2 when a file cannot be read or parsed.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -37,7 +38,15 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
     if files.is_empty() {
         return Err(CmdError::new("no test files (*.json) found"));
     }
-    let mut results = Vec::new();
+    // The first case is the guard over the whole decision space: a set `serve` would refuse
+    // fails here too, whatever the example cases say.
+    let guard = crate::decision::guard::invariants(&args.policy.policies.join("invariants"))
+        .and_then(|invariants| crate::decision::guard::check(&engine, &invariants));
+    let mut results = vec![cases::CaseResult {
+        file: args.policy.policies.clone(),
+        name: "load-time guard (every cell of the decision space)".into(),
+        failure: guard.err().map(|e| e.to_string()),
+    }];
     let mut file_errors = Vec::new();
     for file in &files {
         match cases::run_file(&engine, file) {

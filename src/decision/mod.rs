@@ -1,10 +1,10 @@
 //! Decisions: which field classes of a record a principal may see, as the Cedar policies say.
 //!
 //! The policies are the only source of truth; this module only feeds them and remembers their
-//! answers. A Cedar request is a function of the principal and a record's [`Facts`] (see
-//! [`request`]), so the answer for one (principal, facts) pair is computed once and reused for
-//! every record with the same facts, first within a request and then across requests through a
-//! bounded cache that lives and dies with the policy set.
+//! answers. A Cedar request is a function of the principal's role and a record's [`Facts`] (see
+//! [`request`]), a finite space ([`space`]), so the answer for one (role, facts) pair is computed
+//! once and reused for every record with the same facts, first within a request and then across
+//! requests and principals through a bounded cache that lives and dies with the policy set.
 //!
 //! Fail closed: a class is allowed only when Cedar says Allow *and* no policy errored. A request
 //! that cannot be built allows nothing.
@@ -12,6 +12,7 @@
 pub mod guard;
 pub mod policies;
 pub mod request;
+pub mod space;
 pub mod store;
 
 use std::path::Path;
@@ -24,11 +25,12 @@ use rustc_hash::FxHashMap;
 pub use policies::{Finding, LoadError, LoadedPolicies, Origin, PolicyIdentity};
 pub use store::PolicyStore;
 
-use crate::model::{Class, Classes, Eui64, MessageType, Principal};
+use crate::model::{Class, Classes, DeviceType, Eui64, MessageType, Principal, Role};
 use crate::ownership::{DeviceEntry, PartyRegistration};
 
-/// Everything about a record that a policy can see (the schema's `Record`).
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+/// Everything about a record that a policy can see (the schema's `Record`). Every field is of a
+/// finite type: see [`space`] for why that matters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Facts {
     pub message_type: MessageType,
     pub principal_is_user: bool,
@@ -37,16 +39,17 @@ pub struct Facts {
 }
 
 /// The schema's `Device`: the inventory's view of the record's Device, relative to the principal.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct DeviceFacts {
-    pub device_type: Arc<str>,
+    /// The inventory's type, closed over: a HAN type or `OTHER`.
+    pub device_type: DeviceType,
     pub principal_party: PartyRegistration,
 }
 
 impl DeviceFacts {
     pub fn of(principal: &Principal, entry: &DeviceEntry) -> Self {
         Self {
-            device_type: Arc::clone(&entry.device_type),
+            device_type: DeviceType::of_inventory(&entry.device_type),
             principal_party: entry.registration_of(&principal.party),
         }
     }
@@ -103,7 +106,7 @@ pub struct DecisionStats {
 pub struct PolicyEngine {
     loaded: LoadedPolicies,
     authorizer: Authorizer,
-    cache: moka::sync::Cache<(Principal, Facts), Decided>,
+    cache: moka::sync::Cache<(Role, Facts), Decided>,
     pub stats: DecisionStats,
 }
 
@@ -124,7 +127,7 @@ pub struct Tally {
     pub denied_by: std::collections::BTreeMap<String, u64>,
 }
 
-/// How many (principal, facts) answers are kept across requests.
+/// How many (role, facts) answers are kept across requests (the whole space is 28,322).
 const CACHE_CAPACITY: u64 = 100_000;
 
 impl PolicyEngine {
@@ -152,20 +155,15 @@ impl PolicyEngine {
     /// A schema that validates the policies but does not describe what satgate supplies would
     /// make every decision fail (closed). Refuse it at load time instead, loudly.
     fn self_check(&self) -> Result<(), LoadError> {
-        let principal = Principal {
-            user_id: Eui64::from_u64(0),
-            role: crate::model::Role::ImportSupplier,
-            party: "P".into(),
-        };
         let facts = Facts {
             message_type: MessageType::ServiceRequest,
             principal_is_user: false,
             device: Some(DeviceFacts {
-                device_type: "ESME".into(),
+                device_type: DeviceType::Esme,
                 principal_party: PartyRegistration::NONE,
             }),
         };
-        request::build(self.schema(), &principal, &facts)
+        request::build(self.schema(), Role::ImportSupplier, &facts)
             .map(drop)
             .map_err(|e| {
                 LoadError::Invalid(vec![Finding {
@@ -199,14 +197,14 @@ impl PolicyEngine {
     }
 
     /// Asks Cedar directly about every class, with no memo. Fails closed on any error.
-    pub fn evaluate(&self, principal: &Principal, facts: &Facts) -> Verdict {
-        self.ask(principal, facts, false)
+    pub fn evaluate(&self, role: Role, facts: &Facts) -> Verdict {
+        self.ask(role, facts, false)
     }
 
     /// Asks Cedar about the title first, and about the other classes only if the title is
     /// allowed: without its title a record is left out whatever the other answers are.
-    fn ask(&self, principal: &Principal, facts: &Facts, stop_without_title: bool) -> Verdict {
-        let built = match request::build(self.schema(), principal, facts) {
+    fn ask(&self, role: Role, facts: &Facts, stop_without_title: bool) -> Verdict {
+        let built = match request::build(self.schema(), role, facts) {
             Ok(b) => b,
             Err(e) => {
                 self.stats.errors.inc();
@@ -244,20 +242,20 @@ impl PolicyEngine {
         Verdict { classes }
     }
 
-    /// The allowed classes, from the cache when this (principal, facts) was decided before.
-    pub fn allowed(&self, principal: &Principal, facts: &Facts) -> Classes {
-        self.decided(principal, facts).classes
+    /// The allowed classes, from the cache when this (role, facts) was decided before.
+    pub fn allowed(&self, role: Role, facts: &Facts) -> Classes {
+        self.decided(role, facts).classes
     }
 
     /// The allowed classes and what decided the title, from the cache when decided before.
-    pub fn decided(&self, principal: &Principal, facts: &Facts) -> Decided {
-        let key = (principal.clone(), facts.clone());
+    pub fn decided(&self, role: Role, facts: &Facts) -> Decided {
+        let key = (role, *facts);
         if let Some(d) = self.cache.get(&key) {
             self.stats.hits.inc();
             return d;
         }
         self.stats.misses.inc();
-        let verdict = self.ask(principal, facts, true);
+        let verdict = self.ask(role, facts, true);
         let title_by = verdict
             .classes
             .first()
@@ -297,9 +295,9 @@ impl Decisions {
             *n += 1;
             return d.classes;
         }
-        let d = self.engine.decided(&self.principal, facts);
+        let d = self.engine.decided(self.principal.role, facts);
         let classes = d.classes;
-        self.local.insert(facts.clone(), (d, 1));
+        self.local.insert(*facts, (d, 1));
         classes
     }
 

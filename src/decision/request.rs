@@ -1,6 +1,8 @@
-//! The one place a Cedar request is built. Everything in it comes from the principal and the
-//! record's [`Facts`], so two records with equal facts get the same request, and so the same
-//! answer: this is what makes reusing decisions exact.
+//! The one place a Cedar request is built. Everything in it comes from the principal's role and
+//! the record's [`Facts`]: the principal and the record are constant uids, the context is empty.
+//! So two records with equal facts get the same request, and so the same answer (what makes
+//! reusing decisions exact), and the requests Cedar can ever see are the finite space of
+//! [`super::space`] (what makes the guard complete).
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -11,7 +13,7 @@ use cedar_policy::{
 };
 
 use super::Facts;
-use crate::model::{Class, Principal};
+use crate::model::{Class, Role};
 use crate::ownership::PartyRegistration;
 
 /// A Cedar request for every class of one record.
@@ -22,23 +24,18 @@ pub struct CedarRequests {
 
 /// Builds the request for each class, checked against the schema. An error here means the
 /// schema no longer describes what satgate supplies.
-pub fn build(schema: &Schema, principal: &Principal, facts: &Facts) -> Result<CedarRequests, String> {
-    let principal_uid = uid("User", &principal.user_id.to_string());
-    // Records are judged on their facts, never on their identity: one uid for all.
+pub fn build(schema: &Schema, role: Role, facts: &Facts) -> Result<CedarRequests, String> {
+    // Principals and records are judged on their role and facts, never on their identity: one
+    // uid for all of each (docs: `super::space`).
+    let principal_uid = uid("User", "principal");
     let record_uid = uid("Record", "record");
 
     let principal_entity = Entity::new(
         principal_uid.clone(),
-        HashMap::from([
-            (
-                "role".to_owned(),
-                RestrictedExpression::new_entity_uid(uid("Role", principal.role.as_str())),
-            ),
-            (
-                "party".to_owned(),
-                RestrictedExpression::new_string(principal.party.clone()),
-            ),
-        ]),
+        HashMap::from([(
+            "role".to_owned(),
+            RestrictedExpression::new_entity_uid(uid("Role", role.as_str())),
+        )]),
         HashSet::new(),
     )
     .map_err(|e| e.to_string())?;
@@ -63,7 +60,7 @@ pub fn build(schema: &Schema, principal: &Principal, facts: &Facts) -> Result<Ce
         let device = RestrictedExpression::new_record([
             (
                 "deviceType".to_owned(),
-                RestrictedExpression::new_string(device.device_type.to_string()),
+                RestrictedExpression::new_entity_uid(uid("DeviceType", device.device_type.as_str())),
             ),
             (
                 "principalParty".to_owned(),

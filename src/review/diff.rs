@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::space::{self, Cell};
+use crate::decision::space::{self, Cell};
 use crate::decision::PolicyEngine;
-use crate::model::{Class, Classes, Eui64, Principal, Role};
+use crate::model::{Class, Classes, DeviceType, Eui64, Principal, Role};
 use crate::ownership::Inventory;
 
 /// One cell whose answer changes.
@@ -38,14 +38,22 @@ impl CellChange {
     }
 }
 
-/// Both policy sets over the same cells (the union of the literal Device types both name).
+/// Both policy sets over every cell (the whole space: a change anywhere shows), and what the
+/// guard would refuse in the new set (entity literals; errors show as cells that change).
 pub fn matrix_changes(old: &PolicyEngine, new: &PolicyEngine) -> (Vec<CellChange>, Vec<String>) {
-    let mut scan = space::scan(new.policies());
-    let old_scan = space::scan(old.policies());
-    scan.extra_device_types.extend(old_scan.extra_device_types);
-    let cells = space::cells(&space::device_types(&scan));
+    let cells = space::cells();
     let a = space::decide_all(old, &cells);
     let b = space::decide_all(new, &cells);
+    let mut findings = space::entity_literal_findings(new.policies());
+    let errored: Vec<&space::Decided> = b.iter().filter(|d| !d.errors.is_empty()).collect();
+    if let Some(first) = errored.first() {
+        findings.push(format!(
+            "the new policies error in {} cells (the guard refuses them), e.g. {}: {}",
+            errored.len(),
+            first.cell.describe(),
+            first.errors.join("; ")
+        ));
+    }
     let changes = a
         .into_iter()
         .zip(b)
@@ -56,19 +64,19 @@ pub fn matrix_changes(old: &PolicyEngine, new: &PolicyEngine) -> (Vec<CellChange
             new: y.classes,
         })
         .collect();
-    (changes, scan.findings)
+    (changes, findings)
 }
 
 /// Change lines for reviewers: message types collapsed where all seven change alike, then
 /// registrations and Device types grouped where they change alike.
 pub fn describe_changes(changes: &[&CellChange], limit: usize) -> Vec<String> {
     // (role, own, device type, registration) -> its changes over message types.
-    type Point = (Role, bool, Option<Arc<str>>, u8, Classes, Classes);
+    type Point = (Role, bool, Option<DeviceType>, u8, Classes, Classes);
     let mut points: Vec<(Point, Vec<&str>)> = Vec::new();
     for &c in changes {
-        let (ty, bits) = match &c.cell.device {
+        let (ty, bits) = match c.cell.device {
             None => (None, 0),
-            Some((t, b)) => (Some(Arc::clone(t)), *b),
+            Some((t, b)) => (Some(t), b),
         };
         let key: Point = (c.cell.role, c.cell.principal_is_user, ty, bits, c.old, c.new);
         match points.iter_mut().find(|(k, _)| *k == key) {
@@ -78,7 +86,7 @@ pub fn describe_changes(changes: &[&CellChange], limit: usize) -> Vec<String> {
     }
     // Group registrations, then Device types, that change alike.
     type Row = (Role, bool, String, Classes, Classes);
-    type ByType = ((Row, Option<Arc<str>>), Vec<u8>);
+    type ByType = ((Row, Option<DeviceType>), Vec<u8>);
     let mut by_type: Vec<ByType> = Vec::new();
     for ((role, own, ty, bits, old, new), mts) in points {
         let mts = if mts.len() == crate::model::MessageType::ALL.len() {

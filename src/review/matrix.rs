@@ -1,33 +1,28 @@
-//! The access matrix: who may see which class, over the whole decision space of [`super::space`],
+//! The access matrix: who may see which class, over the whole decision space of [`space`],
 //! rendered compactly for reviewers (markdown) or in full for tools (CSV, JSON).
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use serde_json::json;
 
-use super::space::{self, Cell, Decided, OTHER_TYPE};
+use crate::decision::space::{self, Cell, Decided};
 use crate::decision::PolicyEngine;
-use crate::model::{Class, Classes, MessageType, Role};
+use crate::model::{Class, Classes, DeviceType, MessageType, Role};
 use crate::ownership::PartyRegistration;
 
 /// The decided space for one policy set.
 pub struct Matrix {
-    pub device_types: Vec<Arc<str>>,
-    /// Device types taken from policy literals (beyond the HAN types).
-    pub extra_device_types: Vec<String>,
     pub decided: Vec<Decided>,
-    /// Reasons the matrix may be incomplete or wrong: unvaried inputs, policy errors.
+    /// Reasons the matrix is wrong for run time: policy errors (they fail closed there, so the
+    /// policy that errored did not apply), entity literals the guard refuses.
     pub findings: Vec<String>,
     pub policy_ids: Vec<String>,
 }
 
 impl Matrix {
     pub fn build(engine: &PolicyEngine) -> Self {
-        let scan = space::scan(engine.policies());
-        let device_types = space::device_types(&scan);
-        let decided = space::decide_all(engine, &space::cells(&device_types));
-        let mut findings = scan.findings.clone();
+        let decided = space::decide_all(engine, &space::cells());
+        let mut findings = space::entity_literal_findings(engine.policies());
         let errored: Vec<&Decided> = decided.iter().filter(|d| !d.errors.is_empty()).collect();
         if let Some(first) = errored.first() {
             findings.push(format!(
@@ -40,8 +35,6 @@ impl Matrix {
         let mut policy_ids: Vec<String> = engine.policies().policies().map(|p| p.id().to_string()).collect();
         policy_ids.sort();
         Self {
-            device_types,
-            extra_device_types: scan.extra_device_types.into_iter().collect(),
             decided,
             findings,
             policy_ids,
@@ -66,24 +59,17 @@ impl Matrix {
             out,
             "Every combination was asked of Cedar: {} roles x own or another User's record x Device \
              (none, or one of {} types x {} registrations of the principal's Party) x {} message \
-             types = {} cells. \"{OTHER_TYPE}\" stands for any Device type no policy names (non-HAN or \
-             unknown to the inventory). A Party registration lists the roles the principal's Party \
+             types = {} cells: every input a policy can see, so nothing is left out. \"OTHER\" stands for \
+             every Device type that is not a HAN type (or is unknown to the inventory). A Party registration lists the roles the principal's Party \
              holds on the meter points the Device is linked to.\n",
             Role::ALL.len(),
-            self.device_types.len(),
+            DeviceType::ALL.len(),
             1 << PartyRegistration::FLAGS.len(),
             MessageType::ALL.len(),
             self.decided.len()
         );
-        if !self.extra_device_types.is_empty() {
-            let _ = writeln!(
-                out,
-                "Device types named by the policies and added to the enumeration: {}.\n",
-                self.extra_device_types.join(", ")
-            );
-        }
         if !self.findings.is_empty() {
-            let _ = writeln!(out, "**WARNING: this matrix is incomplete:**\n");
+            let _ = writeln!(out, "**WARNING: these policies are refused at load time:**\n");
             for f in &self.findings {
                 let _ = writeln!(out, "- {f}");
             }
@@ -143,11 +129,11 @@ impl Matrix {
             ]];
         }
         // Group Device types (and "no Device") whose answers agree everywhere.
-        let kinds: Vec<Option<Arc<str>>> = self.device_types.iter().cloned().map(Some).chain([None]).collect();
-        let profile = |kind: &Option<Arc<str>>| -> Vec<(u8, MessageType, Classes)> {
+        let kinds: Vec<Option<DeviceType>> = DeviceType::ALL.iter().copied().map(Some).chain([None]).collect();
+        let profile = |kind: &Option<DeviceType>| -> Vec<(u8, MessageType, Classes)> {
             section
                 .iter()
-                .filter(|d| d.cell.device.as_ref().map(|(t, _)| t) == kind.as_ref())
+                .filter(|d| d.cell.device.map(|(t, _)| t) == *kind)
                 .map(|d| {
                     (
                         d.cell.device.as_ref().map_or(0, |(_, b)| *b),
@@ -162,7 +148,7 @@ impl Matrix {
         let mut groups: Vec<Group> = Vec::new();
         for kind in &kinds {
             let p = profile(kind);
-            let name = kind.as_deref().map_or("no Device".to_owned(), str::to_owned);
+            let name = kind.map_or("no Device".to_owned(), |t| t.as_str().to_owned());
             let is_device = kind.is_some();
             match groups.iter_mut().find(|(_, q, d)| *q == p && *d == is_device) {
                 Some(g) => g.0.push(name),
@@ -256,7 +242,7 @@ impl Matrix {
             .collect();
         let doc = json!({
             "policies": self.policy_ids,
-            "deviceTypes": self.device_types.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+            "deviceTypes": DeviceType::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
             "findings": self.findings,
             "cells": cells,
         });

@@ -1,8 +1,7 @@
 //! Policy review tooling shared by `satgate test`, `matrix`, `diff`, `verify` and `explain`.
 //!
-//! - [`space`]: the finite decision space the schema lets policies see, its enumeration, and the
-//!   scan that says when a policy reads something the enumeration does not vary.
-//! - [`matrix`]: the access matrix over that space, rendered for reviewers (markdown) or tools.
+//! - [`matrix`]: the access matrix over the whole decision space ([`crate::decision::space`],
+//!   which serving owns: the guard uses it), rendered for reviewers (markdown) or tools.
 //! - [`diff`]: what a policy change newly allows or denies, over the matrix and a record corpus.
 //! - [`cases`]: policy test files (Cedar `run-tests` format and satgate's record-level format).
 //! - [`junit`]: JUnit XML for CI test reports.
@@ -12,5 +11,4 @@ pub mod cases;
 pub mod diff;
 pub mod junit;
 pub mod matrix;
-pub mod space;
 pub mod symbolic;

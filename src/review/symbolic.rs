@@ -233,7 +233,6 @@ pub fn describe(env: &Env) -> String {
     let principal = req.principal();
     let resource = req.resource();
     let role = attr(ents, principal, "role").map_or("?".into(), |v| words(&v));
-    let party = attr(ents, principal, "party").map_or("?".into(), |v| words(&v));
     let action = req.action().map_or("?".into(), action_name);
     let is_user = attr(ents, resource, "principalIsUser").map_or("?".into(), |v| words(&v));
     let message_type = attr(ents, resource, "messageType").map_or("?".into(), |v| words(&v));
@@ -264,5 +263,5 @@ pub fn describe(env: &Env) -> String {
         "false" => "another User's record",
         _ => "a record",
     };
-    format!("a User in role {role} for party {party} asking {action} of {whose} ({message_type}) {device}")
+    format!("a User in role {role} asking {action} of {whose} ({message_type}) {device}")
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use satgate::decision::{DeviceFacts, Facts, PolicyEngine};
-use satgate::model::{Eui64, MessageType, Principal, Role};
+use satgate::model::{DeviceType, Eui64, MessageType, Principal, Role};
 use satgate::ownership::PartyRegistration;
 
 use crate::support::cases;
@@ -27,12 +27,12 @@ fn principal() -> impl Strategy<Value = Principal> {
 fn facts() -> impl Strategy<Value = Facts> {
     let device = (
         proptest::sample::select(vec![
-            "ESME", "GSME", "CHF", "GPF", "PPMID", "HCALCS", "IHD", "CAD", "SMETS1", "",
+            "ESME", "GSME", "CHF", "GPF", "PPMID", "HCALCS", "IHD", "CAD", "SMETS1", "esme", "",
         ]),
         0u8..32,
     )
         .prop_map(|(ty, bits)| DeviceFacts {
-            device_type: Arc::from(ty),
+            device_type: DeviceType::of_inventory(ty),
             principal_party: PartyRegistration::from_bits(bits),
         });
     (
@@ -66,8 +66,8 @@ proptest! {
         let engine = shared_engine();
         // Every principal asks about the same few facts, so cached answers meet other principals.
         for (f, p) in pool.iter().flat_map(|f| principals.iter().map(move |p| (f, p))) {
-            let direct = engine.evaluate(p, f).allowed();
-            prop_assert_eq!(engine.allowed(p, f), direct, "shared cache, {:?} {:?}", p, f);
+            let direct = engine.evaluate(p.role, f).allowed();
+            prop_assert_eq!(engine.allowed(p.role, f), direct, "shared cache, {:?} {:?}", p, f);
             let mut per_request = engine.for_principal(p);
             prop_assert_eq!(per_request.allowed(f), direct);
             prop_assert_eq!(per_request.allowed(f), direct, "request-local memo");
@@ -76,31 +76,38 @@ proptest! {
 }
 
 #[test]
-fn cache_is_used_and_keyed_by_principal() {
+fn cache_is_used_and_keyed_by_role() {
     let engine = Arc::new(PolicyEngine::load("policies".as_ref(), "schemas/sat.cedarschema".as_ref()).unwrap());
     let owner = Principal {
         user_id: Eui64::from_u64(1),
         role: Role::ImportSupplier,
         party: "SUPA".into(),
     };
-    let stranger = Principal {
+    // Another User of another Party in the same role: the facts already say how *its* Party is
+    // registered, so equal facts mean an equal answer, and the cached one is exact.
+    let colleague = Principal {
+        user_id: Eui64::from_u64(2),
         party: "SUPB".into(),
+        ..owner.clone()
+    };
+    let other_role = Principal {
+        role: Role::GasSupplier,
         ..owner.clone()
     };
     let facts = Facts {
         message_type: MessageType::ServiceRequest,
         principal_is_user: false,
         device: Some(DeviceFacts {
-            device_type: "ESME".into(),
+            device_type: DeviceType::Esme,
             principal_party: PartyRegistration::IMPORT_SUPPLIER,
         }),
     };
-    let first = engine.allowed(&owner, &facts);
-    let again = engine.allowed(&owner, &facts);
+    let first = engine.allowed(owner.role, &facts);
+    let again = engine.allowed(colleague.role, &facts);
     assert_eq!(first, again);
     assert_eq!(engine.stats.misses.get(), 1);
     assert_eq!(engine.stats.hits.get(), 1);
-    // Same facts, other principal: a new decision, not the cached one.
-    engine.allowed(&stranger, &facts);
+    // Same facts, other role: a new decision, not the cached one.
+    assert_ne!(engine.allowed(other_role.role, &facts), first);
     assert_eq!(engine.stats.misses.get(), 2);
 }

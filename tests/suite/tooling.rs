@@ -70,7 +70,7 @@ fn widened() -> tempfile::TempDir {
     )
 }
 
-/// Titles of HAN Device records for RSA: wider, and outside the owner-roles-only invariant.
+/// Titles of HAN Device records for RSA: wider, and outside §4 (the built-in invariant).
 fn rsa_titles() -> tempfile::TempDir {
     policy_dir(
         &[],
@@ -81,8 +81,8 @@ fn rsa_titles() -> tempfile::TempDir {
     )
 }
 
-/// Export Suppliers see titles where their Party is the import supplier: wider, but within every
-/// invariant, so only a comparison with the old policies catches it.
+/// Export Suppliers see titles where their Party is the import supplier: a registration, but not
+/// in the principal's role, so outside §4 (the invariant the old, weaker ones let through).
 fn export_titles_on_import() -> tempfile::TempDir {
     policy_dir(
         &[],
@@ -201,42 +201,49 @@ fn matrix_check_catches_a_widened_policy() {
 }
 
 #[test]
-fn matrix_reports_policies_reading_inputs_it_does_not_vary() {
+fn matrix_and_diff_report_what_the_guard_refuses() {
     for (policy, what) in [
         (
-            "permit (principal, action == Action::\"ViewTitle\", resource) when { principal.party == \"SUPA\" };",
-            "principal.party",
+            "permit (principal == User::\"90-B3-D5-1F-30-01-00-00\", action, resource);",
+            "names a User entity",
         ),
         (
-            "permit (principal == User::\"90-B3-D5-1F-30-01-00-00\", action, resource);",
-            "User::",
+            "forbid (principal, action, resource) when { principal.role == Role::\"RSA\" && 9223372036854775807 + 1 > 0 };",
+            "error",
         ),
     ] {
         let dir = policy_dir(&[], &[("zz.cedar", &format!("@id(\"special\")\n{policy}\n"))]);
         let o = satgate(&["matrix", "--policies", path(&dir)]);
         assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-        assert!(
-            err(&o).contains("INCOMPLETE MATRIX: special") && err(&o).contains(what),
-            "{}",
-            show(&o)
-        );
-        assert!(out(&o).contains("WARNING: this matrix is incomplete"), "{}", out(&o));
+        assert!(err(&o).contains("REFUSED AT LOAD: ") && err(&o).contains(what), "{}", show(&o));
+        assert!(out(&o).contains("WARNING: these policies are refused at load time"), "{}", out(&o));
+        let o = satgate(&["diff", "policies", path(&dir)]);
+        assert!(show(&o).contains(what), "{}", show(&o));
+        // `validate` and `test` refuse exactly what `serve` would.
+        let o = satgate(&["validate", "--policies", path(&dir)]);
+        assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+        let o = satgate(&["test", "--policies", path(&dir)]);
+        assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+        assert!(out(&o).contains("FAIL ") && out(&o).contains("load-time guard"), "{}", show(&o));
+    }
+    // A read of the principal's Party cannot be written at all, however it is spelt.
+    for read in ["principal.party == \"SUPA\"", "{p: principal}.p.party == \"SUPA\""] {
+        let policy = format!("@id(\"party\")\npermit (principal, action, resource) when {{ {read} }};\n");
+        let dir = policy_dir(&[], &[("zz.cedar", &policy)]);
+        for cmd in ["validate", "matrix", "test"] {
+            let o = satgate(&[cmd, "--policies", path(&dir)]);
+            assert_ne!(o.status.code(), Some(0), "{cmd} {read}: {}", show(&o));
+            assert!(err(&o).contains("party"), "{cmd} {read}: {}", show(&o));
+        }
     }
 }
 
 #[test]
-fn matrix_enumerates_device_types_named_by_policies() {
-    let dir = policy_dir(
-        &[],
-        &[(
-            "zz.cedar",
-            "@id(\"smets1-own\")\npermit (principal, action, resource) when { resource.principalIsUser && resource has device && resource.device.deviceType == \"SMETS1\" };\n",
-        )],
-    );
-    let o = satgate(&["matrix", "--policies", path(&dir), "--format", "csv"]);
+fn matrix_covers_the_whole_space() {
+    let o = satgate(&["matrix", "--format", "csv"]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    assert!(err(&o).contains("SMETS1"), "{}", show(&o));
-    assert!(out(&o).contains("IS,other,SMETS1,importSupplier,ServiceRequest,false,false,false,false"));
+    assert!(out(&o).contains("IS,other,OTHER,importSupplier,ServiceRequest,false,false,false,false"));
+    assert!(out(&o).contains("IS,other,ESME,importSupplier,ServiceRequest,true,false,false,false"));
     let o = satgate(&["matrix", "--format", "json"]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -354,11 +361,8 @@ fn shipped_policies_verify() {
     let o = satgate(&["verify"]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let text = out(&o);
-    assert!(
-        text.contains("PROVED  invariant titles-only-for-others [ViewPayload]"),
-        "{text}"
-    );
-    assert!(text.contains("PROVED  invariant han-scope [ViewTitle]"), "{text}");
+    assert!(text.contains("PROVED  invariant sec-rule [ViewPayload]"), "{text}");
+    assert!(text.contains("PROVED  invariant sec-rule [ViewTitle]"), "{text}");
     assert!(text.contains("PROVED  policy own-records never errors"), "{text}");
     assert!(!text.contains("FAILED"), "{text}");
 }
@@ -372,10 +376,7 @@ fn verify_refutes_a_widened_policy_with_a_counterexample() {
     let o = satgate(&["verify", "--policies", path(&wide)]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let text = out(&o);
-    assert!(
-        text.contains("FAILED  invariant titles-only-for-others [ViewPayload]"),
-        "{text}"
-    );
+    assert!(text.contains("FAILED  invariant sec-rule [ViewPayload]"), "{text}");
     assert!(
         text.contains("counterexample: a User in role") && text.contains("asking ViewPayload of another User's record"),
         "{text}"
@@ -405,15 +406,20 @@ fn verify_against_reports_equivalence_narrowing_and_widening() {
     let o = satgate(&["verify", "--policies", path(&rsa)]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(
-        out(&o).contains("FAILED  invariant owner-roles-only [ViewTitle]"),
+        out(&o).contains("FAILED  invariant sec-rule [ViewTitle]"),
         "{}",
         out(&o)
     );
 
-    // Within every invariant, yet wider than before: only --against catches it.
+    // A registration, but not in the principal's role: outside §4, and wider than before.
     let es = export_titles_on_import();
     let o = satgate(&["verify", "--policies", path(&es)]);
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        out(&o).contains("FAILED  invariant sec-rule [ViewTitle]"),
+        "{}",
+        out(&o)
+    );
     let o = satgate(&["verify", "--policies", path(&es), "--against", "policies"]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(out(&o).contains("COMPARE [ViewTitle] WIDER"), "{}", out(&o));
