@@ -6,6 +6,7 @@ mod bundle;
 mod cli;
 mod demo;
 mod faults;
+mod guard_proof;
 mod hardening;
 mod memo;
 pub(crate) mod no_leak;
