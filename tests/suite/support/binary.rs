@@ -56,7 +56,9 @@ pub async fn spawn(args: &[&str]) -> Satgate {
     };
     for addr in [listen, ops] {
         let mut up = false;
-        for _ in 0..200 {
+        // Start-up includes the policy guard (about 2 s of CPU in a debug build): generous on a
+        // loaded machine.
+        for _ in 0..600 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 up = true;
                 break;
