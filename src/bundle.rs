@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod clock;
+
 /// The bundle format this satgate reads and writes.
 pub const FORMAT: u32 = 1;
 
