@@ -3,8 +3,8 @@
 //!
 //! A bundle is an uncompressed POSIX tar (ustar) holding, in this order:
 //!
-//! - `manifest.json`: `{"format":1,"revision":"...","files":[{"path":"...","sha256":"..."},...]}`,
-//!   every other entry with the SHA-256 of its bytes, in archive order;
+//! - `manifest.json`: `{"format":2,"revision":"...","serial":N,"expires":T,"files":[{"path":"...",
+//!   "sha256":"..."},...]}`, every other entry with the SHA-256 of its bytes, in archive order;
 //! - `policies/<name>.cedar`, the policy files;
 //! - `schema/<name>`, the Cedar schema (exactly one);
 //! - `invariants/<name>.cedar`, the invariants the load-time guard adds to the built-in ones.
@@ -14,9 +14,17 @@
 //! (Ed25519, prehashed) of the whole file, in `FILE.minisig`: the reference `minisign` CLI makes
 //! and checks the same signatures.
 //!
+//! Freshness (format 2): `serial` is a number that only goes up from one published bundle to the
+//! next (by default the build time in unix seconds), and `expires` the unix second (UTC) from
+//! which the bundle no longer loads. The signature's trusted comment binds the signature to this
+//! use and this bundle: exactly `satgate-policy-bundle/2 sha256:<hex of the file>
+//! serial:<serial>` ([`trusted_comment`]); any other is refused, so a key that also signs other
+//! files cannot have those signatures taken for a bundle's.
+//!
 //! Opening a bundle checks, before anything in it is used: its size, its signature against the
 //! configured public keys (there is no unsigned mode), every entry's type and path, the manifest's
-//! format, and that the manifest lists exactly the files present with their hashes.
+//! format, that the manifest lists exactly the files present with their hashes, and the
+//! trusted comment.
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
@@ -27,8 +35,13 @@ use sha2::{Digest, Sha256};
 
 pub mod clock;
 
-/// The bundle format this satgate reads and writes.
-pub const FORMAT: u32 = 1;
+pub use clock::{now, rfc3339};
+
+/// The bundle format this satgate reads and writes. Format 1 had no serial and no expiry.
+pub const FORMAT: u32 = 2;
+
+/// The first word of every bundle signature's trusted comment: what the signature is for.
+pub const COMMENT_DOMAIN: &str = "satgate-policy-bundle/2";
 
 /// Largest bundle accepted (policies, schema and invariants are a few KiB).
 pub const MAX_BUNDLE_BYTES: u64 = 4 * 1024 * 1024;
@@ -54,6 +67,16 @@ pub enum BundleError {
     Manifest(String),
     #[error("key: {0}")]
     Key(String),
+    #[error(
+        "a format-{0} bundle (no serial, no expiry) is no longer accepted: rebuild it with this \
+         satgate's `bundle build` and sign it again"
+    )]
+    OldFormat(u32),
+    #[error(
+        "the signature's trusted comment {found} is not this bundle's: expected {expected:?} \
+         (sign with `satgate bundle sign`, or `minisign -S -t \"$(satgate bundle comment FILE)\"`)"
+    )]
+    TrustedComment { found: String, expected: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
@@ -68,7 +91,27 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
 pub struct Manifest {
     pub format: u32,
     pub revision: String,
+    /// Goes up from one published bundle to the next: a lower one is a rollback.
+    pub serial: u64,
+    /// Unix seconds (UTC) from which the bundle no longer loads.
+    pub expires: u64,
     pub files: Vec<ManifestEntry>,
+}
+
+/// Only the format of a manifest, read first so that an older format gets its own message.
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: u32,
+}
+
+/// What a bundle says about itself besides its files: set at build, signed with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// What was reviewed (a commit, say).
+    pub revision: String,
+    pub serial: u64,
+    /// Unix seconds.
+    pub expires: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -94,12 +137,7 @@ pub struct Bundle {
 
 /// Builds a bundle from a policy directory (`*.cedar`), a schema file and an invariants
 /// directory (`*.cedar`; absent is fine). Same inputs, same bytes.
-pub fn build(
-    policies: &Path,
-    schema: &Path,
-    invariants: Option<&Path>,
-    revision: &str,
-) -> Result<Vec<u8>, BundleError> {
+pub fn build(policies: &Path, schema: &Path, invariants: Option<&Path>, stamp: &Stamp) -> Result<Vec<u8>, BundleError> {
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let cedar =
         |dir: &Path| crate::decision::policies::cedar_files(dir).map_err(|e| BundleError::Archive(e.to_string()));
@@ -127,7 +165,9 @@ pub fn build(
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let manifest = Manifest {
         format: FORMAT,
-        revision: revision.to_owned(),
+        revision: stamp.revision.clone(),
+        serial: stamp.serial,
+        expires: stamp.expires,
         files: files
             .iter()
             .map(|(path, bytes)| ManifestEntry {
@@ -172,13 +212,46 @@ fn safe_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
+/// Untrusted text in an error message: at most 64 characters, Rust-escaped and quoted.
+fn quoted(text: &str) -> String {
+    let cut: String = text.chars().take(64).collect();
+    if cut.len() < text.len() {
+        format!("{cut:?}...")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Signs `bundle` with an unencrypted minisign secret key (`minisign -G -W`); the result is the
-/// text of `FILE.minisig`. For a password-protected key, sign with `minisign -S` instead.
+/// The trusted comment a bundle's signature must carry: `satgate-policy-bundle/2
+/// sha256:<hex of the whole file> serial:<serial>`. It names the use (a satgate policy bundle, this
+/// format), the exact bytes and their serial, so no other signature of the same key fits.
+pub fn trusted_comment(sha256: &str, serial: u64) -> String {
+    format!("{COMMENT_DOMAIN} sha256:{sha256} serial:{serial}")
+}
+
+/// The trusted comment `bundle` must be signed with (`satgate bundle comment`, for `minisign -S
+/// -t`). The bundle is read as [`unpack`] reads it, so a malformed one has no comment.
+pub fn comment_for(bundle: &[u8]) -> Result<String, BundleError> {
+    let unpacked = unpack(bundle)?;
+    Ok(trusted_comment(&unpacked.sha256, unpacked.manifest.serial))
+}
+
+/// Signs `bundle` with an unencrypted minisign secret key (`minisign -G -W`), with its trusted
+/// comment ([`comment_for`]); the result is the text of `FILE.minisig`. A malformed bundle is not
+/// signed. For a password-protected key, sign with `minisign -S -t "$(satgate bundle comment
+/// FILE)"` instead.
 pub fn sign(bundle: &[u8], secret_key: &Path) -> Result<String, BundleError> {
+    let comment = comment_for(bundle)?;
+    sign_with_comment(bundle, secret_key, &comment)
+}
+
+/// Signs any bytes with any trusted comment: for tests and tools that must make what [`open`]
+/// refuses. [`sign`] is the way to sign a bundle.
+pub fn sign_with_comment(bundle: &[u8], secret_key: &Path, trusted: &str) -> Result<String, BundleError> {
     let text = std::fs::read_to_string(secret_key).map_err(io(secret_key))?;
     let key = unencrypted_secret_key(&text).map_err(|e| {
         BundleError::Key(format!(
@@ -186,8 +259,7 @@ pub fn sign(bundle: &[u8], secret_key: &Path) -> Result<String, BundleError> {
             secret_key.display()
         ))
     })?;
-    let trusted = format!("satgate policy bundle sha256:{}", sha256_hex(bundle));
-    let signature = minisign::sign(None, &key, Cursor::new(bundle), Some(&trusted), None)
+    let signature = minisign::sign(None, &key, Cursor::new(bundle), Some(trusted), None)
         .map_err(|e| BundleError::Signature(e.to_string()))?;
     Ok(signature.into_string())
 }
@@ -254,16 +326,26 @@ pub fn open_file(path: &Path, keys: &[minisign::PublicKey]) -> Result<Bundle, Bu
     open(&bytes, &signature, keys)
 }
 
-/// Verifies `bytes` against `signature` (minisign text) with any of `keys`, then unpacks it.
+/// Verifies `bytes` against `signature` (minisign text) with any of `keys`, unpacks it, and checks
+/// that the signature's trusted comment is this bundle's ([`trusted_comment`]).
 pub fn open(bytes: &[u8], signature: &str, keys: &[minisign::PublicKey]) -> Result<Bundle, BundleError> {
     if bytes.len() as u64 > MAX_BUNDLE_BYTES {
         return Err(BundleError::TooLarge(bytes.len() as u64));
     }
-    verify(bytes, signature, keys)?;
-    unpack(bytes)
+    let comment = verify(bytes, signature, keys)?;
+    let bundle = unpack(bytes)?;
+    let expected = trusted_comment(&bundle.sha256, bundle.manifest.serial);
+    if comment != expected {
+        return Err(BundleError::TrustedComment {
+            found: quoted(&comment),
+            expected,
+        });
+    }
+    Ok(bundle)
 }
 
-fn verify(bytes: &[u8], signature: &str, keys: &[minisign::PublicKey]) -> Result<(), BundleError> {
+/// Checks the signature; gives back its trusted comment (covered by the signature).
+fn verify(bytes: &[u8], signature: &str, keys: &[minisign::PublicKey]) -> Result<String, BundleError> {
     if keys.is_empty() {
         return Err(BundleError::Key("no public key: a bundle is only used signed".into()));
     }
@@ -273,7 +355,11 @@ fn verify(bytes: &[u8], signature: &str, keys: &[minisign::PublicKey]) -> Result
     for key in keys {
         // Legacy (not prehashed) signatures are refused; the key id must match.
         match minisign::verify(key, &signature, Cursor::new(bytes), true, false, false) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                return signature
+                    .trusted_comment()
+                    .map_err(|e| BundleError::Signature(format!("trusted comment: {e}")))
+            }
             Err(e) if e.to_string().contains("key id") => {}
             Err(e) => last = e.to_string(),
         }
@@ -303,18 +389,12 @@ pub fn unpack(bytes: &[u8]) -> Result<Bundle, BundleError> {
             if manifest.is_some() {
                 return Err(BundleError::Manifest("more than one manifest".into()));
             }
-            manifest = Some(serde_json::from_slice(&data).map_err(|e| BundleError::Manifest(e.to_string()))?);
+            manifest = Some(read_manifest(&data)?);
         } else if files.insert(path.clone(), data).is_some() {
             return Err(BundleError::Archive(format!("{path} appears more than once")));
         }
     }
     let manifest = manifest.ok_or_else(|| BundleError::Manifest("missing".into()))?;
-    if manifest.format != FORMAT {
-        return Err(BundleError::Manifest(format!(
-            "format {} is not {FORMAT}, the one this satgate reads",
-            manifest.format
-        )));
-    }
     let listed: BTreeMap<&str, &str> = manifest
         .files
         .iter()
@@ -334,7 +414,8 @@ pub fn unpack(bytes: &[u8]) -> Result<Bundle, BundleError> {
     }
     if let Some(missing) = listed.keys().find(|p| !files.contains_key(**p)) {
         return Err(BundleError::Manifest(format!(
-            "{missing} is listed but not in the bundle"
+            "{} is listed but not in the bundle",
+            quoted(missing)
         )));
     }
     let text = |path: &str, data: Vec<u8>| {
@@ -364,6 +445,32 @@ pub fn unpack(bytes: &[u8]) -> Result<Bundle, BundleError> {
         schema,
         invariants,
     })
+}
+
+/// The manifest: its format first (an older one is told to rebuild), then the whole of it, its
+/// hashes held to lowercase hex.
+fn read_manifest(data: &[u8]) -> Result<Manifest, BundleError> {
+    let format = serde_json::from_slice::<FormatOnly>(data)
+        .map_err(|e| BundleError::Manifest(e.to_string()))?
+        .format;
+    match format {
+        FORMAT => {}
+        1 => return Err(BundleError::OldFormat(1)),
+        other => {
+            return Err(BundleError::Manifest(format!(
+                "format {other} is not {FORMAT}, the one this satgate reads"
+            )))
+        }
+    }
+    let manifest: Manifest = serde_json::from_slice(data).map_err(|e| BundleError::Manifest(e.to_string()))?;
+    let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if let Some(bad) = manifest.files.iter().find(|f| !hex(&f.sha256)) {
+        return Err(BundleError::Manifest(format!(
+            "the SHA-256 of {} is not 64 lowercase hex digits",
+            quoted(&bad.path)
+        )));
+    }
+    Ok(manifest)
 }
 
 /// `manifest.json`, `policies/<name>.cedar`, `schema/<name>` or `invariants/<name>.cedar`, with
@@ -419,20 +526,41 @@ mod tests {
         (kp.pk, kp.sk)
     }
 
+    /// Signed as `bundle sign` signs: with the bundle's trusted comment (for one that has none
+    /// because it is malformed, any comment: it is refused before its comment is looked at).
     fn signed(bytes: &[u8], sk: &minisign::SecretKey) -> String {
-        minisign::sign(None, sk, Cursor::new(bytes), None, None)
+        let comment = comment_for(bytes).unwrap_or_else(|_| "malformed".into());
+        signed_as(bytes, sk, &comment)
+    }
+
+    fn signed_as(bytes: &[u8], sk: &minisign::SecretKey, comment: &str) -> String {
+        minisign::sign(None, sk, Cursor::new(bytes), Some(comment), None)
             .unwrap()
             .into_string()
     }
 
-    fn shipped(revision: &str) -> Vec<u8> {
+    /// Far in the future: 2100-01-01.
+    const LATER: u64 = 4_102_444_800;
+
+    fn stamp(revision: &str, serial: u64) -> Stamp {
+        Stamp {
+            revision: revision.into(),
+            serial,
+            expires: LATER,
+        }
+    }
+
+    fn shipped_as(stamp: &Stamp) -> Result<Vec<u8>, BundleError> {
         build(
             Path::new("policies"),
             Path::new("schemas/sat.cedarschema"),
             Some(Path::new("policies/invariants")),
-            revision,
+            stamp,
         )
-        .unwrap()
+    }
+
+    fn shipped(revision: &str) -> Vec<u8> {
+        shipped_as(&stamp(revision, 1)).unwrap()
     }
 
     #[test]
@@ -504,6 +632,8 @@ mod tests {
         serde_json::to_vec(&Manifest {
             format: FORMAT,
             revision: "r".into(),
+            serial: 1,
+            expires: LATER,
             files: files
                 .iter()
                 .map(|(p, d)| ManifestEntry {
@@ -604,5 +734,112 @@ mod tests {
     fn an_oversized_bundle_is_refused_before_its_signature_is_read() {
         let big = vec![0u8; MAX_BUNDLE_BYTES as usize + 1];
         assert!(matches!(open(&big, "", &[keypair().0]), Err(BundleError::TooLarge(_))));
+    }
+
+    #[test]
+    fn the_manifest_carries_serial_and_expiry_and_the_signature_names_them() {
+        let bytes = shipped_as(&stamp("r1", 42)).unwrap();
+        assert_ne!(
+            bytes,
+            shipped_as(&stamp("r1", 43)).unwrap(),
+            "the serial is in the bytes"
+        );
+        let (pk, sk) = keypair();
+        let bundle = open(&bytes, &signed(&bytes, &sk), std::slice::from_ref(&pk)).unwrap();
+        assert_eq!((bundle.manifest.format, bundle.manifest.serial), (2, 42));
+        assert_eq!(bundle.manifest.expires, LATER);
+        assert_eq!(
+            comment_for(&bytes).unwrap(),
+            format!("satgate-policy-bundle/2 sha256:{} serial:42", sha256_hex(&bytes))
+        );
+    }
+
+    /// A key that also signs other files: its signature of the same bytes with any other trusted
+    /// comment is not a bundle signature.
+    #[test]
+    fn a_signature_whose_trusted_comment_is_not_the_bundles_is_refused() {
+        let bytes = shipped_as(&stamp("r1", 42)).unwrap();
+        let sha = sha256_hex(&bytes);
+        let (pk, sk) = keypair();
+        for comment in [
+            "file:other.tar".to_owned(),
+            "timestamp:1700000000\tfile:policy.bundle\thashed".to_owned(),
+            format!("satgate policy bundle sha256:{sha}"),
+            format!("satgate-policy-bundle/2 sha256:{sha} serial:41"),
+            format!("satgate-policy-bundle/2 sha256:{sha} serial:042"),
+            format!("satgate-policy-bundle/2 sha256:{} serial:42", "0".repeat(64)),
+            format!("satgate-policy-bundle/1 sha256:{sha} serial:42"),
+            format!("satgate-policy-bundle/2 sha256:{sha} serial:42 and more"),
+        ] {
+            let e = open(&bytes, &signed_as(&bytes, &sk, &comment), std::slice::from_ref(&pk)).unwrap_err();
+            assert!(matches!(e, BundleError::TrustedComment { .. }), "{comment}: {e}");
+            assert!(!e.to_string().contains('\t'), "the comment is quoted escaped: {e}");
+        }
+        let comment = comment_for(&bytes).unwrap();
+        assert!(open(&bytes, &signed_as(&bytes, &sk, &comment), &[pk]).is_ok());
+    }
+
+    /// `bytes` rebuilt with its manifest changed by `change`.
+    fn with_manifest(bytes: &[u8], change: impl FnOnce(&mut Manifest)) -> Vec<u8> {
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+        for e in tar::Archive::new(bytes).entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            entries.push((path, data));
+        }
+        let mut manifest: Manifest = serde_json::from_slice(&entries[0].1).unwrap();
+        change(&mut manifest);
+        entries[0].1 = serde_json::to_vec(&manifest).unwrap();
+        let reg = tar::EntryType::Regular;
+        let listed: Vec<(&str, &[u8], tar::EntryType)> =
+            entries.iter().map(|(p, d)| (p.as_str(), d.as_slice(), reg)).collect();
+        tar_of(&listed)
+    }
+
+    #[test]
+    fn a_format_1_bundle_is_told_to_rebuild() {
+        let good = shipped("r1");
+        let old = {
+            let mut m: serde_json::Value = serde_json::from_slice(&entry(&good, MANIFEST)).unwrap();
+            m["format"] = 1.into();
+            m.as_object_mut().unwrap().remove("serial");
+            m.as_object_mut().unwrap().remove("expires");
+            replace_entry(&good, MANIFEST, &serde_json::to_vec(&m).unwrap())
+        };
+        let (pk, sk) = keypair();
+        let e = open(&old, &signed(&old, &sk), &[pk]).unwrap_err();
+        assert!(matches!(e, BundleError::OldFormat(1)), "{e}");
+        assert!(e.to_string().contains("rebuild"), "{e}");
+        let future = with_manifest(&good, |m| m.format = 3);
+        assert!(unpack(&future).unwrap_err().to_string().contains("format 3"));
+    }
+
+    fn entry(bytes: &[u8], name: &str) -> Vec<u8> {
+        for e in tar::Archive::new(bytes).entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path_bytes().as_ref() == name.as_bytes() {
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                return data;
+            }
+        }
+        panic!("no {name}")
+    }
+
+    fn replace_entry(bytes: &[u8], name: &str, data: &[u8]) -> Vec<u8> {
+        let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+        for e in tar::Archive::new(bytes).entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+            let mut d = Vec::new();
+            e.read_to_end(&mut d).unwrap();
+            out.push((path.clone(), if path == name { data.to_vec() } else { d }));
+        }
+        let reg = tar::EntryType::Regular;
+        let listed: Vec<(&str, &[u8], tar::EntryType)> =
+            out.iter().map(|(p, d)| (p.as_str(), d.as_slice(), reg)).collect();
+        tar_of(&listed)
     }
 }

@@ -1,6 +1,7 @@
 //! Signed policy bundles: interop with the reference `minisign` CLI both ways, serving from a
 //! bundle with its identity on every answer, and every refusal at start-up and at reload (the
-//! last good set keeps serving, `/readyz` and the reload metric say why).
+//! last good set keeps serving, `/readyz` and the reload metric say why): broken, badly signed,
+//! or signed with another trusted comment.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +12,9 @@ use satgate::config::{PolicyBundle, ServeArgs, ServeConfig};
 use crate::support::sidecar::{get, reload, try_start_sidecar_with};
 use crate::support::upstream::start_upstream;
 use crate::support::{token, users};
+
+/// 2100-01-01: the expiry of the bundles these tests do not mean to expire.
+const LATER: u64 = 4_102_444_800;
 
 /// Whether the reference minisign CLI runs here (see `support::tools`).
 fn minisign_cli(test: &str) -> bool {
@@ -33,14 +37,45 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn build(revision: &str) -> Vec<u8> {
+fn stamp(revision: &str, serial: u64) -> bundle::Stamp {
+    bundle::Stamp {
+        revision: revision.into(),
+        serial,
+        expires: LATER,
+    }
+}
+
+fn build_as(stamp: &bundle::Stamp) -> Vec<u8> {
     bundle::build(
         Path::new("policies"),
         Path::new("schemas/sat.cedarschema"),
         Some(Path::new("policies/invariants")),
-        revision,
+        stamp,
     )
     .unwrap()
+}
+
+/// The shipped policies as a bundle with this revision and serial, expiring in 2100.
+fn build(revision: &str, serial: u64) -> Vec<u8> {
+    build_as(&stamp(revision, serial))
+}
+
+/// `satgate` itself, run to the end: whether it succeeded, its stdout and its stderr.
+fn satgate(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_satgate"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// The trusted comment `satgate bundle comment FILE` prints for `minisign -S -t`.
+fn comment(file: &Path) -> String {
+    let (ok, out, err) = satgate(&["bundle", "comment", path(file)]);
+    assert!(ok, "bundle comment: {err}");
+    out.trim_end().to_owned()
 }
 
 /// A key pair written as minisign files: (public key file, secret key file).
@@ -57,6 +92,44 @@ fn sign(file: &Path, secret: &Path) {
     std::fs::write(bundle::signature_path(file), bundle::sign(&bytes, secret).unwrap()).unwrap();
 }
 
+/// Signs whatever `file` holds: as `bundle sign` does, or, for what `bundle sign` will not sign
+/// (a malformed bundle), with its trusted comment as the manifest would give it.
+fn sign_any(file: &Path, secret: &Path) {
+    let bytes = std::fs::read(file).unwrap();
+    let signature = bundle::sign(&bytes, secret).unwrap_or_else(|_| {
+        let serial = manifest(&bytes).map_or(0, |m| m["serial"].as_u64().unwrap_or(0));
+        let comment = bundle::trusted_comment(&bundle::sha256_hex(&bytes), serial);
+        bundle::sign_with_comment(&bytes, secret, &comment).unwrap()
+    });
+    std::fs::write(bundle::signature_path(file), signature).unwrap();
+}
+
+/// Signs `file` with exactly this trusted comment.
+fn sign_as(file: &Path, secret: &Path, comment: &str) {
+    let bytes = std::fs::read(file).unwrap();
+    let signature = bundle::sign_with_comment(&bytes, secret, comment).unwrap();
+    std::fs::write(bundle::signature_path(file), signature).unwrap();
+}
+
+/// The manifest of a bundle, as JSON, if it has one that parses.
+fn manifest(bytes: &[u8]) -> Option<serde_json::Value> {
+    let mut archive = tar::Archive::new(bytes);
+    let mut e = archive.entries().ok()?.next()?.ok()?;
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut e, &mut data).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// `bytes` with its manifest changed by `change` (the files and their hashes as they are).
+fn with_manifest(bytes: &[u8], change: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut e = entries(bytes);
+    assert_eq!(e[0].0, "manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&e[0].1).unwrap();
+    change(&mut m);
+    e[0].1 = serde_json::to_vec_pretty(&m).unwrap();
+    tar_of(&e)
+}
+
 #[test]
 fn minisign_cli_and_satgate_verify_each_others_signatures() {
     if !minisign_cli("bundle::minisign_cli_and_satgate_verify_each_others_signatures") {
@@ -67,16 +140,25 @@ fn minisign_cli_and_satgate_verify_each_others_signatures() {
     let (ok, out) = minisign(&["-G", "-W", "-p", path(&pk), "-s", path(&sk)]);
     assert!(ok, "minisign -G: {out}");
     let file = dir.path().join("bundle.tar");
-    std::fs::write(&file, build("interop")).unwrap();
+    std::fs::write(&file, build("interop", 7)).unwrap();
 
     // satgate signs with the CLI's key; the CLI verifies.
     sign(&file, &sk);
     let (ok, out) = minisign(&["-V", "-p", path(&pk), "-m", path(&file)]);
     assert!(ok, "minisign -V: {out}");
 
-    // The CLI signs; satgate verifies with the CLI's public key.
+    // The CLI signs, with the trusted comment `satgate bundle comment` gives; satgate verifies
+    // with the CLI's public key.
     std::fs::remove_file(bundle::signature_path(&file)).unwrap();
-    let (ok, out) = minisign(&["-S", "-s", path(&sk), "-m", path(&file)]);
+    let expected = comment(&file);
+    assert_eq!(
+        expected,
+        format!(
+            "satgate-policy-bundle/2 sha256:{} serial:7",
+            bundle::sha256_hex(&std::fs::read(&file).unwrap())
+        )
+    );
+    let (ok, out) = minisign(&["-S", "-s", path(&sk), "-m", path(&file), "-t", &expected]);
     assert!(ok, "minisign -S: {out}");
     let keys = bundle::read_public_keys(std::slice::from_ref(&pk)).unwrap();
     let opened = bundle::open_file(&file, &keys).unwrap();
@@ -114,7 +196,7 @@ fn args(dir: &Path, bundle: Option<&Path>, keys: &[&Path], policies: bool) -> Se
 fn a_bundle_is_never_configured_unsigned() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("b.tar");
-    std::fs::write(&file, build("r")).unwrap();
+    std::fs::write(&file, build("r", 1)).unwrap();
     let (pk, _) = keypair(dir.path(), "k");
     let err = |a: ServeArgs| ServeConfig::resolve(&a).unwrap_err().to_string();
     assert!(err(args(dir.path(), Some(&file), &[], false)).contains("only used signed"));
@@ -202,14 +284,15 @@ async fn serving_from_a_bundle_names_it_and_refuses_every_bad_one_at_start_and_r
         std::fs::write(&file, bytes).unwrap();
         let _ = std::fs::remove_file(bundle::signature_path(&file));
         if let Some(secret) = secret {
-            sign(&file, secret);
+            sign_any(&file, secret);
         }
     };
     let keys = vec![old_pk.clone(), new_pk.clone()];
     let upstream = format!("http://{}", up.addr);
 
-    // Refused at start-up, each with its reason.
-    let good = build("rev-1");
+    // Refused at start-up, each with its reason. The bad bundles have higher serials than the
+    // good one, so that at reload they are refused for what is wrong with them, not as older.
+    let good = build("rev-1", 10);
     let mut changed = good.clone();
     changed[700] ^= 1;
     let widened = {
@@ -217,7 +300,13 @@ async fn serving_from_a_bundle_names_it_and_refuses_every_bad_one_at_start_and_r
         for f in ["device-owners.cedar", "own-records.cedar"] {
             std::fs::copy(Path::new("policies").join(f), d.path().join(f)).unwrap();
         }
-        bundle::build(d.path(), Path::new("schemas/sat.cedarschema"), None, "no-forbids").unwrap()
+        bundle::build(
+            d.path(),
+            Path::new("schemas/sat.cedarschema"),
+            None,
+            &stamp("no-forbids", 11),
+        )
+        .unwrap()
     };
     let broken = {
         let d = tempfile::tempdir().unwrap();
@@ -226,7 +315,13 @@ async fn serving_from_a_bundle_names_it_and_refuses_every_bad_one_at_start_and_r
             "@id(\"bad\") permit (principal, action, resource) when { resource.nope };",
         )
         .unwrap();
-        bundle::build(d.path(), Path::new("schemas/sat.cedarschema"), None, "broken").unwrap()
+        bundle::build(
+            d.path(),
+            Path::new("schemas/sat.cedarschema"),
+            None,
+            &stamp("broken", 11),
+        )
+        .unwrap()
     };
     let cases: Vec<(&str, Vec<u8>, Option<&Path>, &str)> = vec![
         ("no signature", good.clone(), None, "no signature"),
@@ -336,10 +431,93 @@ async fn serving_from_a_bundle_names_it_and_refuses_every_bad_one_at_start_and_r
     }
 
     // Key rotation: a bundle signed by the new key is taken.
-    let next = build("rev-2");
+    let next = build("rev-2", 12);
     put(&next, Some(&new_sk));
     reload(&s.state);
     let current = s.state.policies.current();
     assert_eq!(current.identity().revision.as_deref(), Some("rev-2"));
     assert!(s.state.policies.last_error().is_none());
+}
+
+/// A key that also signs other files: its signature over the bundle's bytes with another trusted
+/// comment (`file:other`, the CLI's default, an older satgate's, the right bundle with the wrong
+/// serial) is refused.
+#[tokio::test]
+async fn a_signature_with_a_foreign_trusted_comment_is_refused() {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pk, sk) = keypair(dir.path(), "ci");
+    let file = dir.path().join("policy.bundle");
+    let upstream = format!("http://{}", up.addr);
+    let v1 = build("rev-1", 1);
+    let sha = bundle::sha256_hex(&v1);
+    std::fs::write(&file, &v1).unwrap();
+    for foreign in [
+        "file:other".to_owned(),
+        format!("satgate policy bundle sha256:{sha}"),
+        format!("satgate-policy-bundle/2 sha256:{sha} serial:2"),
+    ] {
+        sign_as(&file, &sk, &foreign);
+        let e = bundle_sidecar(dir.path(), upstream.clone(), vec![pk.clone()])
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{foreign}: started"));
+        assert!(e.contains("trusted comment"), "{foreign}: {e}");
+    }
+}
+
+/// The same through the reference CLI: `minisign -S` with its default trusted comment, or with
+/// `-t "file:other"`, makes a signature satgate refuses; with `-t "$(satgate bundle comment
+/// FILE)"`, one it accepts (see the interop test).
+#[test]
+fn minisign_cli_signatures_with_another_trusted_comment_are_refused() {
+    if !minisign_cli("bundle::minisign_cli_signatures_with_another_trusted_comment_are_refused") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (pk, sk) = (dir.path().join("cli.pub"), dir.path().join("cli.key"));
+    let (ok, out) = minisign(&["-G", "-W", "-p", path(&pk), "-s", path(&sk)]);
+    assert!(ok, "minisign -G: {out}");
+    let file = dir.path().join("bundle.tar");
+    std::fs::write(&file, build("interop", 3)).unwrap();
+    let keys = bundle::read_public_keys(std::slice::from_ref(&pk)).unwrap();
+    for extra in [&[][..], &["-t", "file:other"][..]] {
+        let mut args = vec!["-S", "-s", path(&sk), "-m", path(&file)];
+        args.extend_from_slice(extra);
+        let (ok, out) = minisign(&args);
+        assert!(ok, "minisign -S {extra:?}: {out}");
+        let (ok, _) = minisign(&["-V", "-p", path(&pk), "-m", path(&file)]);
+        assert!(ok, "the signature itself is good");
+        let e = bundle::open_file(&file, &keys).unwrap_err().to_string();
+        assert!(
+            e.contains("trusted comment") && e.contains("satgate bundle comment"),
+            "{extra:?}: {e}"
+        );
+    }
+}
+
+/// A format-1 bundle (no serial, no expiry), however well signed, is told to be rebuilt.
+#[tokio::test]
+async fn a_format_1_bundle_is_refused_with_a_rebuild_message() {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pk, sk) = keypair(dir.path(), "ci");
+    let file = dir.path().join("policy.bundle");
+    let old = with_manifest(&build("rev-1", 1), |m| {
+        m["format"] = 1.into();
+        let m = m.as_object_mut().unwrap();
+        m.remove("serial");
+        m.remove("expires");
+    });
+    std::fs::write(&file, &old).unwrap();
+    sign_as(
+        &file,
+        &sk,
+        &format!("satgate policy bundle sha256:{}", bundle::sha256_hex(&old)),
+    );
+    let e = bundle_sidecar(dir.path(), format!("http://{}", up.addr), vec![pk])
+        .await
+        .err()
+        .expect("a format-1 bundle started");
+    assert!(e.contains("format-1") && e.contains("rebuild"), "{e}");
 }
