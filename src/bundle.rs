@@ -16,15 +16,18 @@
 //!
 //! Freshness (format 2): `serial` is a number that only goes up from one published bundle to the
 //! next (by default the build time in unix seconds), and `expires` the unix second (UTC) from
-//! which the bundle no longer loads. The signature's trusted comment binds the signature to this
-//! use and this bundle: exactly `satgate-policy-bundle/2 sha256:<hex of the file>
-//! serial:<serial>` ([`trusted_comment`]); any other is refused, so a key that also signs other
-//! files cannot have those signatures taken for a bundle's.
+//! which the bundle no longer loads. A running satgate refuses a bundle whose serial is lower
+//! than the one it serves, or equal but with other bytes ([`Bundle::check_fresh`]), so a validly
+//! signed older bundle cannot roll the policies back, and an expired one cannot be replayed
+//! forever. The signature's trusted comment binds the signature to this use and this bundle:
+//! exactly `satgate-policy-bundle/2 sha256:<hex of the file> serial:<serial>`
+//! ([`trusted_comment`]); any other is refused, so a key that also signs other files cannot have
+//! those signatures taken for a bundle's.
 //!
 //! Opening a bundle checks, before anything in it is used: its size, its signature against the
 //! configured public keys (there is no unsigned mode), every entry's type and path, the manifest's
 //! format, that the manifest lists exactly the files present with their hashes, and the
-//! trusted comment.
+//! trusted comment. Whoever serves it then checks its freshness.
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
@@ -77,6 +80,52 @@ pub enum BundleError {
          (sign with `satgate bundle sign`, or `minisign -S -t \"$(satgate bundle comment FILE)\"`)"
     )]
     TrustedComment { found: String, expected: String },
+    #[error("expired at {} (unix {expires}): build and sign a fresh bundle", rfc3339(*expires))]
+    Expired { expires: u64 },
+    #[error("serial {serial} is lower than serial {serving} of the bundle in force: a rollback is refused")]
+    Rollback { serial: u64, serving: u64 },
+    #[error(
+        "serial {serial} is that of the bundle in force, but the bytes differ (sha256:{sha256}): a \
+         changed bundle needs a higher serial"
+    )]
+    SerialReused { serial: u64, sha256: String },
+    #[error("serial {serial} is below policy-bundle-min-revision {floor}")]
+    BelowFloor { serial: u64, floor: u64 },
+}
+
+impl BundleError {
+    /// Every [`Self::reason`], for metrics exported from start-up.
+    pub const REASONS: [&'static str; 10] = [
+        "unreadable",
+        "malformed",
+        "old_format",
+        "signature",
+        "trusted_comment",
+        "expired",
+        "rollback",
+        "serial_reused",
+        "below_min_revision",
+        "invalid_policies",
+    ];
+
+    /// Why, in one word (a metric label): see [`Self::REASONS`]. `invalid_policies` is for
+    /// bundles whose policies fail validation or the guard ([`crate::decision::LoadError`]).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BundleError::Io { .. } => "unreadable",
+            BundleError::TooLarge(_)
+            | BundleError::Archive(_)
+            | BundleError::UnsafeEntry(_)
+            | BundleError::Manifest(_) => "malformed",
+            BundleError::OldFormat(_) => "old_format",
+            BundleError::Unsigned(_) | BundleError::Signature(_) | BundleError::Key(_) => "signature",
+            BundleError::TrustedComment { .. } => "trusted_comment",
+            BundleError::Expired { .. } => "expired",
+            BundleError::Rollback { .. } => "rollback",
+            BundleError::SerialReused { .. } => "serial_reused",
+            BundleError::BelowFloor { .. } => "below_min_revision",
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
@@ -327,7 +376,8 @@ pub fn open_file(path: &Path, keys: &[minisign::PublicKey]) -> Result<Bundle, Bu
 }
 
 /// Verifies `bytes` against `signature` (minisign text) with any of `keys`, unpacks it, and checks
-/// that the signature's trusted comment is this bundle's ([`trusted_comment`]).
+/// that the signature's trusted comment is this bundle's ([`trusted_comment`]). Its freshness is
+/// for the caller to check ([`Bundle::check_fresh`]).
 pub fn open(bytes: &[u8], signature: &str, keys: &[minisign::PublicKey]) -> Result<Bundle, BundleError> {
     if bytes.len() as u64 > MAX_BUNDLE_BYTES {
         return Err(BundleError::TooLarge(bytes.len() as u64));
@@ -471,6 +521,36 @@ fn read_manifest(data: &[u8]) -> Result<Manifest, BundleError> {
         )));
     }
     Ok(manifest)
+}
+
+impl Bundle {
+    /// Whether this bundle may replace what is served: not below `floor`
+    /// (`--policy-bundle-min-revision`), not older than the bundle in force (`serving`: its serial
+    /// and SHA-256), not the same serial with other bytes, and not expired at `now` (unix seconds).
+    /// The same bundle again (same serial, same bytes) is fine.
+    pub fn check_fresh(&self, floor: u64, serving: Option<(u64, &str)>, now: u64) -> Result<(), BundleError> {
+        let serial = self.manifest.serial;
+        if serial < floor {
+            return Err(BundleError::BelowFloor { serial, floor });
+        }
+        if let Some((serving, serving_sha)) = serving {
+            if serial < serving {
+                return Err(BundleError::Rollback { serial, serving });
+            }
+            if serial == serving && self.sha256 != serving_sha {
+                return Err(BundleError::SerialReused {
+                    serial,
+                    sha256: self.sha256.clone(),
+                });
+            }
+        }
+        if self.manifest.expires <= now {
+            return Err(BundleError::Expired {
+                expires: self.manifest.expires,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// `manifest.json`, `policies/<name>.cedar`, `schema/<name>` or `invariants/<name>.cedar`, with
@@ -773,6 +853,7 @@ mod tests {
         ] {
             let e = open(&bytes, &signed_as(&bytes, &sk, &comment), std::slice::from_ref(&pk)).unwrap_err();
             assert!(matches!(e, BundleError::TrustedComment { .. }), "{comment}: {e}");
+            assert_eq!(e.reason(), "trusted_comment");
             assert!(!e.to_string().contains('\t'), "the comment is quoted escaped: {e}");
         }
         let comment = comment_for(&bytes).unwrap();
@@ -841,5 +922,45 @@ mod tests {
         let listed: Vec<(&str, &[u8], tar::EntryType)> =
             out.iter().map(|(p, d)| (p.as_str(), d.as_slice(), reg)).collect();
         tar_of(&listed)
+    }
+
+    #[test]
+    fn freshness_refuses_rollback_reuse_the_floor_and_expiry() {
+        let bundle = |serial: u64, revision: &str, expires: u64| {
+            unpack(
+                &shipped_as(&Stamp {
+                    revision: revision.into(),
+                    serial,
+                    expires,
+                })
+                .unwrap(),
+            )
+            .unwrap()
+        };
+        let now = 2_000_000_000;
+        let b = bundle(10, "r10", now + 1);
+        let reason = |r: Result<(), BundleError>| r.map_err(|e| e.reason());
+        assert_eq!(reason(b.check_fresh(0, None, now)), Ok(()));
+        assert_eq!(
+            reason(b.check_fresh(10, Some((10, &b.sha256)), now)),
+            Ok(()),
+            "the same bundle again"
+        );
+        assert_eq!(reason(b.check_fresh(0, Some((9, "x")), now)), Ok(()));
+        assert_eq!(reason(b.check_fresh(0, Some((11, "x")), now)), Err("rollback"));
+        assert_eq!(reason(b.check_fresh(0, Some((10, "x")), now)), Err("serial_reused"));
+        assert_eq!(reason(b.check_fresh(11, None, now)), Err("below_min_revision"));
+        assert_eq!(
+            reason(b.check_fresh(0, None, now + 1)),
+            Err("expired"),
+            "from its expiry on"
+        );
+        let e = b.check_fresh(0, None, now + 5).unwrap_err().to_string();
+        assert!(e.contains("2033-05-18T03:33:21Z"), "{e}");
+        let e = b.check_fresh(0, Some((11, "x")), now).unwrap_err().to_string();
+        assert!(
+            e.contains("serial 10") && e.contains("11") && e.contains("rollback"),
+            "{e}"
+        );
     }
 }

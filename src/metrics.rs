@@ -68,6 +68,12 @@ pub struct Metrics {
     pub inventory_stale_seconds: Gauge,
     /// 1 for the policy set in force, labelled with its identity.
     pub policy: Family<PolicyLabel, Gauge>,
+    /// Policy bundles refused at reload, by [`crate::decision::LoadError::reason`].
+    pub policy_bundle_refusals: Family<ReasonLabel, Counter>,
+    /// The serial of the policy bundle in force (0: policies from a directory).
+    pub policy_bundle_serial: Gauge,
+    /// When the policy bundle in force stops loading, in unix seconds (0: from a directory).
+    pub policy_bundle_expiry: Gauge,
     pub decisions: DecisionStats,
     pub ownership: OwnershipStats,
 }
@@ -123,6 +129,21 @@ impl Metrics {
                 &mut r,
                 "policy_info",
                 "The policy set in force: SHA-256 of its bundle (or files) and revision",
+            ),
+            policy_bundle_refusals: register(
+                &mut r,
+                "policy_bundle_refusals",
+                "Policy bundles refused at reload, by reason (rollback, serial_reused, expired, trusted_comment, signature, ...); the last good set kept serving",
+            ),
+            policy_bundle_serial: register(
+                &mut r,
+                "policy_bundle_serial",
+                "Serial of the policy bundle in force (0: policies from a directory)",
+            ),
+            policy_bundle_expiry: register(
+                &mut r,
+                "policy_bundle_expiry_timestamp_seconds",
+                "When the policy bundle in force stops loading, unix seconds (0: policies from a directory); it keeps serving past it, but a restart refuses it",
             ),
             decisions: DecisionStats::default(),
             ownership: OwnershipStats::default(),
@@ -198,6 +219,9 @@ impl Metrics {
         for class in Class::ALL {
             let _ = self.fields_redacted.get_or_create(&ClassLabel { class: class.name() });
         }
+        for reason in crate::bundle::BundleError::REASONS {
+            let _ = self.policy_bundle_refusals.get_or_create(&ReasonLabel { reason });
+        }
         for reloads in [
             &self.policy_reloads,
             &self.inventory_reloads,
@@ -214,7 +238,8 @@ impl Metrics {
         }
     }
 
-    /// Names the policy set now in force (the previous one's series goes).
+    /// Names the policy set now in force (the previous one's series goes), and its bundle's
+    /// serial and expiry.
     pub fn set_policy(&self, identity: &crate::decision::PolicyIdentity) {
         self.policy.clear();
         self.policy
@@ -223,6 +248,9 @@ impl Metrics {
                 revision: identity.revision.clone().unwrap_or_else(|| "directory".into()),
             })
             .set(1);
+        let gauge = |v: Option<u64>| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        self.policy_bundle_serial.set(gauge(identity.serial));
+        self.policy_bundle_expiry.set(gauge(identity.expires));
     }
 
     /// Adds one finished stream's counts.

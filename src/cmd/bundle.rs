@@ -51,8 +51,8 @@ pub enum Command {
         secret_key: PathBuf,
         file: PathBuf,
     },
-    /// Check a bundle as `serve` would: signature and its trusted comment, manifest, and that its
-    /// policies load.
+    /// Check a bundle as `serve` would: signature and its trusted comment, manifest, expiry, and
+    /// that its policies load.
     Verify {
         /// minisign public key(s) allowed to sign bundles.
         #[arg(long = "public-key", required = true)]
@@ -155,14 +155,18 @@ pub fn run(command: &Command) -> Result<Exit, CmdError> {
                 crate::decision::store::PolicySource::Bundle {
                     file: file.clone(),
                     keys: std::sync::Arc::new(keys),
+                    min_serial: 0,
                 },
                 crate::decision::DecisionStats::default(),
             )?;
             let engine = store.current();
+            let id = engine.identity();
             println!(
-                "ok: {} policies, {}",
+                "ok: {} policies, {}, serial {}, expires {}",
                 engine.policies().policies().count(),
-                engine.identity()
+                id,
+                id.serial.unwrap_or_default(),
+                clock::rfc3339(id.expires.unwrap_or_default())
             );
         }
         Command::Comment { file } => {

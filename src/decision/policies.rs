@@ -57,9 +57,20 @@ pub enum LoadError {
     /// The policies or schema are wrong (exit code 1 in the CLI).
     #[error("{}", render(.0))]
     Invalid(Vec<Finding>),
-    /// A policy bundle that cannot be used: unsigned, badly signed, malformed (exit code 2).
+    /// A policy bundle that cannot be used: unsigned, badly signed, malformed, stale (exit code 2).
     #[error("policy bundle: {0}")]
     Bundle(#[from] crate::bundle::BundleError),
+}
+
+impl LoadError {
+    /// Why, in one word: one of [`crate::bundle::BundleError::REASONS`].
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoadError::Bundle(e) => e.reason(),
+            LoadError::Io { .. } => "unreadable",
+            _ => "invalid_policies",
+        }
+    }
 }
 
 fn render(findings: &[Finding]) -> String {
@@ -85,6 +96,10 @@ pub struct PolicyIdentity {
     pub sha256: String,
     /// The bundle's revision (a commit, say); `None` for a directory.
     pub revision: Option<String>,
+    /// The bundle's serial; `None` for a directory.
+    pub serial: Option<u64>,
+    /// When the bundle stops loading (unix seconds); `None` for a directory.
+    pub expires: Option<u64>,
 }
 
 impl PolicyIdentity {
@@ -103,6 +118,8 @@ impl PolicyIdentity {
         Self {
             sha256: hex::encode(h.finalize()),
             revision: None,
+            serial: None,
+            expires: None,
         }
     }
 }

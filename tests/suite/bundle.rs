@@ -1,10 +1,12 @@
 //! Signed policy bundles: interop with the reference `minisign` CLI both ways, serving from a
 //! bundle with its identity on every answer, and every refusal at start-up and at reload (the
 //! last good set keeps serving, `/readyz` and the reload metric say why): broken, badly signed,
-//! or signed with another trusted comment.
+//! signed with another trusted comment, older than the bundle in force (a rollback), below the
+//! configured floor, or expired.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use satgate::bundle;
 use satgate::config::{PolicyBundle, ServeArgs, ServeConfig};
@@ -203,7 +205,12 @@ fn a_bundle_is_never_configured_unsigned() {
     assert!(err(args(dir.path(), None, &[&pk], false)).contains("without --policy-bundle"));
     assert!(err(args(dir.path(), Some(&file), &[&pk], true)).contains("not both"));
     let ok = ServeConfig::resolve(&args(dir.path(), Some(&file), &[&pk], false)).unwrap();
-    assert_eq!(ok.policy_bundle.unwrap().public_keys, vec![pk]);
+    assert_eq!(ok.policy_bundle.unwrap().public_keys, vec![pk.clone()]);
+    let floor_alone = ServeArgs {
+        policy_bundle_min_revision: Some(3),
+        ..args(dir.path(), None, &[], false)
+    };
+    assert!(err(floor_alone).contains("policy-bundle-min-revision: given without --policy-bundle"));
 }
 
 /// The entries of a bundle, to rebuild it changed (and then sign it: the signer made it wrong).
@@ -262,11 +269,22 @@ async fn bundle_sidecar(
     upstream: String,
     keys: Vec<PathBuf>,
 ) -> Result<crate::support::sidecar::Sidecar, String> {
+    bundle_sidecar_with_floor(dir, upstream, keys, 0).await
+}
+
+/// A sidecar serving `dir/policy.bundle`, with `--policy-bundle-min-revision floor`.
+async fn bundle_sidecar_with_floor(
+    dir: &Path,
+    upstream: String,
+    keys: Vec<PathBuf>,
+    floor: u64,
+) -> Result<crate::support::sidecar::Sidecar, String> {
     let file = dir.join("policy.bundle");
     try_start_sidecar_with(upstream, move |c, _| {
         c.policy_bundle = Some(PolicyBundle {
             file,
             public_keys: keys,
+            min_revision: floor,
         });
     })
     .await
@@ -439,9 +457,326 @@ async fn serving_from_a_bundle_names_it_and_refuses_every_bad_one_at_start_and_r
     assert!(s.state.policies.last_error().is_none());
 }
 
+/// The value of one series in a metrics text (`name{labels}`, exactly), if present.
+fn series(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn refusals(s: &crate::support::sidecar::Sidecar, reason: &str) -> u64 {
+    let name = format!("satgate_policy_bundle_refusals_total{{reason=\"{reason}\"}}");
+    series(&s.state.metrics.encode(), &name).unwrap_or_else(|| panic!("no {name}"))
+}
+
+async fn readyz(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {
+    let (status, body, _) = get(addr, "/readyz", None).await;
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// The `Satgate-Policy` header of a `/sat/records` answer, for an IS caller.
+async fn policy_header(addr: std::net::SocketAddr) -> String {
+    let (sub, role, party) = users().into_iter().find(|u| u.1 == "IS").unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let req = hyper::Request::get(format!("http://{addr}/sat/records?n=10"))
+        .header("authorization", format!("Bearer {}", token(&sub, &role, &party, 300)))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.headers()["satgate-policy"].to_str().unwrap().to_owned()
+}
+
+/// Writes `bytes` as `file` and signs it with `secret` as `bundle sign` would, after a pause, so
+/// the next poll sees a change even where the size stays the same.
+async fn publish(file: &Path, bytes: &[u8], secret: &Path) {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    std::fs::write(file, bytes).unwrap();
+    sign_any(file, secret);
+}
+
+/// A Network Operator went from 325 to 1,286 visible records when an older, validly signed
+/// bundle was put back: now a lower serial is refused at reload, and so is the same serial with
+/// other bytes; each is counted, logged and shown in `/readyz` (still ready: the newer set keeps
+/// serving), and a higher serial loads and clears the refusal.
+#[tokio::test]
+async fn a_rollback_or_a_reused_serial_is_refused_at_reload_and_the_newer_set_keeps_serving() {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pk, sk) = keypair(dir.path(), "ci");
+    let file = dir.path().join("policy.bundle");
+    let v20 = build("rev-20", 20);
+    publish(&file, &v20, &sk).await;
+    let s = bundle_sidecar(dir.path(), format!("http://{}", up.addr), vec![pk])
+        .await
+        .unwrap();
+    let serving = format!("sha256:{}; revision=rev-20", bundle::sha256_hex(&v20));
+    assert_eq!(policy_header(s.addr).await, serving);
+    let (_, ready) = readyz(s.addr).await;
+    assert_eq!(ready["policies"]["serial"], 20);
+    assert_eq!(ready["policies"]["lastReloadRefusal"], serde_json::Value::Null);
+
+    let refused = [
+        (build("rev-10", 10), "rollback", "serial 10 is lower than serial 20"),
+        (
+            build("rev-20b", 20),
+            "serial_reused",
+            "serial 20 is that of the bundle in force",
+        ),
+    ];
+    for (n, (bytes, reason, why)) in refused.iter().enumerate() {
+        publish(&file, bytes, &sk).await;
+        reload(&s.state);
+        assert_eq!(refusals(&s, reason), 1, "{reason} counted");
+        let failed = series(
+            &s.state.metrics.encode(),
+            "satgate_policy_reloads_total{result=\"failed\"}",
+        );
+        assert_eq!(failed, Some(n as u64 + 1));
+        assert_eq!(s.state.policies.last_refusal(), Some(*reason));
+        let (status, ready) = readyz(s.addr).await;
+        assert_eq!(status, 200, "the last good set serves: still ready");
+        assert_eq!(ready["policies"]["lastReloadRefusal"], *reason, "{ready}");
+        let error = ready["policies"]["lastReloadError"].as_str().unwrap_or_default();
+        assert!(error.contains(why), "{reason}: {error}");
+        assert_eq!(ready["policies"]["serial"], 20, "{ready}");
+        assert_eq!(
+            policy_header(s.addr).await,
+            serving,
+            "{reason}: the newer set keeps serving"
+        );
+    }
+
+    // A higher serial loads, the refusal is gone, and the gauges follow.
+    let v21 = build("rev-21", 21);
+    publish(&file, &v21, &sk).await;
+    reload(&s.state);
+    let (_, ready) = readyz(s.addr).await;
+    assert_eq!(ready["policies"]["serial"], 21, "{ready}");
+    assert_eq!(ready["policies"]["lastReloadRefusal"], serde_json::Value::Null);
+    assert!(policy_header(s.addr).await.ends_with("revision=rev-21"));
+    let metrics = s.state.metrics.encode();
+    assert_eq!(series(&metrics, "satgate_policy_bundle_serial"), Some(21));
+    assert_eq!(
+        series(&metrics, "satgate_policy_bundle_expiry_timestamp_seconds"),
+        Some(LATER)
+    );
+    // The same bundle again (re-signed, as during a key rotation) is no rollback.
+    publish(&file, &v21, &sk).await;
+    reload(&s.state);
+    assert!(s.state.policies.last_error().is_none());
+    assert_eq!(s.state.policies.current().identity().serial, Some(21));
+}
+
+/// `--policy-bundle-min-revision` is the floor across restarts: below it, satgate does not start,
+/// and a reload below it is refused.
+#[tokio::test]
+async fn the_min_revision_floor_holds_at_start_up_and_at_reload() {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pk, sk) = keypair(dir.path(), "ci");
+    let file = dir.path().join("policy.bundle");
+    let upstream = format!("http://{}", up.addr);
+    publish(&file, &build("rev-5", 5), &sk).await;
+    let e = bundle_sidecar_with_floor(dir.path(), upstream.clone(), vec![pk.clone()], 6)
+        .await
+        .err()
+        .expect("started below the floor");
+    assert!(e.contains("serial 5 is below policy-bundle-min-revision 6"), "{e}");
+
+    publish(&file, &build("rev-6", 6), &sk).await;
+    let s = bundle_sidecar_with_floor(dir.path(), upstream, vec![pk], 6)
+        .await
+        .unwrap();
+    let (_, ready) = readyz(s.addr).await;
+    assert_eq!(ready["policies"]["minRevision"], 6);
+    publish(&file, &build("rev-5", 5), &sk).await;
+    reload(&s.state);
+    assert_eq!(refusals(&s, "below_min_revision"), 1);
+    assert_eq!(s.state.policies.current().identity().serial, Some(6));
+}
+
+/// Through the real binary: the floor at start-up (exit 2 and the reason on stderr, from the flag
+/// and from the environment), an expired bundle at start-up, and a rollback at reload refused
+/// while the newer set keeps serving, as `/readyz` and `/metrics` on the operations port say.
+#[tokio::test]
+async fn the_binary_refuses_a_rollback_the_floor_and_an_expired_bundle() {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pk, sk) = keypair(dir.path(), "ci");
+    let file = dir.path().join("policy.bundle");
+    let v20 = build("rev-20", 20);
+    publish(&file, &v20, &sk).await;
+    let upstream = format!("http://{}", up.addr);
+    let common = [
+        "--upstream",
+        &upstream,
+        "--inventory",
+        "tests/data/inventory.json",
+        "--policy-bundle",
+        path(&file),
+        "--policy-bundle-public-key",
+        path(&pk),
+    ];
+
+    // Start-up refusals: the process exits 2 with the reason, and never listens.
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, crate::support::SECRET).unwrap();
+    let refused_start = |extra: &[&str], env: Option<(&str, &str)>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_satgate"));
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-hs256-secret-file",
+            path(&secret),
+        ])
+        .args(common)
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("satgate serve {extra:?} kept running");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        (status.code(), err)
+    };
+    let (code, err) = refused_start(&["--policy-bundle-min-revision", "21"], None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("serial 20 is below policy-bundle-min-revision 21"),
+        "{err}"
+    );
+    let (code, err) = refused_start(&[], Some(("SATGATE_POLICY_BUNDLE_MIN_REVISION", "100")));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("below policy-bundle-min-revision 100"), "{err}");
+    let expired = build_as(&bundle::Stamp {
+        revision: "stale".into(),
+        serial: 30,
+        expires: 1_600_000_000,
+    });
+    publish(&file, &expired, &sk).await;
+    let (code, err) = refused_start(&[], None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("expired at 2020-09-13T12:26:40Z"), "{err}");
+
+    // Serving serial 20 with the floor at 20; an older bundle is put back; it is refused.
+    publish(&file, &v20, &sk).await;
+    let mut args = common.to_vec();
+    args.extend(["--reload-interval", "100ms", "--policy-bundle-min-revision", "20"]);
+    let bin = crate::support::binary::spawn(&args).await;
+    let serving = format!("sha256:{}; revision=rev-20", bundle::sha256_hex(&v20));
+    assert_eq!(policy_header(bin.listen).await, serving);
+    publish(&file, &build("rev-19", 19), &sk).await;
+    let mut ready = serde_json::Value::Null;
+    for _ in 0..200 {
+        ready = readyz(bin.ops).await.1;
+        if ready["policies"]["lastReloadRefusal"] != serde_json::Value::Null {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Below the floor and below the serving serial: the floor is checked first.
+    assert_eq!(ready["policies"]["lastReloadRefusal"], "below_min_revision", "{ready}");
+    publish(&file, &build("rev-20b", 20), &sk).await;
+    for _ in 0..200 {
+        ready = readyz(bin.ops).await.1;
+        if ready["policies"]["lastReloadRefusal"] == "serial_reused" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready["policies"]["lastReloadRefusal"], "serial_reused", "{ready}");
+    assert_eq!(ready["policies"]["serial"], 20);
+    let (status, body, _) = get(bin.ops, "/metrics", None).await;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(body).unwrap();
+    for reason in ["below_min_revision", "serial_reused"] {
+        let name = format!("satgate_policy_bundle_refusals_total{{reason=\"{reason}\"}}");
+        assert_eq!(series(&metrics, &name), Some(1), "{metrics}");
+    }
+    assert_eq!(policy_header(bin.listen).await, serving, "the newer set keeps serving");
+}
+
+/// A bundle past its signed expiry does not load, at start-up, at reload or in `bundle verify`.
+/// One that expires while serving keeps serving, and says so in `/readyz` and the gauge.
+#[tokio::test]
+async fn an_expired_bundle_does_not_load_and_one_expiring_in_service_is_reported() {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pk, sk) = keypair(dir.path(), "ci");
+    let file = dir.path().join("policy.bundle");
+    let upstream = format!("http://{}", up.addr);
+    let expired = build_as(&bundle::Stamp {
+        revision: "stale".into(),
+        serial: 50,
+        expires: bundle::now() - 1,
+    });
+    publish(&file, &expired, &sk).await;
+    let e = bundle_sidecar(dir.path(), upstream.clone(), vec![pk.clone()])
+        .await
+        .err()
+        .expect("an expired bundle started");
+    assert!(e.contains("expired at"), "{e}");
+    let (ok, _, err) = satgate(&["bundle", "verify", "--public-key", path(&pk), path(&file)]);
+    assert!(!ok && err.contains("expired at"), "bundle verify: {err}");
+
+    // Serving a bundle that expires in a few seconds.
+    let expires = bundle::now() + 6;
+    let soon = build_as(&bundle::Stamp {
+        revision: "soon".into(),
+        serial: 40,
+        expires,
+    });
+    publish(&file, &soon, &sk).await;
+    let s = bundle_sidecar(dir.path(), upstream, vec![pk]).await.unwrap();
+    let (_, ready) = readyz(s.addr).await;
+    if bundle::now() + 1 < expires {
+        // (Unless starting took longer than the bundle had left, on a loaded machine.)
+        assert_eq!(ready["policies"]["expired"], false, "{ready}");
+    }
+    assert_eq!(ready["policies"]["expires"], bundle::rfc3339(expires));
+    assert_eq!(
+        series(
+            &s.state.metrics.encode(),
+            "satgate_policy_bundle_expiry_timestamp_seconds"
+        ),
+        Some(expires)
+    );
+    // An expired one at reload (a higher serial, validly signed): refused.
+    publish(&file, &expired, &sk).await;
+    reload(&s.state);
+    assert_eq!(refusals(&s, "expired"), 1);
+    assert_eq!(s.state.policies.current().identity().serial, Some(40));
+
+    while bundle::now() < expires {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    satgate::server::reload_once(&s.state);
+    assert_eq!(s.state.policies.newly_expired(bundle::now()), None, "reported once");
+    let (status, ready) = readyz(s.addr).await;
+    assert_eq!(status, 200, "still ready: the last good set serves");
+    assert_eq!(ready["policies"]["expired"], true, "{ready}");
+    assert!(policy_header(s.addr).await.ends_with("revision=soon"), "still serving");
+}
+
 /// A key that also signs other files: its signature over the bundle's bytes with another trusted
 /// comment (`file:other`, the CLI's default, an older satgate's, the right bundle with the wrong
-/// serial) is refused.
+/// serial) is refused at start-up and at reload.
 #[tokio::test]
 async fn a_signature_with_a_foreign_trusted_comment_is_refused() {
     let up = start_upstream().await;
@@ -464,6 +799,17 @@ async fn a_signature_with_a_foreign_trusted_comment_is_refused() {
             .unwrap_or_else(|| panic!("{foreign}: started"));
         assert!(e.contains("trusted comment"), "{foreign}: {e}");
     }
+
+    publish(&file, &v1, &sk).await;
+    let s = bundle_sidecar(dir.path(), upstream, vec![pk]).await.unwrap();
+    let v2 = build("rev-2", 2);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    std::fs::write(&file, &v2).unwrap();
+    sign_as(&file, &sk, "file:other");
+    reload(&s.state);
+    assert_eq!(refusals(&s, "trusted_comment"), 1);
+    assert_eq!(s.state.policies.last_refusal(), Some("trusted_comment"));
+    assert!(policy_header(s.addr).await.ends_with("revision=rev-1"));
 }
 
 /// The same through the reference CLI: `minisign -S` with its default trusted comment, or with
