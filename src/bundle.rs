@@ -24,9 +24,15 @@
 //! ([`trusted_comment`]); any other is refused, so a key that also signs other files cannot have
 //! those signatures taken for a bundle's.
 //!
+//! Text from a bundle is held to a strict character set at build and at load: the revision is
+//! 1 to 128 of `A-Z a-z 0-9 . _ + / -`, not starting with `-` ([`check_revision`]); file names are
+//! 1 to 100 of `A-Z a-z 0-9 . _ -`, not starting with `.`. Wherever the revision is written it is
+//! escaped as well ([`escape_text`]), so a bundle made by anything other than this code cannot
+//! forge a header, a log line or a metric series.
+//!
 //! Opening a bundle checks, before anything in it is used: its size, its signature against the
 //! configured public keys (there is no unsigned mode), every entry's type and path, the manifest's
-//! format, that the manifest lists exactly the files present with their hashes, and the
+//! format and text, that the manifest lists exactly the files present with their hashes, and the
 //! trusted comment. Whoever serves it then checks its freshness.
 
 use std::collections::BTreeMap;
@@ -45,6 +51,12 @@ pub const FORMAT: u32 = 2;
 
 /// The first word of every bundle signature's trusted comment: what the signature is for.
 pub const COMMENT_DOMAIN: &str = "satgate-policy-bundle/2";
+
+/// Longest revision, in characters.
+pub const MAX_REVISION_CHARS: usize = 128;
+
+/// Longest file name inside a bundle, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
 
 /// Largest bundle accepted (policies, schema and invariants are a few KiB).
 pub const MAX_BUNDLE_BYTES: u64 = 4 * 1024 * 1024;
@@ -75,6 +87,9 @@ pub enum BundleError {
          satgate's `bundle build` and sign it again"
     )]
     OldFormat(u32),
+    /// Text that is not within the bundle character set; the message quotes it escaped.
+    #[error("{0}")]
+    Text(String),
     #[error(
         "the signature's trusted comment {found} is not this bundle's: expected {expected:?} \
          (sign with `satgate bundle sign`, or `minisign -S -t \"$(satgate bundle comment FILE)\"`)"
@@ -116,7 +131,8 @@ impl BundleError {
             BundleError::TooLarge(_)
             | BundleError::Archive(_)
             | BundleError::UnsafeEntry(_)
-            | BundleError::Manifest(_) => "malformed",
+            | BundleError::Manifest(_)
+            | BundleError::Text(_) => "malformed",
             BundleError::OldFormat(_) => "old_format",
             BundleError::Unsigned(_) | BundleError::Signature(_) | BundleError::Key(_) => "signature",
             BundleError::TrustedComment { .. } => "trusted_comment",
@@ -156,7 +172,7 @@ struct FormatOnly {
 /// What a bundle says about itself besides its files: set at build, signed with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamp {
-    /// What was reviewed (a commit, say).
+    /// What was reviewed (a commit, say): [`check_revision`]'s character set.
     pub revision: String,
     pub serial: u64,
     /// Unix seconds.
@@ -187,6 +203,7 @@ pub struct Bundle {
 /// Builds a bundle from a policy directory (`*.cedar`), a schema file and an invariants
 /// directory (`*.cedar`; absent is fine). Same inputs, same bytes.
 pub fn build(policies: &Path, schema: &Path, invariants: Option<&Path>, stamp: &Stamp) -> Result<Vec<u8>, BundleError> {
+    check_revision(&stamp.revision)?;
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let cedar =
         |dir: &Path| crate::decision::policies::cedar_files(dir).map_err(|e| BundleError::Archive(e.to_string()));
@@ -242,23 +259,68 @@ pub fn build(policies: &Path, schema: &Path, invariants: Option<&Path>, stamp: &
 }
 
 fn entry_name(dir: &str, path: &Path) -> Result<String, BundleError> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .filter(|n| safe_name(n))
-        .ok_or_else(|| BundleError::Archive(format!("{}: not a plain file name", path.display())))?;
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    if !safe_name(&name) {
+        return Err(BundleError::Text(format!(
+            "file name {}: only 1 to {MAX_NAME_CHARS} of A-Z a-z 0-9 . _ -, not starting with .",
+            quoted(&name)
+        )));
+    }
     Ok(format!("{dir}/{name}"))
 }
 
-/// A file name with nothing a path could hide in it.
+/// A file name with nothing a path could hide in it, and nothing a log line or header could
+/// trip on: 1 to 100 of `A-Z a-z 0-9 . _ -`, not starting with `.` (so not `.` or `..`).
 fn safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
+    (1..=MAX_NAME_CHARS).contains(&name.len())
         && !name.starts_with('.')
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// Whether `c` may appear in a revision.
+fn revision_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '/' | '-')
+}
+
+/// A revision is 1 to 128 of `A-Z a-z 0-9 . _ + / -`, not starting with `-`: a git commit, tag
+/// or branch name, a version, a date. Nothing that a header, a log line or a metric label would
+/// have to escape, and nothing a command line could take for an option.
+pub fn check_revision(revision: &str) -> Result<(), BundleError> {
+    let ok = (1..=MAX_REVISION_CHARS).contains(&revision.len())
+        && !revision.starts_with('-')
+        && revision.chars().all(revision_char);
+    if ok {
+        Ok(())
+    } else {
+        Err(BundleError::Text(format!(
+            "revision {}: only 1 to {MAX_REVISION_CHARS} of A-Z a-z 0-9 . _ + / -, not starting with -",
+            quoted(revision)
+        )))
+    }
+}
+
+/// Text for a header, a text log line or a metric label: a revision's characters as they are,
+/// anything else (including `%`) as `%XX` per UTF-8 byte. A valid revision comes out unchanged;
+/// whatever else comes out is visible ASCII with no quote, backslash or space, so it can neither
+/// end a field nor start a line.
+pub fn escape_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().all(revision_char) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() * 3);
+    for c in text.chars() {
+        if revision_char(c) {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out.into()
 }
 
 /// Untrusted text in an error message: at most 64 characters, Rust-escaped and quoted.
@@ -498,7 +560,7 @@ pub fn unpack(bytes: &[u8]) -> Result<Bundle, BundleError> {
 }
 
 /// The manifest: its format first (an older one is told to rebuild), then the whole of it, its
-/// hashes held to lowercase hex.
+/// revision held to [`check_revision`] and its hashes to lowercase hex.
 fn read_manifest(data: &[u8]) -> Result<Manifest, BundleError> {
     let format = serde_json::from_slice::<FormatOnly>(data)
         .map_err(|e| BundleError::Manifest(e.to_string()))?
@@ -513,6 +575,7 @@ fn read_manifest(data: &[u8]) -> Result<Manifest, BundleError> {
         }
     }
     let manifest: Manifest = serde_json::from_slice(data).map_err(|e| BundleError::Manifest(e.to_string()))?;
+    check_revision(&manifest.revision)?;
     let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if let Some(bad) = manifest.files.iter().find(|f| !hex(&f.sha256)) {
         return Err(BundleError::Manifest(format!(
@@ -577,6 +640,8 @@ pub fn fuzz_check(data: &[u8]) {
     let _ = minisign::SignatureBox::from_string(&String::from_utf8_lossy(data));
     let Ok(bundle) = unpack(data) else { return };
     assert_eq!(bundle.manifest.format, FORMAT);
+    assert!(check_revision(&bundle.manifest.revision).is_ok());
+    assert_eq!(escape_text(&bundle.manifest.revision), bundle.manifest.revision);
     let files: Vec<&PathBuf> = bundle
         .policies
         .iter()
@@ -860,6 +925,55 @@ mod tests {
         assert!(open(&bytes, &signed_as(&bytes, &sk, &comment), &[pk]).is_ok());
     }
 
+    #[test]
+    fn a_revision_outside_the_character_set_is_refused_at_build_and_at_load() {
+        for good in [
+            "r1",
+            "a",
+            "0123abcdef",
+            "v1.2.3+build.7",
+            "refs/heads/main",
+            "x_y-z",
+            &"a".repeat(128),
+        ] {
+            assert!(check_revision(good).is_ok(), "{good}");
+            assert_eq!(escape_text(good), good);
+        }
+        let long = "a".repeat(129);
+        let bad = [
+            "",
+            "-rf",
+            "rev\"}",
+            "a\"} 1\nsatgate_forged 1",
+            "line\nforged",
+            "bell\u{7}",
+            "nul\0",
+            "tab\t",
+            "cr\r",
+            "space here",
+            "semi;colon",
+            "quote\"",
+            "back\\slash",
+            "caf\u{e9}",
+            "del\u{7f}",
+            "percent%41",
+            &long,
+        ];
+        let (pk, sk) = keypair();
+        let good = shipped("r1");
+        for revision in bad {
+            let e = shipped_as(&stamp(revision, 1)).unwrap_err();
+            assert!(matches!(e, BundleError::Text(_)), "{revision:?} built: {e}");
+            assert!(!e.to_string().contains('\n'), "quoted escaped: {e}");
+            // A bundle made by hand with it, correctly hashed and signed, does not open either.
+            let crafted = with_manifest(&good, |m| m.revision = revision.to_owned());
+            let e = open(&crafted, &signed(&crafted, &sk), std::slice::from_ref(&pk)).unwrap_err();
+            assert!(e.to_string().contains("revision"), "{revision:?} opened: {e}");
+            assert_eq!(e.reason(), "malformed");
+        }
+        assert!(open(&good, &signed(&good, &sk), &[pk]).is_ok());
+    }
+
     /// `bytes` rebuilt with its manifest changed by `change`.
     fn with_manifest(bytes: &[u8], change: impl FnOnce(&mut Manifest)) -> Vec<u8> {
         let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
@@ -962,5 +1076,37 @@ mod tests {
             e.contains("serial 10") && e.contains("11") && e.contains("rollback"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn escaped_text_is_a_valid_header_and_reads_back() {
+        for raw in ["r1", "a\"}\nb", "\u{7}", "caf\u{e9} %", "x\r\ny: z", "\\\""] {
+            let e = escape_text(raw);
+            assert!(e.bytes().all(|b| b.is_ascii_graphic()), "{e}");
+            assert!(!e.contains(['"', '\\', ' ']), "{e}");
+            assert!(http::HeaderValue::from_str(&e).is_ok());
+        }
+        assert_eq!(escape_text("a\"}\n%"), "a%22%7D%0A%25");
+        assert_eq!(escape_text("\u{e9}"), "%C3%A9");
+    }
+
+    #[test]
+    fn file_names_outside_the_character_set_are_refused_at_build() {
+        let at = |name: &str| {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::copy("policies/scope.cedar", d.path().join(name)).unwrap();
+            build(d.path(), Path::new("schemas/sat.cedarschema"), None, &stamp("r", 1))
+        };
+        assert!(at("ok.cedar").is_ok());
+        for bad in [
+            "a b.cedar",
+            "new\nline.cedar",
+            "q\"}.cedar",
+            &format!("{}.cedar", "a".repeat(100)),
+        ] {
+            let e = at(bad).unwrap_err();
+            assert!(matches!(e, BundleError::Text(_)), "{bad:?}: {e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
     }
 }

@@ -64,7 +64,8 @@ pub fn reload_once(state: &State) {
 }
 
 /// Counts one reload check's outcome (nothing when the files had not changed) and logs a
-/// failure; gives back what a successful reload loaded.
+/// failure, escaped to one line (the error may quote what was read: a policy's text, a file
+/// name); gives back what a successful reload loaded.
 fn counted<T, E: std::fmt::Display>(
     reloads: &Family<ResultLabel, Counter>,
     what: &str,
@@ -75,7 +76,10 @@ fn counted<T, E: std::fmt::Display>(
     match outcome? {
         Ok(loaded) => Some(loaded),
         Err(e) => {
-            tracing::error!(error = %e, "{what} reload failed; the last good one stays in use");
+            tracing::error!(
+                error = %e.to_string().escape_debug(),
+                "{what} reload failed; the last good one stays in use"
+            );
             None
         }
     }

@@ -24,6 +24,7 @@ pub enum Command {
         #[arg(long, default_value = "policies/invariants")]
         invariants: PathBuf,
         /// What was reviewed, e.g. the commit: named on every answer served from the bundle.
+        /// 1 to 128 of A-Z a-z 0-9 . _ + / -, not starting with -.
         #[arg(long)]
         revision: String,
         /// The bundle file to write.

@@ -2,7 +2,7 @@
 //! bundle with its identity on every answer, and every refusal at start-up and at reload (the
 //! last good set keeps serving, `/readyz` and the reload metric say why): broken, badly signed,
 //! signed with another trusted comment, older than the bundle in force (a rollback), below the
-//! configured floor, or expired.
+//! configured floor, expired, or carrying text outside the bundle character set.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -772,6 +772,68 @@ async fn an_expired_bundle_does_not_load_and_one_expiring_in_service_is_reported
     assert_eq!(status, 200, "still ready: the last good set serves");
     assert_eq!(ready["policies"]["expired"], true, "{ready}");
     assert!(policy_header(s.addr).await.ends_with("revision=soon"), "still serving");
+}
+
+/// The revision reached the `satgate_policy_info` label, the text logs and the `Satgate-Policy`
+/// header as it was. Now `bundle build` refuses a revision outside the character set, and a bundle
+/// carrying one (made by hand, correctly hashed and signed) does not load.
+#[tokio::test]
+async fn a_revision_with_quotes_newlines_or_control_characters_is_refused_at_build_and_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.tar");
+    for revision in ["rev\"}", "rev\nsatgate_forged 1", "rev\u{7}", "-rf", "a b"] {
+        let (ok, _, err) = satgate(&[
+            "bundle",
+            "build",
+            "--policies",
+            "policies",
+            "--schema",
+            "schemas/sat.cedarschema",
+            &format!("--revision={revision}"),
+            "--out",
+            path(&out),
+        ]);
+        assert!(!ok, "{revision:?} built");
+        assert!(
+            err.contains("revision") && err.lines().count() == 1,
+            "{revision:?}: {err}"
+        );
+        assert!(!out.exists());
+    }
+
+    let up = start_upstream().await;
+    let (pk, sk) = keypair(dir.path(), "ci");
+    let file = dir.path().join("policy.bundle");
+    let upstream = format!("http://{}", up.addr);
+    let good = build("rev-1", 1);
+    let crafted = |revision: &str, serial: u64| {
+        with_manifest(&good, |m| {
+            m["revision"] = revision.into();
+            m["serial"] = serial.into();
+        })
+    };
+    let forged = "x\"} 1\nsatgate_forged{a=\"b\"} 1\n\u{7}";
+    std::fs::write(&file, crafted(forged, 1)).unwrap();
+    sign_any(&file, &sk);
+    let e = bundle_sidecar(dir.path(), upstream.clone(), vec![pk.clone()])
+        .await
+        .err()
+        .expect("a forged revision started");
+    assert!(
+        e.contains("revision \"x\\\"} 1\\nsatgate_forged"),
+        "quoted escaped: {e}"
+    );
+
+    publish(&file, &good, &sk).await;
+    let s = bundle_sidecar(dir.path(), upstream, vec![pk]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    std::fs::write(&file, crafted(forged, 2)).unwrap();
+    sign_any(&file, &sk);
+    reload(&s.state);
+    assert_eq!(refusals(&s, "malformed"), 1);
+    let metrics = s.state.metrics.encode();
+    assert!(!metrics.lines().any(|l| l.starts_with("satgate_forged")), "{metrics}");
+    assert!(policy_header(s.addr).await.ends_with("revision=rev-1"));
 }
 
 /// A key that also signs other files: its signature over the bundle's bytes with another trusted
