@@ -28,7 +28,8 @@ pub fn free_port() -> u16 {
 }
 
 /// `satgate serve` on free loopback ports (callers and operations), the test HS256 secret, and
-/// `args`; returns once both listeners accept.
+/// `args`; returns once both listeners accept (within 30 s: a debug build checking its policy
+/// set while other tests build and run takes a while).
 pub async fn spawn(args: &[&str]) -> Satgate {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
