@@ -58,6 +58,7 @@ async fn ask(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_with_faults_never_leaks_and_holds_no_resources() {
+    let _alone = crate::support::measuring_alone().await;
     let secs = env_or("SATGATE_FAULT_SECS", 10);
     let clients = env_or("SATGATE_FAULT_CLIENTS", 64);
     let up = start_upstream().await;

@@ -186,6 +186,7 @@ fn guard_agrees_with_the_symbolic_proof() {
     if !solver() {
         return;
     }
+    let _alone = crate::support::measuring_alone_blocking();
     let schema_file = Path::new("schemas/sat.cedarschema");
     let schema_text = std::fs::read_to_string(schema_file).unwrap();
     let guard_invariants = guard::invariants(Path::new("/nonexistent")).unwrap();

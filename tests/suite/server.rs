@@ -378,6 +378,7 @@ async fn shutdown_lets_a_stream_in_flight_finish() {
 /// bound: peak RSS stays under 64 MiB whatever the size.
 #[tokio::test]
 async fn the_binary_streams_a_large_response_in_bounded_memory() {
+    let _alone = crate::support::measuring_alone().await;
     let up = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), String::new(), "policies".into());

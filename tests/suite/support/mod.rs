@@ -28,6 +28,20 @@ pub fn engine() -> Arc<PolicyEngine> {
         .clone()
 }
 
+/// Taken by the tests that measure the binary's memory and descriptors and by the CPU-heavy
+/// guard-versus-proof test, so the measurements never run beside that load (the harness runs
+/// tests in parallel; the measured figures depend on how busy the machine is).
+pub async fn measuring_alone() -> tokio::sync::MutexGuard<'static, ()> {
+    ALONE.lock().await
+}
+
+/// [`measuring_alone`], from a test that is not async.
+pub fn measuring_alone_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    ALONE.blocking_lock()
+}
+
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Property cases: 2,000 by default (CI); set PROPTEST_CASES for more.
 pub fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
