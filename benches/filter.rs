@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use satgate::decision::{policies, DeviceFacts, Facts, PolicyEngine};
 use satgate::model::Principal;
 use satgate::sample::Market;
-use satgate::stream::record::reference;
+use satgate::stream::reference;
 use satgate::stream::{filter_bytes, Record, RecordFilter};
 
 fn engine(extra: usize) -> Arc<PolicyEngine> {

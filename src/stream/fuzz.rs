@@ -106,13 +106,13 @@ pub fn check_filter(data: &[u8]) {
 
 /// The differential check behind `fuzz/fuzz_targets/record_scan.rs` and the scanner's property
 /// tests: the scanner ([`super::Record::parse`]) and the serde_json reference
-/// ([`super::record::reference::parse`]) accept exactly the same lines, and extract the same raw
+/// ([`super::reference::parse`]) accept exactly the same lines, and extract the same raw
 /// bytes and decision fields. Rejections may differ in kind only where one line has two problems
 /// (`scan.rs` lists how); invalid UTF-8 and the rules on known fields give the same error.
 pub fn check_scan(line: &[u8]) {
     use super::RecordError::{Invalid, Missing, NotUtf8, WrongType};
     let new = super::Record::parse(line);
-    let old = super::record::reference::parse(line);
+    let old = super::reference::parse(line);
     let text = || String::from_utf8_lossy(line).into_owned();
     match (&new, &old) {
         (Ok(n), Ok(o)) => {

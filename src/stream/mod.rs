@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod csv;
+pub mod fields;
 pub mod filter;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
@@ -10,11 +11,14 @@ pub mod lines;
 pub mod output;
 pub mod project;
 pub mod record;
+#[doc(hidden)]
+pub mod reference;
 pub mod scan;
 
+pub use fields::{Field, RecordError};
 pub use filter::{FilterStats, Filtered, Outcome, RecordFilter, MAX_DEVICES_PER_STREAM};
 pub use output::{Format, Output};
-pub use record::{Field, Record, RecordError};
+pub use record::Record;
 
 use std::sync::Arc;
 
