@@ -29,7 +29,6 @@
 //! and the one reload mechanism) and [`sample`] (generated data and stand-in services for the
 //! demo, tests and benchmarks). The external contract the code cites is `docs/contract.md`.
 
-pub mod activity;
 pub mod auth;
 pub mod bundle;
 pub mod cmd;
@@ -46,4 +45,5 @@ pub mod server;
 pub mod stream;
 pub mod tls;
 pub mod upstream;
+pub mod views;
 pub mod watch;

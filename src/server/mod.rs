@@ -12,6 +12,7 @@
 //! File reloads (policies, inventory, keys, TLS) are not HTTP and live in [`crate::reload`].
 
 mod accept;
+pub mod body;
 pub mod correlation;
 pub mod decision_log;
 pub mod limits;

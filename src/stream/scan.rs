@@ -130,9 +130,16 @@ pub(crate) fn scan(line: &[u8]) -> Result<Raw<'_>, RecordError> {
     Ok(raw)
 }
 
+/// A raw JSON value's string, decoded; `None` for `null` (or anything not a string). Borrowed
+/// when it has no escapes, which is nearly always. The value is one the scanner validated.
+pub fn decode_string(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    unescape(inner)
+}
+
 /// The text of a validated JSON string's contents (without quotes), escapes decoded; borrowed
 /// when there are none. `None` only if `s` was not validated (an invalid escape).
-pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
+pub fn unescape(s: &str) -> Option<Cow<'_, str>> {
     if memchr::memchr(b'\\', s.as_bytes()).is_none() {
         return Some(Cow::Borrowed(s));
     }
