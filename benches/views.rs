@@ -83,10 +83,10 @@ fn main() {
     );
     let mut best = [0f64; 3];
     for _ in 0..rounds {
-        for i in 0..outputs.len() {
+        for (i, rate) in best.iter_mut().enumerate() {
             let start = Instant::now();
             std::hint::black_box(run(i));
-            best[i] = best[i].max(stats.records_in as f64 / start.elapsed().as_secs_f64());
+            *rate = rate.max(stats.records_in as f64 / start.elapsed().as_secs_f64());
         }
     }
     println!();

@@ -1,10 +1,11 @@
 //! `satgate bundle build|sign|verify`: the reviewed policy set as one signed file (see
 //! [`crate::bundle`] for the format).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{CmdError, Exit, PolicyArgs};
-use crate::bundle;
+use crate::bundle::{self, BundleError, Sources};
+use crate::decision::policies::cedar_files;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -47,8 +48,7 @@ pub fn run(command: &Command) -> Result<Exit, CmdError> {
             revision,
             out,
         } => {
-            let bytes =
-                bundle::build(&policy.policies, &policy.schema, Some(invariants), revision).map_err(CmdError::new)?;
+            let bytes = build(&policy.policies, &policy.schema, Some(invariants), revision).map_err(CmdError::new)?;
             std::fs::write(out, &bytes).map_err(|e| CmdError::new(format!("{}: {e}", out.display())))?;
             println!(
                 "wrote {} ({} bytes, sha256:{}, revision {revision})",
@@ -82,4 +82,27 @@ pub fn run(command: &Command) -> Result<Exit, CmdError> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// Builds a bundle from a policy directory (`*.cedar`), a schema file and an invariants
+/// directory (`*.cedar`; absent is fine): lists the files and hands them to [`bundle::build`].
+pub fn build(
+    policies: &Path,
+    schema: &Path,
+    invariants: Option<&Path>,
+    revision: &str,
+) -> Result<Vec<u8>, BundleError> {
+    let cedar = |dir: &Path| cedar_files(dir).map_err(|e| BundleError::Archive(e.to_string()));
+    let policy_files = cedar(policies)?;
+    let invariant_files = match invariants.filter(|d| d.is_dir()) {
+        Some(dir) => cedar(dir)?,
+        None => Vec::new(),
+    };
+    let sources = Sources {
+        policies_dir: policies,
+        policies: &policy_files,
+        schema,
+        invariants: &invariant_files,
+    };
+    bundle::build(&sources, revision)
 }

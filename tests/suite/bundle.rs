@@ -34,7 +34,7 @@ fn path(p: &Path) -> &str {
 }
 
 fn build(revision: &str) -> Vec<u8> {
-    bundle::build(
+    satgate::cmd::bundle::build(
         Path::new("policies"),
         Path::new("schemas/sat.cedarschema"),
         Some(Path::new("policies/invariants")),
@@ -217,7 +217,7 @@ async fn serving_from_a_bundle_names_it_and_refuses_every_bad_one_at_start_and_r
         for f in ["device-owners.cedar", "own-records.cedar"] {
             std::fs::copy(Path::new("policies").join(f), d.path().join(f)).unwrap();
         }
-        bundle::build(d.path(), Path::new("schemas/sat.cedarschema"), None, "no-forbids").unwrap()
+        satgate::cmd::bundle::build(d.path(), Path::new("schemas/sat.cedarschema"), None, "no-forbids").unwrap()
     };
     let broken = {
         let d = tempfile::tempdir().unwrap();
@@ -226,7 +226,7 @@ async fn serving_from_a_bundle_names_it_and_refuses_every_bad_one_at_start_and_r
             "@id(\"bad\") permit (principal, action, resource) when { resource.nope };",
         )
         .unwrap();
-        bundle::build(d.path(), Path::new("schemas/sat.cedarschema"), None, "broken").unwrap()
+        satgate::cmd::bundle::build(d.path(), Path::new("schemas/sat.cedarschema"), None, "broken").unwrap()
     };
     let cases: Vec<(&str, Vec<u8>, Option<&Path>, &str)> = vec![
         ("no signature", good.clone(), None, "no signature"),
