@@ -3,8 +3,8 @@
 //!
 //! A bundle is an uncompressed POSIX tar (ustar) holding, in this order:
 //!
-//! - `manifest.json`: `{"format":1,"revision":"...","files":[{"path":"...","sha256":"..."},...]}`,
-//!   every other entry with the SHA-256 of its bytes, in archive order;
+//! - `manifest.json`: `{"format":2,"revision":"...","serial":N,"expires":T,"files":[{"path":"...",
+//!   "sha256":"..."},...]}`, every other entry with the SHA-256 of its bytes, in archive order;
 //! - `policies/<name>.cedar`, the policy files;
 //! - `schema/<name>`, the Cedar schema (exactly one);
 //! - `invariants/<name>.cedar`, the invariants the load-time guard adds to the built-in ones.
@@ -14,9 +14,26 @@
 //! (Ed25519, prehashed) of the whole file, in `FILE.minisig`: the reference `minisign` CLI makes
 //! and checks the same signatures.
 //!
+//! Freshness (format 2): `serial` is a number that only goes up from one published bundle to the
+//! next (by default the build time in unix seconds), and `expires` the unix second (UTC) from
+//! which the bundle no longer loads. A running satgate refuses a bundle whose serial is lower
+//! than the one it serves, or equal but with other bytes ([`Bundle::check_fresh`]), so a validly
+//! signed older bundle cannot roll the policies back, and an expired one cannot be replayed
+//! forever. The signature's trusted comment binds the signature to this use and this bundle:
+//! exactly `satgate-policy-bundle/2 sha256:<hex of the file> serial:<serial>`
+//! ([`trusted_comment`]); any other is refused, so a key that also signs other files cannot have
+//! those signatures taken for a bundle's.
+//!
+//! Text from a bundle is held to a strict character set at build and at load: the revision is
+//! 1 to 128 of `A-Z a-z 0-9 . _ + / -`, not starting with `-` ([`check_revision`]); file names are
+//! 1 to 100 of `A-Z a-z 0-9 . _ -`, not starting with `.`. Wherever the revision is written it is
+//! escaped as well ([`escape_text`]), so a bundle made by anything other than this code cannot
+//! forge a header, a log line or a metric series.
+//!
 //! Opening a bundle checks, before anything in it is used: its size, its signature against the
 //! configured public keys (there is no unsigned mode), every entry's type and path, the manifest's
-//! format, and that the manifest lists exactly the files present with their hashes.
+//! format and text, that the manifest lists exactly the files present with their hashes, and the
+//! trusted comment. Whoever serves it then checks its freshness.
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
@@ -25,8 +42,21 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// The bundle format this satgate reads and writes.
-pub const FORMAT: u32 = 1;
+pub mod clock;
+
+pub use clock::{now, rfc3339};
+
+/// The bundle format this satgate reads and writes. Format 1 had no serial and no expiry.
+pub const FORMAT: u32 = 2;
+
+/// The first word of every bundle signature's trusted comment: what the signature is for.
+pub const COMMENT_DOMAIN: &str = "satgate-policy-bundle/2";
+
+/// Longest revision, in characters.
+pub const MAX_REVISION_CHARS: usize = 128;
+
+/// Longest file name inside a bundle, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
 
 /// Largest bundle accepted (policies, schema and invariants are a few KiB).
 pub const MAX_BUNDLE_BYTES: u64 = 4 * 1024 * 1024;
@@ -52,6 +82,66 @@ pub enum BundleError {
     Manifest(String),
     #[error("key: {0}")]
     Key(String),
+    #[error(
+        "a format-{0} bundle (no serial, no expiry) is no longer accepted: rebuild it with this \
+         satgate's `bundle build` and sign it again"
+    )]
+    OldFormat(u32),
+    /// Text that is not within the bundle character set; the message quotes it escaped.
+    #[error("{0}")]
+    Text(String),
+    #[error(
+        "the signature's trusted comment {found} is not this bundle's: expected {expected:?} \
+         (sign with `satgate bundle sign`, or `minisign -S -t \"$(satgate bundle comment FILE)\"`)"
+    )]
+    TrustedComment { found: String, expected: String },
+    #[error("expired at {} (unix {expires}): build and sign a fresh bundle", rfc3339(*expires))]
+    Expired { expires: u64 },
+    #[error("serial {serial} is lower than serial {serving} of the bundle in force: a rollback is refused")]
+    Rollback { serial: u64, serving: u64 },
+    #[error(
+        "serial {serial} is that of the bundle in force, but the bytes differ (sha256:{sha256}): a \
+         changed bundle needs a higher serial"
+    )]
+    SerialReused { serial: u64, sha256: String },
+    #[error("serial {serial} is below policy-bundle-min-revision {floor}")]
+    BelowFloor { serial: u64, floor: u64 },
+}
+
+impl BundleError {
+    /// Every [`Self::reason`], for metrics exported from start-up.
+    pub const REASONS: [&'static str; 10] = [
+        "unreadable",
+        "malformed",
+        "old_format",
+        "signature",
+        "trusted_comment",
+        "expired",
+        "rollback",
+        "serial_reused",
+        "below_min_revision",
+        "invalid_policies",
+    ];
+
+    /// Why, in one word (a metric label): see [`Self::REASONS`]. `invalid_policies` is for
+    /// bundles whose policies fail validation or the guard ([`crate::decision::LoadError`]).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BundleError::Io { .. } => "unreadable",
+            BundleError::TooLarge(_)
+            | BundleError::Archive(_)
+            | BundleError::UnsafeEntry(_)
+            | BundleError::Manifest(_)
+            | BundleError::Text(_) => "malformed",
+            BundleError::OldFormat(_) => "old_format",
+            BundleError::Unsigned(_) | BundleError::Signature(_) | BundleError::Key(_) => "signature",
+            BundleError::TrustedComment { .. } => "trusted_comment",
+            BundleError::Expired { .. } => "expired",
+            BundleError::Rollback { .. } => "rollback",
+            BundleError::SerialReused { .. } => "serial_reused",
+            BundleError::BelowFloor { .. } => "below_min_revision",
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
@@ -66,7 +156,27 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
 pub struct Manifest {
     pub format: u32,
     pub revision: String,
+    /// Goes up from one published bundle to the next: a lower one is a rollback.
+    pub serial: u64,
+    /// Unix seconds (UTC) from which the bundle no longer loads.
+    pub expires: u64,
     pub files: Vec<ManifestEntry>,
+}
+
+/// Only the format of a manifest, read first so that an older format gets its own message.
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: u32,
+}
+
+/// What a bundle says about itself besides its files: set at build, signed with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// What was reviewed (a commit, say): [`check_revision`]'s character set.
+    pub revision: String,
+    pub serial: u64,
+    /// Unix seconds.
+    pub expires: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -101,7 +211,8 @@ pub struct Sources<'a> {
 }
 
 /// Builds a bundle from the files it is given. Same inputs, same bytes.
-pub fn build(sources: &Sources<'_>, revision: &str) -> Result<Vec<u8>, BundleError> {
+pub fn build(sources: &Sources<'_>, stamp: &Stamp) -> Result<Vec<u8>, BundleError> {
+    check_revision(&stamp.revision)?;
     let Sources {
         policies_dir: policies,
         policies: policy_files,
@@ -128,7 +239,9 @@ pub fn build(sources: &Sources<'_>, revision: &str) -> Result<Vec<u8>, BundleErr
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let manifest = Manifest {
         format: FORMAT,
-        revision: revision.to_owned(),
+        revision: stamp.revision.clone(),
+        serial: stamp.serial,
+        expires: stamp.expires,
         files: files
             .iter()
             .map(|(path, bytes)| ManifestEntry {
@@ -154,32 +267,110 @@ pub fn build(sources: &Sources<'_>, revision: &str) -> Result<Vec<u8>, BundleErr
 }
 
 fn entry_name(dir: &str, path: &Path) -> Result<String, BundleError> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .filter(|n| safe_name(n))
-        .ok_or_else(|| BundleError::Archive(format!("{}: not a plain file name", path.display())))?;
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    if !safe_name(&name) {
+        return Err(BundleError::Text(format!(
+            "file name {}: only 1 to {MAX_NAME_CHARS} of A-Z a-z 0-9 . _ -, not starting with .",
+            quoted(&name)
+        )));
+    }
     Ok(format!("{dir}/{name}"))
 }
 
-/// A file name with nothing a path could hide in it.
+/// A file name with nothing a path could hide in it, and nothing a log line or header could
+/// trip on: 1 to 100 of `A-Z a-z 0-9 . _ -`, not starting with `.` (so not `.` or `..`).
 fn safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
+    (1..=MAX_NAME_CHARS).contains(&name.len())
         && !name.starts_with('.')
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
+/// Whether `c` may appear in a revision.
+fn revision_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '/' | '-')
+}
+
+/// A revision is 1 to 128 of `A-Z a-z 0-9 . _ + / -`, not starting with `-`: a git commit, tag
+/// or branch name, a version, a date. Nothing that a header, a log line or a metric label would
+/// have to escape, and nothing a command line could take for an option.
+pub fn check_revision(revision: &str) -> Result<(), BundleError> {
+    let ok = (1..=MAX_REVISION_CHARS).contains(&revision.len())
+        && !revision.starts_with('-')
+        && revision.chars().all(revision_char);
+    if ok {
+        Ok(())
+    } else {
+        Err(BundleError::Text(format!(
+            "revision {}: only 1 to {MAX_REVISION_CHARS} of A-Z a-z 0-9 . _ + / -, not starting with -",
+            quoted(revision)
+        )))
+    }
+}
+
+/// Text for a header, a text log line or a metric label: a revision's characters as they are,
+/// anything else (including `%`) as `%XX` per UTF-8 byte. A valid revision comes out unchanged;
+/// whatever else comes out is visible ASCII with no quote, backslash or space, so it can neither
+/// end a field nor start a line.
+pub fn escape_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().all(revision_char) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() * 3);
+    for c in text.chars() {
+        if revision_char(c) {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out.into()
+}
+
+/// Untrusted text in an error message: at most 64 characters, Rust-escaped and quoted.
+fn quoted(text: &str) -> String {
+    let cut: String = text.chars().take(64).collect();
+    if cut.len() < text.len() {
+        format!("{cut:?}...")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Signs `bundle` with an unencrypted minisign secret key (`minisign -G -W`); the result is the
-/// text of `FILE.minisig`. For a password-protected key, sign with `minisign -S` instead.
+/// The trusted comment a bundle's signature must carry: `satgate-policy-bundle/2
+/// sha256:<hex of the whole file> serial:<serial>`. It names the use (a satgate policy bundle, this
+/// format), the exact bytes and their serial, so no other signature of the same key fits.
+pub fn trusted_comment(sha256: &str, serial: u64) -> String {
+    format!("{COMMENT_DOMAIN} sha256:{sha256} serial:{serial}")
+}
+
+/// The trusted comment `bundle` must be signed with (`satgate bundle comment`, for `minisign -S
+/// -t`). The bundle is read as [`unpack`] reads it, so a malformed one has no comment.
+pub fn comment_for(bundle: &[u8]) -> Result<String, BundleError> {
+    let unpacked = unpack(bundle)?;
+    Ok(trusted_comment(&unpacked.sha256, unpacked.manifest.serial))
+}
+
+/// Signs `bundle` with an unencrypted minisign secret key (`minisign -G -W`), with its trusted
+/// comment ([`comment_for`]); the result is the text of `FILE.minisig`. A malformed bundle is not
+/// signed. For a password-protected key, sign with `minisign -S -t "$(satgate bundle comment
+/// FILE)"` instead.
 pub fn sign(bundle: &[u8], secret_key: &Path) -> Result<String, BundleError> {
+    let comment = comment_for(bundle)?;
+    sign_with_comment(bundle, secret_key, &comment)
+}
+
+/// Signs any bytes with any trusted comment: for tests and tools that must make what [`open`]
+/// refuses. [`sign`] is the way to sign a bundle.
+pub fn sign_with_comment(bundle: &[u8], secret_key: &Path, trusted: &str) -> Result<String, BundleError> {
     let text = std::fs::read_to_string(secret_key).map_err(io(secret_key))?;
     let key = unencrypted_secret_key(&text).map_err(|e| {
         BundleError::Key(format!(
@@ -187,8 +378,7 @@ pub fn sign(bundle: &[u8], secret_key: &Path) -> Result<String, BundleError> {
             secret_key.display()
         ))
     })?;
-    let trusted = format!("satgate policy bundle sha256:{}", sha256_hex(bundle));
-    let signature = minisign::sign(None, &key, Cursor::new(bundle), Some(&trusted), None)
+    let signature = minisign::sign(None, &key, Cursor::new(bundle), Some(trusted), None)
         .map_err(|e| BundleError::Signature(e.to_string()))?;
     Ok(signature.into_string())
 }
@@ -255,16 +445,27 @@ pub fn open_file(path: &Path, keys: &[minisign::PublicKey]) -> Result<Bundle, Bu
     open(&bytes, &signature, keys)
 }
 
-/// Verifies `bytes` against `signature` (minisign text) with any of `keys`, then unpacks it.
+/// Verifies `bytes` against `signature` (minisign text) with any of `keys`, unpacks it, and checks
+/// that the signature's trusted comment is this bundle's ([`trusted_comment`]). Its freshness is
+/// for the caller to check ([`Bundle::check_fresh`]).
 pub fn open(bytes: &[u8], signature: &str, keys: &[minisign::PublicKey]) -> Result<Bundle, BundleError> {
     if bytes.len() as u64 > MAX_BUNDLE_BYTES {
         return Err(BundleError::TooLarge(bytes.len() as u64));
     }
-    verify(bytes, signature, keys)?;
-    unpack(bytes)
+    let comment = verify(bytes, signature, keys)?;
+    let bundle = unpack(bytes)?;
+    let expected = trusted_comment(&bundle.sha256, bundle.manifest.serial);
+    if comment != expected {
+        return Err(BundleError::TrustedComment {
+            found: quoted(&comment),
+            expected,
+        });
+    }
+    Ok(bundle)
 }
 
-fn verify(bytes: &[u8], signature: &str, keys: &[minisign::PublicKey]) -> Result<(), BundleError> {
+/// Checks the signature; gives back its trusted comment (covered by the signature).
+fn verify(bytes: &[u8], signature: &str, keys: &[minisign::PublicKey]) -> Result<String, BundleError> {
     if keys.is_empty() {
         return Err(BundleError::Key("no public key: a bundle is only used signed".into()));
     }
@@ -274,7 +475,11 @@ fn verify(bytes: &[u8], signature: &str, keys: &[minisign::PublicKey]) -> Result
     for key in keys {
         // Legacy (not prehashed) signatures are refused; the key id must match.
         match minisign::verify(key, &signature, Cursor::new(bytes), true, false, false) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                return signature
+                    .trusted_comment()
+                    .map_err(|e| BundleError::Signature(format!("trusted comment: {e}")))
+            }
             Err(e) if e.to_string().contains("key id") => {}
             Err(e) => last = e.to_string(),
         }
@@ -304,18 +509,12 @@ pub fn unpack(bytes: &[u8]) -> Result<Bundle, BundleError> {
             if manifest.is_some() {
                 return Err(BundleError::Manifest("more than one manifest".into()));
             }
-            manifest = Some(serde_json::from_slice(&data).map_err(|e| BundleError::Manifest(e.to_string()))?);
+            manifest = Some(read_manifest(&data)?);
         } else if files.insert(path.clone(), data).is_some() {
             return Err(BundleError::Archive(format!("{path} appears more than once")));
         }
     }
     let manifest = manifest.ok_or_else(|| BundleError::Manifest("missing".into()))?;
-    if manifest.format != FORMAT {
-        return Err(BundleError::Manifest(format!(
-            "format {} is not {FORMAT}, the one this satgate reads",
-            manifest.format
-        )));
-    }
     let listed: BTreeMap<&str, &str> = manifest
         .files
         .iter()
@@ -335,7 +534,8 @@ pub fn unpack(bytes: &[u8]) -> Result<Bundle, BundleError> {
     }
     if let Some(missing) = listed.keys().find(|p| !files.contains_key(**p)) {
         return Err(BundleError::Manifest(format!(
-            "{missing} is listed but not in the bundle"
+            "{} is listed but not in the bundle",
+            quoted(missing)
         )));
     }
     let text = |path: &str, data: Vec<u8>| {
@@ -367,6 +567,63 @@ pub fn unpack(bytes: &[u8]) -> Result<Bundle, BundleError> {
     })
 }
 
+/// The manifest: its format first (an older one is told to rebuild), then the whole of it, its
+/// revision held to [`check_revision`] and its hashes to lowercase hex.
+fn read_manifest(data: &[u8]) -> Result<Manifest, BundleError> {
+    let format = serde_json::from_slice::<FormatOnly>(data)
+        .map_err(|e| BundleError::Manifest(e.to_string()))?
+        .format;
+    match format {
+        FORMAT => {}
+        1 => return Err(BundleError::OldFormat(1)),
+        other => {
+            return Err(BundleError::Manifest(format!(
+                "format {other} is not {FORMAT}, the one this satgate reads"
+            )))
+        }
+    }
+    let manifest: Manifest = serde_json::from_slice(data).map_err(|e| BundleError::Manifest(e.to_string()))?;
+    check_revision(&manifest.revision)?;
+    let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if let Some(bad) = manifest.files.iter().find(|f| !hex(&f.sha256)) {
+        return Err(BundleError::Manifest(format!(
+            "the SHA-256 of {} is not 64 lowercase hex digits",
+            quoted(&bad.path)
+        )));
+    }
+    Ok(manifest)
+}
+
+impl Bundle {
+    /// Whether this bundle may replace what is served: not below `floor`
+    /// (`--policy-bundle-min-revision`), not older than the bundle in force (`serving`: its serial
+    /// and SHA-256), not the same serial with other bytes, and not expired at `now` (unix seconds).
+    /// The same bundle again (same serial, same bytes) is fine.
+    pub fn check_fresh(&self, floor: u64, serving: Option<(u64, &str)>, now: u64) -> Result<(), BundleError> {
+        let serial = self.manifest.serial;
+        if serial < floor {
+            return Err(BundleError::BelowFloor { serial, floor });
+        }
+        if let Some((serving, serving_sha)) = serving {
+            if serial < serving {
+                return Err(BundleError::Rollback { serial, serving });
+            }
+            if serial == serving && self.sha256 != serving_sha {
+                return Err(BundleError::SerialReused {
+                    serial,
+                    sha256: self.sha256.clone(),
+                });
+            }
+        }
+        if self.manifest.expires <= now {
+            return Err(BundleError::Expired {
+                expires: self.manifest.expires,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// `manifest.json`, `policies/<name>.cedar`, `schema/<name>` or `invariants/<name>.cedar`, with
 /// a plain name: no absolute path, no `..`, no deeper directories.
 fn allowed_path(path: &str) -> bool {
@@ -391,6 +648,8 @@ pub fn fuzz_check(data: &[u8]) {
     let _ = minisign::SignatureBox::from_string(&String::from_utf8_lossy(data));
     let Ok(bundle) = unpack(data) else { return };
     assert_eq!(bundle.manifest.format, FORMAT);
+    assert!(check_revision(&bundle.manifest.revision).is_ok());
+    assert_eq!(escape_text(&bundle.manifest.revision), bundle.manifest.revision);
     let files: Vec<&PathBuf> = bundle
         .policies
         .iter()
@@ -420,13 +679,31 @@ mod tests {
         (kp.pk, kp.sk)
     }
 
+    /// Signed as `bundle sign` signs: with the bundle's trusted comment (for one that has none
+    /// because it is malformed, any comment: it is refused before its comment is looked at).
     fn signed(bytes: &[u8], sk: &minisign::SecretKey) -> String {
-        minisign::sign(None, sk, Cursor::new(bytes), None, None)
+        let comment = comment_for(bytes).unwrap_or_else(|_| "malformed".into());
+        signed_as(bytes, sk, &comment)
+    }
+
+    fn signed_as(bytes: &[u8], sk: &minisign::SecretKey, comment: &str) -> String {
+        minisign::sign(None, sk, Cursor::new(bytes), Some(comment), None)
             .unwrap()
             .into_string()
     }
 
-    fn shipped(revision: &str) -> Vec<u8> {
+    /// Far in the future: 2100-01-01.
+    const LATER: u64 = 4_102_444_800;
+
+    fn stamp(revision: &str, serial: u64) -> Stamp {
+        Stamp {
+            revision: revision.into(),
+            serial,
+            expires: LATER,
+        }
+    }
+
+    fn shipped_as(stamp: &Stamp) -> Result<Vec<u8>, BundleError> {
         let cedar = |dir: &str| {
             let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
                 .unwrap()
@@ -442,7 +719,11 @@ mod tests {
             schema: Path::new("schemas/sat.cedarschema"),
             invariants: &cedar("policies/invariants"),
         };
-        build(&sources, revision).unwrap()
+        build(&sources, stamp)
+    }
+
+    fn shipped(revision: &str) -> Vec<u8> {
+        shipped_as(&stamp(revision, 1)).unwrap()
     }
 
     #[test]
@@ -514,6 +795,8 @@ mod tests {
         serde_json::to_vec(&Manifest {
             format: FORMAT,
             revision: "r".into(),
+            serial: 1,
+            expires: LATER,
             files: files
                 .iter()
                 .map(|(p, d)| ManifestEntry {
@@ -614,5 +897,240 @@ mod tests {
     fn an_oversized_bundle_is_refused_before_its_signature_is_read() {
         let big = vec![0u8; MAX_BUNDLE_BYTES as usize + 1];
         assert!(matches!(open(&big, "", &[keypair().0]), Err(BundleError::TooLarge(_))));
+    }
+
+    #[test]
+    fn the_manifest_carries_serial_and_expiry_and_the_signature_names_them() {
+        let bytes = shipped_as(&stamp("r1", 42)).unwrap();
+        assert_ne!(
+            bytes,
+            shipped_as(&stamp("r1", 43)).unwrap(),
+            "the serial is in the bytes"
+        );
+        let (pk, sk) = keypair();
+        let bundle = open(&bytes, &signed(&bytes, &sk), std::slice::from_ref(&pk)).unwrap();
+        assert_eq!((bundle.manifest.format, bundle.manifest.serial), (2, 42));
+        assert_eq!(bundle.manifest.expires, LATER);
+        assert_eq!(
+            comment_for(&bytes).unwrap(),
+            format!("satgate-policy-bundle/2 sha256:{} serial:42", sha256_hex(&bytes))
+        );
+    }
+
+    /// A key that also signs other files: its signature of the same bytes with any other trusted
+    /// comment is not a bundle signature.
+    #[test]
+    fn a_signature_whose_trusted_comment_is_not_the_bundles_is_refused() {
+        let bytes = shipped_as(&stamp("r1", 42)).unwrap();
+        let sha = sha256_hex(&bytes);
+        let (pk, sk) = keypair();
+        for comment in [
+            "file:other.tar".to_owned(),
+            "timestamp:1700000000\tfile:policy.bundle\thashed".to_owned(),
+            format!("satgate policy bundle sha256:{sha}"),
+            format!("satgate-policy-bundle/2 sha256:{sha} serial:41"),
+            format!("satgate-policy-bundle/2 sha256:{sha} serial:042"),
+            format!("satgate-policy-bundle/2 sha256:{} serial:42", "0".repeat(64)),
+            format!("satgate-policy-bundle/1 sha256:{sha} serial:42"),
+            format!("satgate-policy-bundle/2 sha256:{sha} serial:42 and more"),
+        ] {
+            let e = open(&bytes, &signed_as(&bytes, &sk, &comment), std::slice::from_ref(&pk)).unwrap_err();
+            assert!(matches!(e, BundleError::TrustedComment { .. }), "{comment}: {e}");
+            assert_eq!(e.reason(), "trusted_comment");
+            assert!(!e.to_string().contains('\t'), "the comment is quoted escaped: {e}");
+        }
+        let comment = comment_for(&bytes).unwrap();
+        assert!(open(&bytes, &signed_as(&bytes, &sk, &comment), &[pk]).is_ok());
+    }
+
+    #[test]
+    fn a_revision_outside_the_character_set_is_refused_at_build_and_at_load() {
+        for good in [
+            "r1",
+            "a",
+            "0123abcdef",
+            "v1.2.3+build.7",
+            "refs/heads/main",
+            "x_y-z",
+            &"a".repeat(128),
+        ] {
+            assert!(check_revision(good).is_ok(), "{good}");
+            assert_eq!(escape_text(good), good);
+        }
+        let long = "a".repeat(129);
+        let bad = [
+            "",
+            "-rf",
+            "rev\"}",
+            "a\"} 1\nsatgate_forged 1",
+            "line\nforged",
+            "bell\u{7}",
+            "nul\0",
+            "tab\t",
+            "cr\r",
+            "space here",
+            "semi;colon",
+            "quote\"",
+            "back\\slash",
+            "caf\u{e9}",
+            "del\u{7f}",
+            "percent%41",
+            &long,
+        ];
+        let (pk, sk) = keypair();
+        let good = shipped("r1");
+        for revision in bad {
+            let e = shipped_as(&stamp(revision, 1)).unwrap_err();
+            assert!(matches!(e, BundleError::Text(_)), "{revision:?} built: {e}");
+            assert!(!e.to_string().contains('\n'), "quoted escaped: {e}");
+            // A bundle made by hand with it, correctly hashed and signed, does not open either.
+            let crafted = with_manifest(&good, |m| m.revision = revision.to_owned());
+            let e = open(&crafted, &signed(&crafted, &sk), std::slice::from_ref(&pk)).unwrap_err();
+            assert!(e.to_string().contains("revision"), "{revision:?} opened: {e}");
+            assert_eq!(e.reason(), "malformed");
+        }
+        assert!(open(&good, &signed(&good, &sk), &[pk]).is_ok());
+    }
+
+    /// `bytes` rebuilt with its manifest changed by `change`.
+    fn with_manifest(bytes: &[u8], change: impl FnOnce(&mut Manifest)) -> Vec<u8> {
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+        for e in tar::Archive::new(bytes).entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            entries.push((path, data));
+        }
+        let mut manifest: Manifest = serde_json::from_slice(&entries[0].1).unwrap();
+        change(&mut manifest);
+        entries[0].1 = serde_json::to_vec(&manifest).unwrap();
+        let reg = tar::EntryType::Regular;
+        let listed: Vec<(&str, &[u8], tar::EntryType)> =
+            entries.iter().map(|(p, d)| (p.as_str(), d.as_slice(), reg)).collect();
+        tar_of(&listed)
+    }
+
+    #[test]
+    fn a_format_1_bundle_is_told_to_rebuild() {
+        let good = shipped("r1");
+        let old = {
+            let mut m: serde_json::Value = serde_json::from_slice(&entry(&good, MANIFEST)).unwrap();
+            m["format"] = 1.into();
+            m.as_object_mut().unwrap().remove("serial");
+            m.as_object_mut().unwrap().remove("expires");
+            replace_entry(&good, MANIFEST, &serde_json::to_vec(&m).unwrap())
+        };
+        let (pk, sk) = keypair();
+        let e = open(&old, &signed(&old, &sk), &[pk]).unwrap_err();
+        assert!(matches!(e, BundleError::OldFormat(1)), "{e}");
+        assert!(e.to_string().contains("rebuild"), "{e}");
+        let future = with_manifest(&good, |m| m.format = 3);
+        assert!(unpack(&future).unwrap_err().to_string().contains("format 3"));
+    }
+
+    fn entry(bytes: &[u8], name: &str) -> Vec<u8> {
+        for e in tar::Archive::new(bytes).entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path_bytes().as_ref() == name.as_bytes() {
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                return data;
+            }
+        }
+        panic!("no {name}")
+    }
+
+    fn replace_entry(bytes: &[u8], name: &str, data: &[u8]) -> Vec<u8> {
+        let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+        for e in tar::Archive::new(bytes).entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+            let mut d = Vec::new();
+            e.read_to_end(&mut d).unwrap();
+            out.push((path.clone(), if path == name { data.to_vec() } else { d }));
+        }
+        let reg = tar::EntryType::Regular;
+        let listed: Vec<(&str, &[u8], tar::EntryType)> =
+            out.iter().map(|(p, d)| (p.as_str(), d.as_slice(), reg)).collect();
+        tar_of(&listed)
+    }
+
+    #[test]
+    fn freshness_refuses_rollback_reuse_the_floor_and_expiry() {
+        let bundle = |serial: u64, revision: &str, expires: u64| {
+            unpack(
+                &shipped_as(&Stamp {
+                    revision: revision.into(),
+                    serial,
+                    expires,
+                })
+                .unwrap(),
+            )
+            .unwrap()
+        };
+        let now = 2_000_000_000;
+        let b = bundle(10, "r10", now + 1);
+        let reason = |r: Result<(), BundleError>| r.map_err(|e| e.reason());
+        assert_eq!(reason(b.check_fresh(0, None, now)), Ok(()));
+        assert_eq!(
+            reason(b.check_fresh(10, Some((10, &b.sha256)), now)),
+            Ok(()),
+            "the same bundle again"
+        );
+        assert_eq!(reason(b.check_fresh(0, Some((9, "x")), now)), Ok(()));
+        assert_eq!(reason(b.check_fresh(0, Some((11, "x")), now)), Err("rollback"));
+        assert_eq!(reason(b.check_fresh(0, Some((10, "x")), now)), Err("serial_reused"));
+        assert_eq!(reason(b.check_fresh(11, None, now)), Err("below_min_revision"));
+        assert_eq!(
+            reason(b.check_fresh(0, None, now + 1)),
+            Err("expired"),
+            "from its expiry on"
+        );
+        let e = b.check_fresh(0, None, now + 5).unwrap_err().to_string();
+        assert!(e.contains("2033-05-18T03:33:21Z"), "{e}");
+        let e = b.check_fresh(0, Some((11, "x")), now).unwrap_err().to_string();
+        assert!(
+            e.contains("serial 10") && e.contains("11") && e.contains("rollback"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn escaped_text_is_a_valid_header_and_reads_back() {
+        for raw in ["r1", "a\"}\nb", "\u{7}", "caf\u{e9} %", "x\r\ny: z", "\\\""] {
+            let e = escape_text(raw);
+            assert!(e.bytes().all(|b| b.is_ascii_graphic()), "{e}");
+            assert!(!e.contains(['"', '\\', ' ']), "{e}");
+            assert!(http::HeaderValue::from_str(&e).is_ok());
+        }
+        assert_eq!(escape_text("a\"}\n%"), "a%22%7D%0A%25");
+        assert_eq!(escape_text("\u{e9}"), "%C3%A9");
+    }
+
+    #[test]
+    fn file_names_outside_the_character_set_are_refused_at_build() {
+        let at = |name: &str| {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::copy("policies/scope.cedar", d.path().join(name)).unwrap();
+            let sources = Sources {
+                policies_dir: d.path(),
+                policies: &[d.path().join(name)],
+                schema: Path::new("schemas/sat.cedarschema"),
+                invariants: &[],
+            };
+            build(&sources, &stamp("r", 1))
+        };
+        assert!(at("ok.cedar").is_ok());
+        for bad in [
+            "a b.cedar",
+            "new\nline.cedar",
+            "q\"}.cedar",
+            &format!("{}.cedar", "a".repeat(100)),
+        ] {
+            let e = at(bad).unwrap_err();
+            assert!(matches!(e, BundleError::Text(_)), "{bad:?}: {e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Prometheus metrics, in one registry. Every counter here is about counts and timings; none
 //! carries record data or token contents as a label.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -30,8 +30,31 @@ pub struct ClassLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabel {
-    pub sha256: String,
-    pub revision: String,
+    pub sha256: LabelText,
+    pub revision: LabelText,
+}
+
+/// A label value from outside satgate's own code (a bundle's revision), escaped for the
+/// exposition. prometheus-client writes label values as they are (0.24: no escaping at all), so a
+/// `"` would end the value, and a newline the sample. Both text formats satgate serves (OpenMetrics
+/// 1.0, and Prometheus 0.0.4, derived from it in [`Metrics::encode_prometheus`]) escape a label
+/// value the same way: `\` as `\\`, `"` as `\"` and a line feed as `\n`; nothing else is special.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct LabelText(pub String);
+
+impl EncodeLabelValue for LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +91,12 @@ pub struct Metrics {
     pub inventory_stale_seconds: Gauge,
     /// 1 for the policy set in force, labelled with its identity.
     pub policy: Family<PolicyLabel, Gauge>,
+    /// Policy bundles refused at reload, by [`crate::decision::LoadError::reason`].
+    pub policy_bundle_refusals: Family<ReasonLabel, Counter>,
+    /// The serial of the policy bundle in force (0: policies from a directory).
+    pub policy_bundle_serial: Gauge,
+    /// When the policy bundle in force stops loading, in unix seconds (0: from a directory).
+    pub policy_bundle_expiry: Gauge,
     pub decisions: DecisionStats,
     pub ownership: OwnershipStats,
 }
@@ -123,6 +152,21 @@ impl Metrics {
                 &mut r,
                 "policy_info",
                 "The policy set in force: SHA-256 of its bundle (or files) and revision",
+            ),
+            policy_bundle_refusals: register(
+                &mut r,
+                "policy_bundle_refusals",
+                "Policy bundles refused at reload, by reason (rollback, serial_reused, expired, trusted_comment, signature, ...); the last good set kept serving",
+            ),
+            policy_bundle_serial: register(
+                &mut r,
+                "policy_bundle_serial",
+                "Serial of the policy bundle in force (0: policies from a directory)",
+            ),
+            policy_bundle_expiry: register(
+                &mut r,
+                "policy_bundle_expiry_timestamp_seconds",
+                "When the policy bundle in force stops loading, unix seconds (0: policies from a directory); it keeps serving past it, but a restart refuses it",
             ),
             decisions: DecisionStats::default(),
             ownership: OwnershipStats::default(),
@@ -198,6 +242,9 @@ impl Metrics {
         for class in Class::ALL {
             let _ = self.fields_redacted.get_or_create(&ClassLabel { class: class.name() });
         }
+        for reason in crate::bundle::BundleError::REASONS {
+            let _ = self.policy_bundle_refusals.get_or_create(&ReasonLabel { reason });
+        }
         for reloads in [
             &self.policy_reloads,
             &self.inventory_reloads,
@@ -214,15 +261,21 @@ impl Metrics {
         }
     }
 
-    /// Names the policy set now in force (the previous one's series goes).
+    /// Names the policy set now in force (the previous one's series goes). The revision is
+    /// written escaped twice over: as the `Satgate-Policy` header writes it
+    /// ([`crate::bundle::escape_text`]), then for the exposition ([`LabelText`]).
     pub fn set_policy(&self, identity: &crate::decision::PolicyIdentity) {
+        let text = |s: &str| LabelText(crate::bundle::escape_text(s).into_owned());
         self.policy.clear();
         self.policy
             .get_or_create(&PolicyLabel {
-                sha256: identity.sha256.clone(),
-                revision: identity.revision.clone().unwrap_or_else(|| "directory".into()),
+                sha256: text(&identity.sha256),
+                revision: text(identity.revision.as_deref().unwrap_or("directory")),
             })
             .set(1);
+        let gauge = |v: Option<u64>| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        self.policy_bundle_serial.set(gauge(identity.serial));
+        self.policy_bundle_expiry.set(gauge(identity.expires));
     }
 
     /// Adds one finished stream's counts.
@@ -305,6 +358,58 @@ fn register_as<M: Clone + prometheus_client::registry::Metric>(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A label value with a quote, a brace, a backslash and a newline stays one value of one
+    /// sample in both text formats, whether or not it was escaped before.
+    #[test]
+    fn label_values_are_escaped_in_both_exposition_formats() {
+        let forged = "x\"} 1\nsatgate_forged{a=\"b\\";
+        let m = Metrics::new();
+        let _ = m.policy.get_or_create(&PolicyLabel {
+            sha256: LabelText("ab".into()),
+            revision: LabelText(forged.into()),
+        });
+        let want = r#"satgate_policy_info{sha256="ab",revision="x\"} 1\nsatgate_forged{a=\"b\\"} 0"#;
+        for text in [m.encode(), m.encode_prometheus()] {
+            assert!(text.lines().any(|l| l == want), "{text}");
+            assert!(!text.lines().any(|l| l.starts_with("satgate_forged")), "{text}");
+        }
+    }
+
+    /// The policy set in force, from a revision no bundle could carry (the bundle reader refuses
+    /// it): escaped like the header, then for the exposition.
+    #[test]
+    fn the_policy_info_series_is_one_line_whatever_the_revision() {
+        let m = Metrics::new();
+        m.set_policy(&crate::decision::PolicyIdentity {
+            sha256: "ab".repeat(32),
+            revision: Some("r\"}\n\u{7}\\".into()),
+            serial: Some(7),
+            expires: Some(1_800_000_000),
+        });
+        for text in [m.encode(), m.encode_prometheus()] {
+            let info: Vec<&str> = text.lines().filter(|l| l.starts_with("satgate_policy_info")).collect();
+            assert_eq!(
+                info,
+                [format!(
+                    "satgate_policy_info{{sha256=\"{}\",revision=\"r%22%7D%0A%07%5C\"}} 1",
+                    "ab".repeat(32)
+                )],
+                "{text}"
+            );
+            assert!(text.contains("satgate_policy_bundle_serial 7\n"), "{text}");
+            assert!(
+                text.contains("satgate_policy_bundle_expiry_timestamp_seconds 1800000000\n"),
+                "{text}"
+            );
+            assert!(
+                text.contains("satgate_policy_bundle_refusals_total{reason=\"rollback\"} 0\n"),
+                "{text}"
+            );
+        }
+    }
+
     #[test]
     fn the_cedar_version_is_the_pinned_one() {
         let manifest = include_str!("../Cargo.toml");

@@ -145,6 +145,7 @@ fn policy_source(config: &ServeConfig) -> Result<PolicySource, StartError> {
         Some(b) => PolicySource::Bundle {
             file: b.file.clone(),
             keys: Arc::new(crate::bundle::read_public_keys(&b.public_keys).map_err(LoadError::from)?),
+            min_serial: b.min_revision,
         },
     })
 }

@@ -105,6 +105,11 @@ pub struct ServeArgs {
     /// for a key rotation.
     #[arg(long, env = "SATGATE_POLICY_BUNDLE_PUBLIC_KEY", value_delimiter = ',')]
     pub policy_bundle_public_key: Option<Vec<PathBuf>>,
+    /// Lowest policy bundle serial accepted, at start-up and at reload: a floor against rollback
+    /// that holds across restarts (a running satgate also refuses any bundle older than the one
+    /// it serves). Raise it to the serial of a bundle that must never be gone back on. [default: 0]
+    #[arg(long, env = "SATGATE_POLICY_BUNDLE_MIN_REVISION", value_name = "SERIAL")]
+    pub policy_bundle_min_revision: Option<u64>,
     /// File holding the HS256 shared secret (at least 32 bytes).
     #[arg(long, env = "SATGATE_JWT_HS256_SECRET_FILE")]
     pub jwt_hs256_secret_file: Option<PathBuf>,
@@ -177,6 +182,8 @@ impl ServeArgs {
 pub struct PolicyBundle {
     pub file: PathBuf,
     pub public_keys: Vec<PathBuf>,
+    /// The lowest serial accepted (`--policy-bundle-min-revision`; 0: any).
+    pub min_revision: u64,
 }
 
 /// Where ownership comes from.
@@ -407,6 +414,9 @@ fn tls(s: &ServeArgs) -> Result<Option<TlsFiles>, ConfigError> {
 fn policy_bundle(s: &ServeArgs) -> Result<Option<PolicyBundle>, ConfigError> {
     let keys = s.policy_bundle_public_key.clone().unwrap_or_default();
     match &s.policy_bundle {
+        None if s.policy_bundle_min_revision.is_some() => {
+            Err(problem("policy-bundle-min-revision", "given without --policy-bundle"))
+        }
         None if keys.is_empty() => Ok(None),
         None => Err(problem("policy-bundle-public-key", "given without --policy-bundle")),
         Some(_) if s.policies.is_some() || s.schema.is_some() => Err(problem(
@@ -423,6 +433,7 @@ fn policy_bundle(s: &ServeArgs) -> Result<Option<PolicyBundle>, ConfigError> {
                 .into_iter()
                 .map(|k| file("policy-bundle-public-key", k))
                 .collect::<Result<_, _>>()?,
+            min_revision: s.policy_bundle_min_revision.unwrap_or(0),
         })),
     }
 }
@@ -708,6 +719,47 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn the_bundle_floor_comes_from_flag_env_or_file_and_needs_a_bundle() {
+        let (d, args) = files();
+        let bundle = d.path().join("policy.bundle");
+        let key = d.path().join("k.pub");
+        std::fs::write(&bundle, b"").unwrap();
+        std::fs::write(&key, b"").unwrap();
+        let with_bundle = ServeArgs {
+            policy_bundle: Some(bundle),
+            policy_bundle_public_key: Some(vec![key]),
+            ..args.clone()
+        };
+        let floor = |a: &ServeArgs| ServeConfig::resolve(a).unwrap().policy_bundle.unwrap().min_revision;
+        assert_eq!(floor(&with_bundle), 0, "no floor unless set");
+        let cfg = d.path().join("satgate.toml");
+        std::fs::write(&cfg, "policy-bundle-min-revision = 1767225600\n").unwrap();
+        let from_file = ServeArgs {
+            config: Some(cfg),
+            ..with_bundle.clone()
+        };
+        assert_eq!(floor(&from_file), 1_767_225_600);
+        let flag_wins = ServeArgs {
+            policy_bundle_min_revision: Some(1_767_225_601),
+            ..from_file
+        };
+        assert_eq!(floor(&flag_wins), 1_767_225_601);
+        let e = ServeConfig::resolve(&ServeArgs {
+            policy_bundle_min_revision: Some(5),
+            ..args
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("policy-bundle-min-revision: given without --policy-bundle"),
+            "{e}"
+        );
+        use clap::Parser;
+        let cli = crate::cmd::Cli::try_parse_from(["satgate", "serve", "--policy-bundle-min-revision", "-1"]);
+        assert!(cli.is_err(), "a serial is a whole number");
     }
 
     #[test]

@@ -57,9 +57,20 @@ pub enum LoadError {
     /// The policies or schema are wrong (exit code 1 in the CLI).
     #[error("{}", render(.0))]
     Invalid(Vec<Finding>),
-    /// A policy bundle that cannot be used: unsigned, badly signed, malformed (exit code 2).
+    /// A policy bundle that cannot be used: unsigned, badly signed, malformed, stale (exit code 2).
     #[error("policy bundle: {0}")]
     Bundle(#[from] crate::bundle::BundleError),
+}
+
+impl LoadError {
+    /// Why, in one word: one of [`crate::bundle::BundleError::REASONS`].
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoadError::Bundle(e) => e.reason(),
+            LoadError::Io { .. } => "unreadable",
+            _ => "invalid_policies",
+        }
+    }
 }
 
 fn render(findings: &[Finding]) -> String {
@@ -83,8 +94,13 @@ pub struct LoadedPolicies {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyIdentity {
     pub sha256: String,
-    /// The bundle's revision (a commit, say); `None` for a directory.
+    /// The bundle's revision (a commit, say); `None` for a directory. Held to the bundle character
+    /// set when the bundle is opened, and escaped wherever it is written all the same.
     pub revision: Option<String>,
+    /// The bundle's serial; `None` for a directory.
+    pub serial: Option<u64>,
+    /// When the bundle stops loading (unix seconds); `None` for a directory.
+    pub expires: Option<u64>,
 }
 
 impl PolicyIdentity {
@@ -103,16 +119,21 @@ impl PolicyIdentity {
         Self {
             sha256: hex::encode(h.finalize()),
             revision: None,
+            serial: None,
+            expires: None,
         }
     }
 }
 
 impl fmt::Display for PolicyIdentity {
-    /// `sha256:HEX; revision=REV`, or `sha256:HEX; source=directory`.
+    /// `sha256:HEX; revision=REV`, or `sha256:HEX; source=directory`: what the `Satgate-Policy`
+    /// header and the text logs say. Both parts are escaped ([`crate::bundle::escape_text`]): a
+    /// valid revision is written as it is, anything else can never end the field or the line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sha = crate::bundle::escape_text(&self.sha256);
         match &self.revision {
-            Some(rev) => write!(f, "sha256:{}; revision={rev}", self.sha256),
-            None => write!(f, "sha256:{}; source=directory", self.sha256),
+            Some(rev) => write!(f, "sha256:{sha}; revision={}", crate::bundle::escape_text(rev)),
+            None => write!(f, "sha256:{sha}; source=directory"),
         }
     }
 }
@@ -402,6 +423,28 @@ mod tests {
         );
         let f = findings(r);
         assert!(f.starts_with("s.cedarschema:"), "{f}");
+    }
+
+    #[test]
+    fn the_identity_is_written_escaped() {
+        let id = |revision: &str| PolicyIdentity {
+            sha256: "ab".repeat(32),
+            revision: Some(revision.into()),
+            serial: Some(1),
+            expires: Some(2),
+        };
+        assert_eq!(
+            id("rev-1").to_string(),
+            format!("sha256:{}; revision=rev-1", "ab".repeat(32))
+        );
+        let forged = id("x\nsatgate::access: forged\"}\u{7}").to_string();
+        assert!(
+            forged.ends_with("revision=x%0Asatgate%3A%3Aaccess%3A%20forged%22%7D%07"),
+            "{forged}"
+        );
+        let mut dir = id("r");
+        dir.revision = None;
+        assert!(dir.to_string().ends_with("; source=directory"));
     }
 
     #[test]

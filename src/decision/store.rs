@@ -4,9 +4,15 @@
 //! parsed, strictly validated and checked against the invariants ([`super::guard`]) before it
 //! replaces the old one; a broken or too wide one is reported and the last good set keeps
 //! serving. The decision cache belongs to a set, so it goes with it.
+//!
+//! A signed bundle must also be fresh (see [`crate::bundle`]): at start-up and at every reload
+//! its serial is at least the configured floor (`--policy-bundle-min-revision`) and it has not
+//! expired; at a reload its serial is higher than that of the bundle in force, or the same with
+//! the same bytes. So a validly signed older bundle put back in place is refused like a broken one.
+//! A bundle that expires while it serves keeps serving (see [`PolicyStore::newly_expired`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{guard, DecisionStats, LoadError, PolicyEngine, PolicyIdentity};
 use crate::watch::Reloadable;
@@ -16,11 +22,12 @@ use crate::watch::Reloadable;
 pub enum PolicySource {
     /// `*.cedar` files in a directory and a schema file; the guard adds `<dir>/invariants/`.
     Dir { policies: PathBuf, schema: PathBuf },
-    /// A signed bundle (`FILE` and `FILE.minisig`), used only if one of `keys` signed it; the
-    /// guard adds the bundle's invariants.
+    /// A signed bundle (`FILE` and `FILE.minisig`), used only if one of `keys` signed it and its
+    /// serial is at least `min_serial`; the guard adds the bundle's invariants.
     Bundle {
         file: PathBuf,
         keys: Arc<Vec<minisign::PublicKey>>,
+        min_serial: u64,
     },
 }
 
@@ -38,20 +45,26 @@ impl PolicySource {
         }
     }
 
-    /// Loads, validates and guards a policy set: what goes into service, or why not.
-    fn admit(&self, stats: &DecisionStats) -> Result<PolicyEngine, LoadError> {
+    /// Loads, validates and guards a policy set: what goes into service, or why not. `serving`:
+    /// the set in force, which a bundle must not be older than (`None` at start-up).
+    fn admit(&self, stats: &DecisionStats, serving: Option<&PolicyIdentity>) -> Result<PolicyEngine, LoadError> {
         let (loaded, invariants) = match self {
             PolicySource::Dir { policies, schema } => (
                 super::policies::load(policies, schema)?,
                 guard::invariants(&policies.join("invariants"))?,
             ),
-            PolicySource::Bundle { file, keys } => {
+            PolicySource::Bundle { file, keys, min_serial } => {
                 let bundle = crate::bundle::open_file(file, keys)?;
+                // Before its policies are even parsed: an older bundle is refused as it is.
+                let serving = serving.and_then(|id| Some((id.serial?, id.sha256.as_str())));
+                bundle.check_fresh(*min_serial, serving, crate::bundle::now())?;
                 let (schema_path, schema_text) = &bundle.schema;
                 let mut loaded = super::policies::from_sources(&bundle.policies, (schema_path, schema_text))?;
                 loaded.identity = PolicyIdentity {
                     sha256: bundle.sha256.clone(),
                     revision: Some(bundle.manifest.revision.clone()),
+                    serial: Some(bundle.manifest.serial),
+                    expires: Some(bundle.manifest.expires),
                 };
                 (loaded, guard::with_bundled(&bundle.invariants)?)
             }
@@ -74,6 +87,10 @@ pub struct PolicyStore {
     source: PolicySource,
     stats: DecisionStats,
     engine: Reloadable<PolicyEngine>,
+    /// Why the last reload was refused ([`LoadError::reason`]); `None` after a good one.
+    last_refusal: Mutex<Option<&'static str>>,
+    /// The SHA-256 of the set whose expiry was last reported, so it is reported once.
+    expiry_reported: Mutex<Option<String>>,
 }
 
 impl PolicyStore {
@@ -89,13 +106,58 @@ impl PolicyStore {
     }
 
     pub fn open(source: PolicySource, stats: DecisionStats) -> Result<Self, LoadError> {
-        let engine = Reloadable::load(&source.files(), || source.admit(&stats))?;
-        Ok(Self { source, stats, engine })
+        let engine = Reloadable::load(&source.files(), || source.admit(&stats, None))?;
+        Ok(Self {
+            source,
+            stats,
+            engine,
+            last_refusal: Mutex::new(None),
+            expiry_reported: Mutex::new(None),
+        })
     }
 
     /// The error of the last reload, if it failed (the previous set is still in force).
     pub fn last_error(&self) -> Option<String> {
         self.engine.last_error()
+    }
+
+    /// Why the last reload was refused, in one word (`rollback`, `expired`, ...: see
+    /// [`crate::bundle::BundleError::REASONS`]); `None` if it was not.
+    pub fn last_refusal(&self) -> Option<&'static str> {
+        *self.last_refusal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the policies come from a signed bundle.
+    pub fn is_bundle(&self) -> bool {
+        matches!(self.source, PolicySource::Bundle { .. })
+    }
+
+    /// The lowest bundle serial accepted (`--policy-bundle-min-revision`), for a bundle source.
+    pub fn min_serial(&self) -> Option<u64> {
+        match self.source {
+            PolicySource::Bundle { min_serial, .. } => Some(min_serial),
+            PolicySource::Dir { .. } => None,
+        }
+    }
+
+    /// The expiry of the bundle in force, the first time it is seen to have passed at `now`.
+    ///
+    /// An expired bundle does not load, but the one already serving when its expiry passes keeps
+    /// serving: it is the newest this satgate has been given (a newer one would have replaced
+    /// it), so serving it is no wider than a moment before, while refusing to answer would turn
+    /// a late re-signing into an outage of every replica at the same second, which is what an
+    /// attacker holding back the update would want. It is reported instead: logged once, in
+    /// `/readyz` and in the expiry gauge, for alerting well before the date. A restart refuses it.
+    pub fn newly_expired(&self, now: u64) -> Option<u64> {
+        let current = self.current();
+        let id = current.identity();
+        let expires = id.expires.filter(|e| *e <= now)?;
+        let mut reported = self.expiry_reported.lock().unwrap_or_else(|e| e.into_inner());
+        if reported.as_deref() == Some(id.sha256.as_str()) {
+            return None;
+        }
+        *reported = Some(id.sha256.clone());
+        Some(expires)
     }
 
     /// The policy set a new request should use.
@@ -106,9 +168,11 @@ impl PolicyStore {
     /// Reloads if any file changed. `None`: nothing changed; `Some(Err)`: the new files are
     /// broken and the last good set stays. The decision cache goes with the old set.
     pub fn reload_if_changed(&self) -> Option<Result<usize, LoadError>> {
-        let reloaded = self
-            .engine
-            .reload(|| self.source.files(), || self.source.admit(&self.stats))?;
+        let reloaded = self.engine.reload(
+            || self.source.files(),
+            || self.source.admit(&self.stats, Some(self.engine.current().identity())),
+        )?;
+        *self.last_refusal.lock().unwrap_or_else(|e| e.into_inner()) = reloaded.as_ref().err().map(LoadError::reason);
         Some(reloaded.map(|engine| engine.policies().policies().count()))
     }
 }

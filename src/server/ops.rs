@@ -120,13 +120,23 @@ pub async fn readyz(state: &State) -> Response<ResponseBody> {
             )
         }
     };
+    let identity = engine.identity();
     let mut body = json!({
         "policies": {
             "loaded": true,
             "count": engine.policies().policies().count(),
-            "sha256": engine.identity().sha256,
-            "revision": engine.identity().revision,
+            "sha256": identity.sha256,
+            "revision": identity.revision,
+            // A bundle's freshness (null for a directory). An expired bundle keeps serving until
+            // a fresh one loads (see PolicyStore::newly_expired), so this is not a failure.
+            "serial": identity.serial,
+            "expires": identity.expires.map(crate::bundle::rfc3339),
+            "expired": identity.expires.map(|at| at <= crate::bundle::now()),
+            "minRevision": state.policies.min_serial(),
             "lastReloadError": state.policies.last_error(),
+            // Why the newest policy files were refused, in one word (rollback, serial_reused,
+            // expired, trusted_comment, ...); null when the newest loaded.
+            "lastReloadRefusal": state.policies.last_refusal(),
         },
         "inventory": inventory,
         "upstream": {"reachable": upstream_ok},

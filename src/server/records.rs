@@ -205,7 +205,7 @@ async fn answer<V: Answer>(
     } = started;
     let principal = identity.principal;
     let content_type = stream.filter().sink().content_type(format);
-    let header_policy = policy.to_string();
+    let header_policy = policy_header(&policy);
     let (tx, body) = body::channel();
     let (state, idle) = (Arc::clone(state), state.upstream.timeouts().idle);
     let correlation = access.correlation.upstream_headers();
@@ -258,7 +258,7 @@ async fn answer<V: Answer>(
         });
     }
     let mut resp = Response::new(body.boxed());
-    headers(&mut resp, content_type, &header_policy);
+    headers(&mut resp, content_type, header_policy);
     resp
 }
 
@@ -435,12 +435,62 @@ fn finished(
 }
 
 /// The headers of an answer carrying records or their summary.
-fn headers(resp: &mut Response<ResponseBody>, content_type: &'static str, policy: &str) {
+fn headers(resp: &mut Response<ResponseBody>, content_type: &'static str, policy: HeaderValue) {
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // Which reviewed policy set decided this answer (the bundle's SHA-256 and revision).
-    if let Ok(v) = HeaderValue::from_str(policy) {
-        headers.insert(POLICY_HEADER, v);
+    headers.insert(POLICY_HEADER, policy);
+}
+
+/// The `Satgate-Policy` value naming `policy`: always present and always valid. The identity's
+/// text is escaped ([`PolicyIdentity`]'s `Display`: visible ASCII and spaces only), so it is a
+/// valid header value whatever a bundle carried; were it ever not, the answer would still name
+/// the set, by a placeholder saying so, rather than go without the header.
+pub fn policy_header(policy: &PolicyIdentity) -> HeaderValue {
+    HeaderValue::from_str(&policy.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unnameable; see /readyz"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the revision holds (quotes, newlines, control characters, non-ASCII, an empty
+    /// one), the header is there, is valid, and names a valid revision exactly.
+    #[test]
+    fn the_policy_header_is_always_valid_and_present() {
+        let id = |revision: &str| PolicyIdentity {
+            sha256: "ab".repeat(32),
+            revision: Some(revision.into()),
+            serial: Some(1),
+            expires: Some(2),
+        };
+        assert_eq!(
+            policy_header(&id("rev-1")).to_str().unwrap(),
+            format!("sha256:{}; revision=rev-1", "ab".repeat(32))
+        );
+        for raw in [
+            "\"}",
+            "a\nb",
+            "a\r\nSet-Cookie: x=y",
+            "\u{0}",
+            "\u{7}",
+            "\u{7f}",
+            "caf\u{e9}",
+            "\u{202e}rtl",
+            "",
+            "\t",
+        ] {
+            let v = policy_header(&id(raw));
+            let text = v.to_str().expect("visible ASCII");
+            assert!(
+                text.starts_with("sha256:") && text.contains("; revision="),
+                "{raw:?}: {text}"
+            );
+            assert!(!text.contains(['\r', '\n', '"']), "{raw:?}: {text}");
+            let mut resp = Response::new(super::super::response::full(String::new()));
+            headers(&mut resp, "application/x-ndjson", v.clone());
+            assert_eq!(resp.headers().get(POLICY_HEADER), Some(&v), "{raw:?}: present");
+        }
     }
 }

@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 
 use super::State;
 use crate::config::defaults;
-use crate::metrics::ResultLabel;
+use crate::metrics::{ReasonLabel, ResultLabel};
 
 /// Reloads policies, JWT keys, TLS files and inventory when their files change, every `interval`.
 pub fn spawn_reloader(state: Arc<State>, interval: Duration) -> tokio::task::JoinHandle<()> {
@@ -28,10 +28,23 @@ pub fn spawn_reloader(state: Arc<State>, interval: Duration) -> tokio::task::Joi
 /// One reload check of every watched file.
 pub fn reload_once(state: &State) {
     let m = &state.metrics;
-    if let Some(n) = counted(&m.policy_reloads, "policy set", state.policies.reload_if_changed()) {
+    let policies = state.policies.reload_if_changed();
+    if let (Some(Err(e)), true) = (&policies, state.policies.is_bundle()) {
+        m.policy_bundle_refusals
+            .get_or_create(&ReasonLabel { reason: e.reason() })
+            .inc();
+    }
+    if let Some(n) = counted(&m.policy_reloads, "policy set", policies) {
         let current = state.policies.current();
         m.set_policy(current.identity());
         tracing::info!(policies = n, policy = %current.identity(), "policy set reloaded");
+    }
+    if let Some(expired) = state.policies.newly_expired(crate::bundle::now()) {
+        tracing::error!(
+            expired_at = %crate::bundle::rfc3339(expired),
+            policy = %state.policies.current().identity(),
+            "the policy bundle in force has expired: it keeps serving until a fresh one loads, but a restart will refuse it"
+        );
     }
     if let Some(n) = counted(&m.jwt_key_reloads, "JWT key", state.auth.reload_if_changed()) {
         tracing::info!(keys = n, "JWT verification keys reloaded");
@@ -52,7 +65,8 @@ pub fn reload_once(state: &State) {
 }
 
 /// Counts one reload check's outcome (nothing when the files had not changed) and logs a
-/// failure; gives back what a successful reload loaded.
+/// failure, escaped to one line (the error may quote what was read: a policy's text, a file
+/// name); gives back what a successful reload loaded.
 fn counted<T, E: std::fmt::Display>(
     reloads: &Family<ResultLabel, Counter>,
     what: &str,
@@ -63,7 +77,10 @@ fn counted<T, E: std::fmt::Display>(
     match outcome? {
         Ok(loaded) => Some(loaded),
         Err(e) => {
-            tracing::error!(error = %e, "{what} reload failed; the last good one stays in use");
+            tracing::error!(
+                error = %e.to_string().escape_debug(),
+                "{what} reload failed; the last good one stays in use"
+            );
             None
         }
     }

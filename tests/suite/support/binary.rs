@@ -28,7 +28,8 @@ pub fn free_port() -> u16 {
 }
 
 /// `satgate serve` on free loopback ports (callers and operations), the test HS256 secret, and
-/// `args`; returns once both listeners accept.
+/// `args`; returns once both listeners accept (within 30 s: a debug build checking its policy
+/// set while other tests build and run takes a while).
 pub async fn spawn(args: &[&str]) -> Satgate {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
@@ -56,7 +57,9 @@ pub async fn spawn(args: &[&str]) -> Satgate {
     };
     for addr in [listen, ops] {
         let mut up = false;
-        for _ in 0..200 {
+        // Start-up includes the policy guard (about 2 s of CPU in a debug build): generous on a
+        // loaded machine.
+        for _ in 0..600 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 up = true;
                 break;
