@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use satgate::decision::{policies, DeviceFacts, Facts, PolicyEngine};
 use satgate::model::Principal;
 use satgate::sample::Market;
-use satgate::stream::record::reference;
-use satgate::stream::{filter_bytes, Record, RecordFilter};
+use satgate::stream::reference;
+use satgate::stream::{Record, RecordFilter};
+use satgate::views::{filter_bytes, Ndjson};
 
 fn engine(extra: usize) -> Arc<PolicyEngine> {
     let mut files: Vec<(PathBuf, String)> = std::fs::read_dir("policies")
@@ -108,7 +109,7 @@ fn main() {
                     .map(|entry| DeviceFacts::of(&principal, entry));
                 let facts = Facts::new(&principal, r.user_id, r.message_type, device);
                 let allowed = engine.evaluate(principal.role, &facts).allowed();
-                kept += usize::from(satgate::stream::project::write(&r, allowed, &mut out));
+                kept += usize::from(satgate::views::ndjson::write(&r, allowed, &mut out));
             }
             kept
         })
@@ -143,11 +144,11 @@ fn main() {
         return;
     }
 
-    // (iv): `filter_line_sync`'s steps (the blank-line test, parse, Device, decide, project),
+    // (iv): the filter's steps for one line (the blank-line test, parse, Device, decide, project),
     // with the record parser passed in.
     let filter_with = |engine: &Arc<PolicyEngine>,
                        parse: fn(&[u8]) -> Result<Record<'_>, satgate::stream::RecordError>| {
-        let mut filter = RecordFilter::new(engine.for_principal(&principal));
+        let mut filter = RecordFilter::new(engine.for_principal(&principal), Ndjson);
         let mut out = Vec::with_capacity(input.len());
         for l in &lines {
             if l.iter().all(u8::is_ascii_whitespace) {

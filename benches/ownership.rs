@@ -42,7 +42,7 @@ async fn main() {
         async move {
             let t = Instant::now();
             let (out, stats) =
-                satgate::stream::filter_bytes_with(engine.for_principal(&principal), page, source.as_ref()).await;
+                satgate::views::filter_bytes_with(engine.for_principal(&principal), page, source.as_ref()).await;
             std::hint::black_box(out);
             assert_eq!(stats.records_in, 10_000);
             t.elapsed()

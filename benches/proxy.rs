@@ -49,7 +49,7 @@ fn serve_upstream(listener: std::net::TcpListener, corpus: Arc<Corpus>) {
                             .and_then(|q| q.strip_prefix("n="))
                             .and_then(|v| v.parse().ok())
                             .unwrap_or(100);
-                        let (tx, body) = satgate::stream::body::channel();
+                        let (tx, body) = satgate::server::body::channel();
                         tokio::spawn(async move {
                             let mut left = n;
                             for (chunk, records) in corpus.chunks.iter().cycle() {

@@ -13,13 +13,32 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use satgate::activity::{Activity, Limits};
 use satgate::decision::PolicyEngine;
+use satgate::model::Principal;
+use satgate::ownership::Inventory;
 use satgate::sample::Market;
-use satgate::stream::{filter_all, Format, Output, RecordFilter};
+use satgate::stream::{filter_all, FilterStats, RecordFilter, Sink};
+use satgate::views::{Activity, CsvWriter, Limits, Ndjson};
 
-/// A fresh output for one pass.
-type MakeOutput = fn() -> Output;
+/// One pass of the filter over `input` with `sink`: its counts and the bytes it wrote (for the
+/// activity view, the summary's).
+fn pass<S: Sink>(
+    sink: S,
+    engine: &Arc<PolicyEngine>,
+    principal: &Principal,
+    inventory: &Inventory,
+    input: &[u8],
+    end: fn(&S) -> usize,
+) -> (FilterStats, usize) {
+    let filter = RecordFilter::new(engine.for_principal(principal), sink);
+    let (out, filter) = filter_all(filter, input, |id| inventory.get(id).cloned());
+    (filter.stats.clone(), out.len() + end(filter.sink()))
+}
+
+fn summary(a: &Activity) -> usize {
+    assert_eq!(a.overflow(), None);
+    serde_json::to_vec(&a.summary()).expect("summary serializes").len()
+}
 
 fn main() {
     let n: u64 = env("SATGATE_BENCH_RECORDS", 100_000);
@@ -33,23 +52,25 @@ fn main() {
             .expect("run from the repository root"),
     );
 
-    let pass = |output: Output| {
-        let mut filter = RecordFilter::with_output(engine.for_principal(&principal), output);
-        let out = filter_all(&mut filter, input.as_bytes(), |id| inventory.get(id).cloned());
-        let summary = filter.activity().map(|a| {
-            assert_eq!(a.overflow(), None);
-            serde_json::to_vec(&a.summary()).expect("summary serializes").len()
-        });
-        (filter.stats, out.len() + summary.unwrap_or(0))
+    let input = input.as_bytes();
+    let run = |i: usize| match i {
+        0 => pass(Ndjson, &engine, &principal, &inventory, input, |_| 0),
+        1 => pass(
+            Activity::new(Limits::DEFAULT),
+            &engine,
+            &principal,
+            &inventory,
+            input,
+            summary,
+        ),
+        _ => pass(CsvWriter::new(), &engine, &principal, &inventory, input, |_| 0),
     };
-    let outputs: [(&str, MakeOutput); 3] = [
-        ("plain filter (NDJSON records)", || Output::Ndjson),
-        ("activity summary (JSON)", || {
-            Output::Activity(Box::new(Activity::new(Limits::DEFAULT)))
-        }),
-        ("CSV records", || Output::records(Format::Csv)),
+    let outputs = [
+        "plain filter (NDJSON records)",
+        "activity summary (JSON)",
+        "CSV records",
     ];
-    let (stats, _) = pass(Output::Ndjson); // warms the decision cache
+    let (stats, _) = run(0); // warms the decision cache
     println!(
         "{} records, {:.0} bytes/record, {} Devices; principal {} ({}, {}) sees {}",
         stats.records_in,
@@ -62,17 +83,17 @@ fn main() {
     );
     let mut best = [0f64; 3];
     for _ in 0..rounds {
-        for (i, (_, output)) in outputs.iter().enumerate() {
+        for (i, rate) in best.iter_mut().enumerate() {
             let start = Instant::now();
-            std::hint::black_box(pass(output()));
-            best[i] = best[i].max(stats.records_in as f64 / start.elapsed().as_secs_f64());
+            std::hint::black_box(run(i));
+            *rate = rate.max(stats.records_in as f64 / start.elapsed().as_secs_f64());
         }
     }
     println!();
     println!("| view | records/s | input GB/s | of the plain filter's rate |");
     println!("|---|---|---|---|");
     let bytes_per_record = input.len() as f64 / stats.records_in as f64;
-    for (i, (name, _)) in outputs.iter().enumerate() {
+    for (i, name) in outputs.iter().enumerate() {
         println!(
             "| {name} | {:.0} | {:.2} | {:.0}% |",
             best[i],

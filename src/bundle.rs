@@ -200,15 +200,28 @@ pub struct Bundle {
     pub invariants: Vec<(PathBuf, String)>,
 }
 
-/// Builds a bundle from a policy directory (`*.cedar`), a schema file and an invariants
-/// directory (`*.cedar`; absent is fine). Same inputs, same bytes.
-pub fn build(policies: &Path, schema: &Path, invariants: Option<&Path>, stamp: &Stamp) -> Result<Vec<u8>, BundleError> {
+/// The files a bundle is built from, as the caller listed them (`satgate bundle` lists the
+/// `*.cedar` files of the policy and invariants directories).
+pub struct Sources<'a> {
+    /// The policy directory, named when it holds no policy.
+    pub policies_dir: &'a Path,
+    pub policies: &'a [PathBuf],
+    pub schema: &'a Path,
+    pub invariants: &'a [PathBuf],
+}
+
+/// Builds a bundle from the files it is given. Same inputs, same bytes.
+pub fn build(sources: &Sources<'_>, stamp: &Stamp) -> Result<Vec<u8>, BundleError> {
     check_revision(&stamp.revision)?;
+    let Sources {
+        policies_dir: policies,
+        policies: policy_files,
+        schema,
+        invariants,
+    } = *sources;
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let cedar =
-        |dir: &Path| crate::decision::policies::cedar_files(dir).map_err(|e| BundleError::Archive(e.to_string()));
-    for path in cedar(policies)? {
-        files.push((entry_name("policies", &path)?, std::fs::read(&path).map_err(io(&path))?));
+    for path in policy_files {
+        files.push((entry_name("policies", path)?, std::fs::read(path).map_err(io(path))?));
     }
     if files.is_empty() {
         return Err(BundleError::Archive(format!(
@@ -220,13 +233,8 @@ pub fn build(policies: &Path, schema: &Path, invariants: Option<&Path>, stamp: &
         entry_name("schema", schema)?,
         std::fs::read(schema).map_err(io(schema))?,
     ));
-    if let Some(dir) = invariants.filter(|d| d.is_dir()) {
-        for path in cedar(dir)? {
-            files.push((
-                entry_name("invariants", &path)?,
-                std::fs::read(&path).map_err(io(&path))?,
-            ));
-        }
+    for path in invariants {
+        files.push((entry_name("invariants", path)?, std::fs::read(path).map_err(io(path))?));
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let manifest = Manifest {
@@ -696,12 +704,22 @@ mod tests {
     }
 
     fn shipped_as(stamp: &Stamp) -> Result<Vec<u8>, BundleError> {
-        build(
-            Path::new("policies"),
-            Path::new("schemas/sat.cedarschema"),
-            Some(Path::new("policies/invariants")),
-            stamp,
-        )
+        let cedar = |dir: &str| {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
+                .collect();
+            files.sort();
+            files
+        };
+        let sources = Sources {
+            policies_dir: Path::new("policies"),
+            policies: &cedar("policies"),
+            schema: Path::new("schemas/sat.cedarschema"),
+            invariants: &cedar("policies/invariants"),
+        };
+        build(&sources, stamp)
     }
 
     fn shipped(revision: &str) -> Vec<u8> {
@@ -1095,7 +1113,13 @@ mod tests {
         let at = |name: &str| {
             let d = tempfile::tempdir().unwrap();
             std::fs::copy("policies/scope.cedar", d.path().join(name)).unwrap();
-            build(d.path(), Path::new("schemas/sat.cedarschema"), None, &stamp("r", 1))
+            let sources = Sources {
+                policies_dir: d.path(),
+                policies: &[d.path().join(name)],
+                schema: Path::new("schemas/sat.cedarschema"),
+                invariants: &[],
+            };
+            build(&sources, &stamp("r", 1))
         };
         assert!(at("ok.cedar").is_ok());
         for bad in [

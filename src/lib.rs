@@ -8,13 +8,17 @@
 //! The request path, top to bottom:
 //!
 //! - [`server`]: the callers' and operations listeners with their limits, TLS termination
-//!   ([`tls`]), the route table, the `/sat/records` steps, stream slots and the memory formula,
-//!   graceful shutdown; [`config`] resolves its settings, [`reload`] reloads files.
+//!   ([`tls`]), the route table, the `/sat/records` and `/sat/activity` steps, stream slots and
+//!   the memory formula, the hyper adapters of the record pipeline ([`server::body`]), the reload
+//!   task ([`server::reload`]), graceful shutdown; [`config`] resolves its settings.
 //! - [`auth`]: `Authorization: Bearer` JWT to a [`model::Principal`], or 401/403.
 //! - [`upstream`]: the call to the SAT endpoint, with timeouts.
-//! - [`stream`]: the streaming body with backpressure ([`stream::body`]), NDJSON framing
-//!   ([`stream::lines`]), one record parsed without copying ([`stream::record`]), the
-//!   per-record pipeline ([`stream::filter`]) and the allowlist projection ([`stream::project`]).
+//! - [`views`]: what a caller gets of the records it may see, each a [`stream::Sink`]: NDJSON
+//!   ([`views::ndjson`]), CSV ([`views::csv`]), the activity tallies ([`views::activity`]).
+//! - [`stream`]: the record pipeline, transport-free ([`stream::pipeline`]: frames in, chunks
+//!   out), NDJSON framing ([`stream::lines`]), the field table ([`stream::fields`]), the scanner
+//!   ([`stream::scan`]) and one record ([`stream::record`]), the per-record decision
+//!   ([`stream::filter`]) and the [`stream::Sink`] it hands visible records to.
 //! - [`decision`]: policies and schema loading, the Cedar request built from the principal's role
 //!   and a record's facts, the finite space of those ([`decision::space`]) over which the load-time
 //!   guard proves a set within its invariants, decisions reused for equal facts, and the policy
@@ -25,11 +29,31 @@
 //! - [`upstream`] and [`ownership::HttpSource`] share [`net`] (base URLs, the HTTP client).
 //!
 //! Around it: [`cmd`] (one module per subcommand; `main.rs` only dispatches), [`review`]
-//! (policy tests, access matrix, diff, symbolic proofs), [`metrics`], [`watch`] (file changes
-//! and the one reload mechanism) and [`sample`] (generated data and stand-in services for the
-//! demo, tests and benchmarks). The external contract the code cites is `docs/contract.md`.
+//! (policy tests, access matrix, diff, symbolic proofs), [`bundle`] (signed policy bundles,
+//! built from the files it is given), [`metrics`], [`watch`] (file changes and the one reload
+//! mechanism) and [`sample`] (generated data and stand-in services for the demo, tests and
+//! benchmarks). The external contract the code cites is `docs/contract.md`.
+//!
+//! # Direction rules
+//!
+//! Checked on the `use` lines under `src/` by the test `layers::the_direction_rules_hold`
+//! (`tests/suite/layers.rs`):
+//!
+//! 1. [`stream`] imports nothing from [`views`], [`server`], [`cmd`], [`review`] or [`sample`]:
+//!    the filter knows neither its views nor its transports.
+//! 2. Serving modules (`auth`, `bundle`, `config`, `decision`, `metrics`, `model`, `net`,
+//!    `ownership`, `server`, `stream`, `tls`, `upstream`, `views`, `watch`) never import tooling or
+//!    commands ([`cmd`], [`review`], [`sample`]).
+//! 3. No file imports one that imports it back.
+//!
+//! What still points from a lower layer to a higher one, and why:
+//!
+//! - `config` (`config/defaults.rs`) names `server::StreamLimits::DEFAULT` and the stream's line
+//!   limit: the defaults are gathered there from the components that own them.
+//! - `stream::filter` asks [`ownership`] and [`decision`] (both below the server, above the
+//!   model): the decision is the filter's job.
+//! - [`metrics`] names `stream::StreamError::REASONS` to pre-register its label values.
 
-pub mod activity;
 pub mod auth;
 pub mod bundle;
 pub mod cmd;
@@ -39,11 +63,11 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod ownership;
-pub mod reload;
 pub mod review;
 pub mod sample;
 pub mod server;
 pub mod stream;
 pub mod tls;
 pub mod upstream;
+pub mod views;
 pub mod watch;

@@ -233,7 +233,7 @@ impl Metrics {
         for reason in ["max_streams", "max_streams_per_user"] {
             let _ = self.streams_refused.get_or_create(&ReasonLabel { reason });
         }
-        for reason in crate::stream::body::StreamError::REASONS {
+        for reason in crate::stream::StreamError::REASONS {
             let _ = self.streams_aborted.get_or_create(&ReasonLabel { reason });
         }
         for reason in ["not_visible", "malformed"] {

@@ -6,8 +6,7 @@ use std::io::Write;
 
 use super::filter::{run_filter, FormatArg, InputArgs};
 use super::{CmdError, Exit};
-use crate::activity::{Activity, Limits};
-use crate::stream::{Format, Output};
+use crate::views::{Activity, Format, Limits};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -30,11 +29,13 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
         max_span_days: args.max_span_days,
         ..Limits::DEFAULT
     };
-    let output = Output::Activity(Box::new(Activity::new(limits)));
-    let filter = run_filter(&args.input, output, &mut std::io::stdin().lock(), &mut std::io::sink())?;
-    let activity = filter
-        .activity()
-        .ok_or_else(|| CmdError::new("no activity summary was built"))?;
+    let filter = run_filter(
+        &args.input,
+        Activity::new(limits),
+        &mut std::io::stdin().lock(),
+        &mut std::io::sink(),
+    )?;
+    let activity = filter.sink();
     if let Some(over) = activity.overflow() {
         return Err(CmdError::new(format!("no summary: {over}")));
     }

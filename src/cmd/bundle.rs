@@ -1,10 +1,11 @@
 //! `satgate bundle build|sign|verify|comment`: the reviewed policy set as one signed file (see
 //! [`crate::bundle`] for the format).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{CmdError, Exit, PolicyArgs};
-use crate::bundle::{self, clock};
+use crate::bundle::{self, clock, BundleError, Sources};
+use crate::decision::policies::cedar_files;
 
 /// How long a bundle loads after its build time unless told otherwise. Long enough that a policy
 /// repository quiet for a quarter does not need a release just to stay in service, short enough
@@ -131,8 +132,7 @@ pub fn run(command: &Command) -> Result<Exit, CmdError> {
             expires,
         } => {
             let stamp = stamp(revision, *serial, expires_in.as_deref(), expires.as_deref())?;
-            let bytes =
-                bundle::build(&policy.policies, &policy.schema, Some(invariants), &stamp).map_err(CmdError::new)?;
+            let bytes = build(&policy.policies, &policy.schema, Some(invariants), &stamp).map_err(CmdError::new)?;
             std::fs::write(out, &bytes).map_err(|e| CmdError::new(format!("{}: {e}", out.display())))?;
             println!(
                 "wrote {} ({} bytes, sha256:{}, revision {revision}, serial {}, expires {})",
@@ -175,4 +175,27 @@ pub fn run(command: &Command) -> Result<Exit, CmdError> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// Builds a bundle from a policy directory (`*.cedar`), a schema file and an invariants
+/// directory (`*.cedar`; absent is fine): lists the files and hands them to [`bundle::build`].
+pub fn build(
+    policies: &Path,
+    schema: &Path,
+    invariants: Option<&Path>,
+    stamp: &bundle::Stamp,
+) -> Result<Vec<u8>, BundleError> {
+    let cedar = |dir: &Path| cedar_files(dir).map_err(|e| BundleError::Archive(e.to_string()));
+    let policy_files = cedar(policies)?;
+    let invariant_files = match invariants.filter(|d| d.is_dir()) {
+        Some(dir) => cedar(dir)?,
+        None => Vec::new(),
+    };
+    let sources = Sources {
+        policies_dir: policies,
+        policies: &policy_files,
+        schema,
+        invariants: &invariant_files,
+    };
+    bundle::build(&sources, stamp)
 }

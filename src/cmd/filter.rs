@@ -1,16 +1,21 @@
 //! `satgate filter`: the sidecar's record path, offline. Reads NDJSON on stdin, writes what the
 //! principal may see on stdout (NDJSON, or CSV with `--format csv`), and a count summary on
-//! stderr. [`run_filter`] is shared with `satgate activity`.
+//! stderr: the record pipeline with standard input and output as its transport. [`run_filter`] is shared with `satgate activity`.
 
+use std::future::Future;
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::{CmdError, Exit, PolicyArgs, PrincipalArgs};
 use crate::decision::PolicyEngine;
-use crate::ownership::{HttpSettings, HttpSource, Inventory, OwnershipSource};
-use crate::stream::lines::{Line, LineSplitter};
-use crate::stream::{Format, Outcome, Output, RecordFilter};
+use crate::model::Eui64;
+use crate::ownership::{HttpSettings, HttpSource, Inventory, LookupResult, OwnershipSource};
+use crate::stream::{Chunks, Frames, RecordFilter, RecordStream, Sink, StreamError};
+use crate::views::{Format, Records};
 
 /// Bytes read from the input at once.
 const READ_BYTES: usize = 1 << 20;
@@ -58,7 +63,7 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
     };
     let filter = run_filter(
         &args.input,
-        Output::records(format),
+        Records::new(format),
         &mut std::io::stdin().lock(),
         &mut std::io::stdout().lock(),
     )?;
@@ -70,14 +75,15 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
     Ok(Exit::Ok)
 }
 
-/// Runs the filter with `output` over `input`, writing what it writes to `written`, and returns
-/// it for its counts (and summary). Malformed lines are named on stderr (the first few).
-pub fn run_filter(
+/// Runs the record pipeline with `sink` over `input`, writing what it writes to `written`, and
+/// returns the filter for its counts (and the sink). Malformed lines are named on stderr (the
+/// first few).
+pub fn run_filter<S: Sink>(
     args: &InputArgs,
-    output: Output,
+    sink: S,
     input: &mut impl Read,
     written: &mut impl Write,
-) -> Result<RecordFilter, CmdError> {
+) -> Result<RecordFilter<S>, CmdError> {
     let principal = args.principal.principal().map_err(|e| e.to_string())?;
     let engine = Arc::new(PolicyEngine::load(&args.policy.policies, &args.policy.schema).map_err(|e| e.to_string())?);
     let source: Arc<dyn OwnershipSource> = match (&args.inventory, &args.inventory_url) {
@@ -98,56 +104,84 @@ pub fn run_filter(
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
-    let lookup = |id| match runtime.block_on(source.lookup(id)) {
-        Ok(entry) => entry,
-        Err(e) => {
-            eprintln!("warning: {e}; no owner view for Device {id}");
-            None
-        }
-    };
-
-    let mut filter = RecordFilter::with_output(engine.for_principal(&principal), output);
-    let mut splitter = LineSplitter::new(args.max_line_bytes);
-    let mut out = Vec::with_capacity(READ_BYTES + (1 << 16));
-    let mut buf = vec![0u8; READ_BYTES];
-    filter.begin(&mut out);
-    let mut malformed_lines = Vec::new();
-    let mut line_no = 0u64;
-    let mut on_line = |filter: &mut RecordFilter, line: Line<'_>, out: &mut Vec<u8>| {
-        line_no += 1;
-        let outcome = match line {
-            Line::Complete(l) => filter.filter_line_sync(l, out, lookup),
-            Line::TooLong => filter.malformed(crate::stream::RecordError::Syntax("line too long".into())),
-        };
-        if let Outcome::Malformed(e) = outcome {
-            // The first few, named; the rest only counted.
-            if malformed_lines.len() < 20 {
-                malformed_lines.push(format!("line {line_no}: {e}"));
-            }
-        }
-    };
-    loop {
-        if filter.stopped() {
-            break;
-        }
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("reading input: {e}").into()),
-        };
-        splitter.push(&buf[..n], |l| on_line(&mut filter, l, &mut out));
-        written.write_all(&out).map_err(|e| format!("writing output: {e}"))?;
-        out.clear();
+    let filter = RecordFilter::new(engine.for_principal(&principal), sink);
+    let mut stream = RecordStream::new(ReadFrames::new(input), filter, args.max_line_bytes).with_prefetch(false);
+    let result = runtime.block_on(stream.run(&Warned(source), &mut WriteChunks(written)));
+    match result {
+        Err(StreamError::Upstream(e)) => return Err(e.into()),
+        Err(e) => return Err(e.to_string().into()),
+        Ok(()) => {}
     }
-    splitter.finish(|l| on_line(&mut filter, l, &mut out));
-    written
-        .write_all(&out)
-        .and_then(|()| written.flush())
-        .map_err(|e| format!("writing output: {e}"))?;
-
-    for m in &malformed_lines {
+    written.flush().map_err(|e| format!("writing output: {e}"))?;
+    for m in stream.malformed_lines() {
         eprintln!("left out: {m}");
     }
-    Ok(filter)
+    Ok(stream.into_filter())
+}
+
+/// Standard input (or any reader) as frames: a file's last line may lack its `\n`.
+struct ReadFrames<'a, R> {
+    input: &'a mut R,
+    buf: Vec<u8>,
+    last: u8,
+    ended: bool,
+}
+
+impl<'a, R: Read> ReadFrames<'a, R> {
+    fn new(input: &'a mut R) -> Self {
+        Self {
+            input,
+            buf: vec![0u8; READ_BYTES],
+            last: b'\n',
+            ended: false,
+        }
+    }
+}
+
+impl<R: Read> Frames for ReadFrames<'_, R> {
+    async fn frame(&mut self) -> Result<Option<Bytes>, StreamError> {
+        if self.ended {
+            return Ok(None);
+        }
+        loop {
+            return match self.input.read(&mut self.buf) {
+                Ok(0) => {
+                    self.ended = true;
+                    Ok((self.last != b'\n').then(|| Bytes::from_static(b"\n")))
+                }
+                Ok(n) => {
+                    self.last = self.buf[n - 1];
+                    Ok(Some(Bytes::copy_from_slice(&self.buf[..n])))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(StreamError::Upstream(format!("reading input: {e}"))),
+            };
+        }
+    }
+}
+
+/// Standard output (or any writer) taking the filtered chunks.
+struct WriteChunks<'a, W>(&'a mut W);
+
+impl<W: Write> Chunks for WriteChunks<'_, W> {
+    async fn send(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        let written = self.0.write_all(out);
+        out.clear();
+        written.map_err(|e| StreamError::Upstream(format!("writing output: {e}")))
+    }
+}
+
+/// The source, with each failed look-up named on stderr (a tool has no log).
+struct Warned(Arc<dyn OwnershipSource>);
+
+impl OwnershipSource for Warned {
+    fn lookup(&self, id: Eui64) -> Pin<Box<dyn Future<Output = LookupResult> + Send + '_>> {
+        Box::pin(async move {
+            let answer = self.0.lookup(id).await;
+            if let Err(e) = &answer {
+                eprintln!("warning: {e}; no owner view for Device {id}");
+            }
+            answer
+        })
+    }
 }

@@ -6,7 +6,7 @@ use tokio::net::TcpListener;
 
 use super::{CmdError, Exit};
 use crate::auth::{Authenticator, KeyError};
-use crate::config::{defaults, ConfigError, LogFormat, OwnershipSourceConfig, ServeArgs, ServeConfig};
+use crate::config::{ConfigError, LogFormat, OwnershipSourceConfig, ServeArgs, ServeConfig};
 use crate::decision::store::PolicySource;
 use crate::decision::{LoadError, PolicyStore};
 use crate::metrics::Metrics;
@@ -157,7 +157,7 @@ fn ownership_source(config: &ServeConfig) -> Result<Ownership, StartError> {
     match &config.ownership {
         OwnershipSourceConfig::File(path) => {
             let (file, warnings) = InventoryFile::load(path)?;
-            log_left_out(&warnings);
+            crate::server::reload::log_left_out(&warnings);
             let file = Arc::new(file.with_max_age(config.inventory_max_age));
             Ok((Some(Arc::clone(&file)), file, None))
         }
@@ -166,19 +166,6 @@ fn ownership_source(config: &ServeConfig) -> Result<Ownership, StartError> {
             let authority = http.authority().to_owned();
             Ok((None, Arc::new(http), Some(authority)))
         }
-    }
-}
-
-/// Logs the inventory entries left out (the first few one by one).
-pub fn log_left_out(warnings: &[String]) {
-    for w in warnings.iter().take(defaults::INVENTORY_WARNINGS_LOGGED) {
-        tracing::warn!(entry = %w, "inventory entry left out");
-    }
-    if warnings.len() > defaults::INVENTORY_WARNINGS_LOGGED {
-        tracing::warn!(
-            more = warnings.len() - defaults::INVENTORY_WARNINGS_LOGGED,
-            "more inventory entries left out"
-        );
     }
 }
 

@@ -124,7 +124,7 @@ pub type LookupResult = Result<Option<Arc<DeviceEntry>>, SourceError>;
 
 /// Anything that can say who owns a Device now. Boxed futures keep the trait object-safe so the
 /// source is chosen by configuration.
-pub trait OwnershipSource: Send + Sync + 'static {
+pub trait OwnershipSource: Send + Sync {
     fn lookup(&self, device: Eui64) -> Pin<Box<dyn Future<Output = LookupResult> + Send + '_>>;
 }
 

@@ -287,7 +287,7 @@ fn run_record_case(
         }
     }
 
-    let (out, _stats) = crate::stream::filter_bytes(engine.for_principal(&principal), &input, |id| {
+    let (out, _stats) = crate::views::filter_bytes(engine.for_principal(&principal), &input, |id| {
         inventory.get(id).cloned()
     });
     let mut actual: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();

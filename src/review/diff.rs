@@ -206,7 +206,7 @@ pub fn corpus_changes(
                 party: party.clone(),
             };
             let seen = |engine: &Arc<PolicyEngine>| {
-                let (bytes, _) = crate::stream::filter_bytes(engine.for_principal(&principal), records, |id| {
+                let (bytes, _) = crate::views::filter_bytes(engine.for_principal(&principal), records, |id| {
                     inventory.get(id).cloned()
                 });
                 visible_fields(&bytes)

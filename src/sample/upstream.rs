@@ -60,7 +60,7 @@ async fn respond(lines: Arc<Vec<String>>, req: Request<Incoming>) -> Result<Resp
         let Some(ts) = timestamp(line) else { return false };
         ts >= from.as_str() && to.as_deref().is_none_or(|to| ts < to)
     };
-    let (tx, body) = crate::stream::body::channel();
+    let (tx, body) = crate::server::body::channel();
     tokio::spawn(async move {
         let mut chunk = String::with_capacity(64 * 1024);
         let wanted = lines

@@ -29,10 +29,10 @@ pub fn base_bytes(ownership_cache_capacity: u64) -> usize {
 /// chunk being filtered and the one waiting in the channel (`IO + L` each: a chunk is flushed at
 /// `IO` bytes, so it can pass that by one record) and hyper's write buffer with the chunk it is
 /// writing (`2 x IO + L`), or, for the activity view, its tallies (capped at `A`, see
-/// [`crate::activity::Limits`]).
+/// [`crate::views::activity::Limits`]).
 pub fn worst_case_stream_bytes(max_line_bytes: usize) -> usize {
     let records = 4 * IO_BUFFER_BYTES + 3 * max_line_bytes;
-    let activity = crate::activity::Limits::DEFAULT.max_bytes;
+    let activity = crate::views::activity::Limits::DEFAULT.max_bytes;
     2 * UPSTREAM_BUFFER_BYTES + max_line_bytes + MEMO_BYTES + records.max(activity)
 }
 

@@ -9,24 +9,26 @@
 //! - `ops`: `/healthz`, `/readyz`, `/metrics` and `/admin/...`;
 //! - `response`: JSON bodies and the one refusal type every step returns.
 //!
-//! File reloads (policies, inventory, keys, TLS) are not HTTP and live in [`crate::reload`].
+//! - `reload`: the reload task (policies, inventory, keys, TLS): not HTTP, but the server's state.
 
 mod accept;
+pub mod body;
 pub mod correlation;
 pub mod decision_log;
 pub mod limits;
 mod negotiate;
 mod ops;
 mod records;
+pub mod reload;
 mod response;
 mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::reload::{reload_once, spawn_reloader};
 pub use accept::{run, Listeners};
 pub use limits::StreamLimits;
+pub use reload::{reload_once, spawn_reloader};
 pub use response::{error, ResponseBody};
 
 use crate::auth::Authenticator;

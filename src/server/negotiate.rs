@@ -4,7 +4,7 @@
 
 use http::{header, HeaderMap};
 
-use crate::stream::Format;
+use crate::views::Format;
 
 /// The format for a `/sat/*` answer: `text/csv` if the caller gives it a higher quality than
 /// any JSON type or wildcard it also lists; JSON on a tie.

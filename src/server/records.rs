@@ -2,7 +2,7 @@
 //! every step up to the filter: authentication, a stream slot, the policy set, the same upstream
 //! call, the same decisions. Each step before streaming either hands the next one what it needs
 //! or refuses with a [`Reject`], which becomes both the response and the access-log line. Once
-//! records stream, a failure ends the response early (see [`crate::stream::body`]); the activity
+//! records stream, a failure ends the response early (see [`super::body`]); the activity
 //! view answers only at the end, so its failures are ordinary error answers.
 
 use std::net::SocketAddr;
@@ -13,20 +13,20 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::body::{self, Nothing, Response as Chunked};
 use super::correlation::{Correlation, REQUEST_ID};
 use super::decision_log::DecisionRecord;
 use super::limits::{Busy, StreamSlot};
 use super::negotiate;
 use super::response::{Reject, ResponseBody};
 use super::State;
-use crate::activity::{Activity, Limits};
 use crate::auth::{Identity, Refusal};
 use crate::decision::PolicyIdentity;
 use crate::metrics::ReasonLabel;
 use crate::model::Principal;
 use crate::ownership::OwnershipSource;
-use crate::stream::body::{self, RecordStream, StreamError};
-use crate::stream::{FilterStats, Format, Output, RecordFilter};
+use crate::stream::{Chunks, FilterStats, RecordFilter, RecordStream, Sink, StreamError};
+use crate::views::{Activity, Format, Limits, Records, CSV_TYPE};
 
 /// Which view of the records a request asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,36 +114,151 @@ pub async fn serve(
     };
     let request_id = HeaderValue::from_str(&access.correlation.request_id).ok();
     let format = negotiate::format(req.headers());
-    let output = match view {
-        View::Records => Output::records(format),
-        View::Activity => Output::Activity(Box::new(Activity::new(Limits::DEFAULT))),
-    };
-    let mut resp = match authenticate(state, req) {
-        Err(reject) => {
-            access.log(reject.status.as_u16(), None, &reject.message, None, None);
-            reject.into_response()
-        }
-        Ok(identity) => match start(state, &identity, &access, output).await {
-            Ok(started) => match view {
-                View::Records => respond(state, started, identity.principal, access, format),
-                View::Activity => summarize(state, started, identity.principal, access, format).await,
-            },
-            Err(reject) => {
-                let policy = state.policies.current().identity().to_string();
-                access.log(
-                    reject.status.as_u16(),
-                    Some(&identity.principal),
-                    &reject.message,
-                    None,
-                    Some(&policy),
-                );
-                reject.into_response()
-            }
-        },
+    // The one place a view is picked: from here on its type says which it is.
+    let mut resp = match view {
+        View::Records => answer(state, req, access, Records::new(format), format).await,
+        View::Activity => answer(state, req, access, Activity::new(Limits::DEFAULT), format).await,
     };
     if let Some(id) = request_id {
         resp.headers_mut().insert(REQUEST_ID, id);
     }
+    resp
+}
+
+/// How a view answers over HTTP.
+trait Answer: Sink + Send + Sync + 'static {
+    /// Whether the answer streams while the records are read (else it is sent at the end).
+    const LIVE: bool;
+
+    fn content_type(&self, format: Format) -> &'static str;
+
+    /// At the end, for a view that answers then: a refusal in place of the answer.
+    fn refusal(&self) -> Option<Reject> {
+        None
+    }
+
+    /// At the end, for a view that answers then: the answer, in pieces.
+    fn pieces(&self, _format: Format) -> impl Iterator<Item = Vec<u8>> + Send + '_ {
+        std::iter::empty()
+    }
+}
+
+impl Answer for Records {
+    const LIVE: bool = true;
+
+    fn content_type(&self, _format: Format) -> &'static str {
+        Records::content_type(self)
+    }
+}
+
+impl Answer for Activity {
+    const LIVE: bool = false;
+
+    fn content_type(&self, format: Format) -> &'static str {
+        match format {
+            Format::Json => "application/json",
+            Format::Csv => CSV_TYPE,
+        }
+    }
+
+    /// 422 when the summary went over a cap.
+    fn refusal(&self) -> Option<Reject> {
+        self.overflow()
+            .map(|over| Reject::new(StatusCode::UNPROCESSABLE_ENTITY, "too_much_activity", over.to_string()))
+    }
+
+    /// Streamed in pieces, so the answer's size adds nothing to the tallies' memory.
+    fn pieces(&self, format: Format) -> impl Iterator<Item = Vec<u8>> + Send + '_ {
+        self.render(format)
+    }
+}
+
+/// One request, top to bottom: authenticate, start the stream, then answer as the view does.
+async fn answer<V: Answer>(
+    state: &Arc<State>,
+    req: &Request<Incoming>,
+    access: Access,
+    view: V,
+    format: Format,
+) -> Response<ResponseBody> {
+    let identity = match authenticate(state, req) {
+        Ok(identity) => identity,
+        Err(reject) => {
+            access.log(reject.status.as_u16(), None, &reject.message, None, None);
+            return reject.into_response();
+        }
+    };
+    let started = match start(state, &identity, &access, view).await {
+        Ok(started) => started,
+        Err(reject) => {
+            let policy = state.policies.current().identity().to_string();
+            let principal = Some(&identity.principal);
+            access.log(reject.status.as_u16(), principal, &reject.message, None, Some(&policy));
+            return reject.into_response();
+        }
+    };
+    let Started {
+        mut stream,
+        active,
+        policy,
+        deadline,
+    } = started;
+    let principal = identity.principal;
+    let content_type = stream.filter().sink().content_type(format);
+    let header_policy = policy_header(&policy);
+    let (tx, body) = body::channel();
+    let (state, idle) = (Arc::clone(state), state.upstream.timeouts().idle);
+    let correlation = access.correlation.upstream_headers();
+    if V::LIVE {
+        // The records stream as they are read; the task holds the stream slot until the end.
+        tokio::spawn(crate::net::CORRELATION.scope(correlation, async move {
+            let result = read(&mut stream, deadline, &state, Chunked { tx: &tx, idle }).await;
+            drop(active);
+            if result.is_ok() {
+                tx.finish();
+            }
+            // Otherwise `tx` is dropped unfinished: the response ends with an error.
+            let outcome = match &result {
+                Ok(()) => "complete".to_owned(),
+                Err(e) => format!("ended early: {e}"),
+            };
+            finished(&state, &access, &principal, &policy, 200, &outcome, &stream);
+        }));
+    } else {
+        // Everything is read first; a failure is then an ordinary error answer.
+        let result = crate::net::CORRELATION
+            .scope(correlation, read(&mut stream, deadline, &state, Nothing))
+            .await;
+        let refusal = match result {
+            Err(e) => Some(refusal(&e)),
+            Ok(()) => stream.filter().sink().refusal(),
+        };
+        let (status, outcome) = match &refusal {
+            Some(r) => (r.status.as_u16(), r.message.as_str()),
+            None => (200, "complete"),
+        };
+        finished(&state, &access, &principal, &policy, status, outcome, &stream);
+        if let Some(refusal) = refusal {
+            return refusal.into_response();
+        }
+        let view = stream.into_filter().into_sink();
+        tokio::spawn(async move {
+            let mut sent = true;
+            for piece in view.pieces(format) {
+                // A caller that stops reading is cut off, as on /sat/records.
+                if !matches!(tokio::time::timeout(idle, tx.send(piece.into())).await, Ok(Ok(()))) {
+                    sent = false;
+                    break;
+                }
+            }
+            if sent {
+                tx.finish();
+            }
+            drop(active);
+        });
+    }
+    let mut resp = Response::new(body.boxed());
+    headers(&mut resp, content_type, header_policy);
     resp
 }
 
@@ -156,16 +271,43 @@ fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Identity, Reje
     })
 }
 
-/// A request whose upstream answered with NDJSON: its records to filter, its stream slot, and
-/// the policy set that decides them.
-struct Started {
-    stream: RecordStream,
-    slot: StreamSlot,
+/// The upstream's answer being filtered for one caller.
+type Stream<V> = RecordStream<body::Upstream, V>;
+
+/// A request whose upstream answered with NDJSON: its records to filter, its place among the
+/// active streams, and the policy set that decides them.
+struct Started<V> {
+    stream: Stream<V>,
+    active: Active,
     policy: PolicyIdentity,
+    deadline: Option<Instant>,
+}
+
+/// A stream slot held by a started stream, and the one place that moves the active-streams
+/// gauge: up when a stream starts, down when this is dropped (the answer sent, cut or refused).
+struct Active {
+    _slot: StreamSlot,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Active {
+    fn new(slot: StreamSlot, metrics: &Arc<crate::metrics::Metrics>) -> Self {
+        metrics.active_streams.inc();
+        Self {
+            _slot: slot,
+            metrics: Arc::clone(metrics),
+        }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.metrics.active_streams.dec();
+    }
 }
 
 /// Takes a stream slot, then the policy set, calls the upstream and checks its first line.
-async fn start(state: &State, identity: &Identity, access: &Access, output: Output) -> Result<Started, Reject> {
+async fn start<V: Answer>(state: &State, identity: &Identity, access: &Access, view: V) -> Result<Started<V>, Reject> {
     let principal = &identity.principal;
     // Before the upstream call: a refused stream costs nothing but this check.
     let slot = state.streams.try_take(principal.user_id).map_err(|busy| {
@@ -209,144 +351,55 @@ async fn start(state: &State, identity: &Identity, access: &Access, output: Outp
         let left = at.duration_since(SystemTime::now()).unwrap_or_default();
         Instant::now() + left
     });
-    let mut stream = RecordStream::new(
-        upstream.into_body(),
-        RecordFilter::with_output(engine.for_principal(principal), output),
-        Arc::clone(&state.ownership) as Arc<dyn OwnershipSource>,
-        state.max_line_bytes,
-        state.upstream.timeouts().idle,
-    )
-    .with_deadline(deadline);
-    stream.check_first_line().await.map_err(|e| match e {
-        StreamError::IdleTimeout => Reject::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string()),
-        _ => Reject::new(StatusCode::BAD_GATEWAY, "bad_gateway", e.to_string()),
-    })?;
+    let frames = body::Upstream {
+        body: upstream.into_body(),
+        idle: state.upstream.timeouts().idle,
+    };
+    let filter = RecordFilter::new(engine.for_principal(principal), view);
+    let mut stream = RecordStream::new(frames, filter, state.max_line_bytes);
+    stream.check_first_line().await.map_err(|e| refusal(&e))?;
     Ok(Started {
         stream,
-        slot,
+        active: Active::new(slot, &state.metrics),
         policy: engine.identity().clone(),
+        deadline,
     })
 }
 
-/// Starts the filtering task and answers 200 with its body. The task holds the stream slot until
-/// the stream ends, then counts and logs it.
-fn respond(
-    state: &Arc<State>,
-    started: Started,
-    principal: Principal,
-    access: Access,
-    format: Format,
-) -> Response<ResponseBody> {
-    let Started { stream, slot, policy } = started;
-    let (tx, body) = body::channel();
-    let metrics = Arc::clone(&state.metrics);
-    let state = Arc::clone(state);
-    metrics.active_streams.inc();
-    let header_policy = policy_header(&policy);
-    let correlation = access.correlation.upstream_headers();
-    tokio::spawn(crate::net::CORRELATION.scope(correlation, async move {
-        let (stream, result) = stream.run(tx).await;
-        drop(slot);
-        metrics.active_streams.dec();
-        metrics.record_stream(stream.stats());
-        let outcome = match &result {
-            Ok(()) => "complete".to_owned(),
-            Err(e) => {
-                metrics
-                    .streams_aborted
-                    .get_or_create(&ReasonLabel { reason: e.reason() })
-                    .inc();
-                format!("ended early: {e}")
-            }
-        };
-        finished(&state, &access, &principal, &policy, 200, &outcome, &stream);
-    }));
-    let content_type = match format {
-        Format::Json => "application/x-ndjson",
-        Format::Csv => CSV_TYPE,
+/// Reads the whole stream into `chunks` (ended at the caller's token expiry, wherever it is),
+/// then counts it.
+async fn read<V: Answer>(
+    stream: &mut Stream<V>,
+    deadline: Option<Instant>,
+    state: &State,
+    mut chunks: impl Chunks,
+) -> Result<(), StreamError> {
+    let ownership = state.ownership.as_ref() as &dyn OwnershipSource;
+    let run = stream.run(ownership, &mut chunks);
+    let result = match deadline {
+        None => run.await,
+        Some(at) => tokio::time::timeout_at(at.into(), run)
+            .await
+            .unwrap_or(Err(StreamError::TokenExpired)),
     };
-    let mut resp = Response::new(body.boxed());
-    headers(&mut resp, content_type, header_policy);
-    resp
+    state.metrics.record_stream(stream.stats());
+    if let Err(e) = &result {
+        state
+            .metrics
+            .streams_aborted
+            .get_or_create(&ReasonLabel { reason: e.reason() })
+            .inc();
+    }
+    result
 }
 
-const CSV_TYPE: &str = "text/csv; charset=utf-8; header=present";
-
-/// Reads the whole upstream answer into the activity summary, then answers: 200 with the summary
-/// (streamed in pieces, so the answer's size adds nothing to the tallies' memory), 422 when it
-/// went over a cap, or the upstream's failure as an error answer. The stream slot is held until
-/// the summary is sent.
-async fn summarize(
-    state: &Arc<State>,
-    started: Started,
-    principal: Principal,
-    access: Access,
-    format: Format,
-) -> Response<ResponseBody> {
-    let Started { stream, slot, policy } = started;
-    let metrics = &state.metrics;
-    metrics.active_streams.inc();
-    let correlation = access.correlation.upstream_headers();
-    let (stream, result) = crate::net::CORRELATION.scope(correlation, stream.consume()).await;
-    metrics.record_stream(stream.stats());
-    let overflow = stream.filter().activity().and_then(Activity::overflow);
-    let refusal = match (&result, overflow) {
-        (Err(e), _) => {
-            metrics
-                .streams_aborted
-                .get_or_create(&ReasonLabel { reason: e.reason() })
-                .inc();
-            Some(match e {
-                StreamError::IdleTimeout => Reject::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string()),
-                StreamError::TokenExpired => Reject::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()),
-                _ => Reject::new(StatusCode::BAD_GATEWAY, "bad_gateway", e.to_string()),
-            })
-        }
-        (Ok(()), Some(over)) => Some(Reject::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "too_much_activity",
-            over.to_string(),
-        )),
-        (Ok(()), None) => None,
-    };
-    let (status, outcome) = match &refusal {
-        Some(r) => (r.status.as_u16(), r.message.as_str()),
-        None => (200, "complete"),
-    };
-    finished(state, &access, &principal, &policy, status, outcome, &stream);
-    let activity = stream.into_filter().into_activity();
-    let (Some(activity), None) = (activity, &refusal) else {
-        drop(slot);
-        metrics.active_streams.dec();
-        return refusal
-            .unwrap_or_else(|| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no activity summary"))
-            .into_response();
-    };
-
-    let (tx, body) = body::channel();
-    let (metrics, idle) = (Arc::clone(&state.metrics), state.upstream.timeouts().idle);
-    tokio::spawn(async move {
-        let mut sent = true;
-        for piece in activity.render(format) {
-            // A caller that stops reading is cut off, as on /sat/records.
-            if !matches!(tokio::time::timeout(idle, tx.send(piece.into())).await, Ok(Ok(()))) {
-                sent = false;
-                break;
-            }
-        }
-        if sent {
-            tx.finish();
-        }
-        drop(slot);
-        metrics.active_streams.dec();
-    });
-    let content_type = match format {
-        Format::Json => "application/json",
-        Format::Csv => CSV_TYPE,
-    };
-    let mut resp = Response::new(body.boxed());
-    headers(&mut resp, content_type, policy_header(&policy));
-    resp
+/// The one mapping from a stream's failure to an error answer (before any byte was sent).
+fn refusal(e: &StreamError) -> Reject {
+    match e {
+        StreamError::IdleTimeout => Reject::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string()),
+        StreamError::TokenExpired => Reject::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()),
+        _ => Reject::new(StatusCode::BAD_GATEWAY, "bad_gateway", e.to_string()),
+    }
 }
 
 /// The access-log line and the decision record of a request whose records were read.
@@ -357,7 +410,7 @@ fn finished(
     policy: &PolicyIdentity,
     status: u16,
     outcome: &str,
-    stream: &RecordStream,
+    stream: &Stream<impl Answer>,
 ) {
     let logged_policy = policy.to_string();
     access.log(

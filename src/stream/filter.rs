@@ -1,4 +1,5 @@
-//! The per-record pipeline: parse, find the Device's facts, decide, project.
+//! The per-record step: parse, find the Device's facts, decide, hand a visible record to the
+//! [`Sink`].
 //!
 //! Device look-ups happen once per Device per request: the first record naming a Device asks the
 //! ownership source, every later one reuses the answer. That also keeps one response internally
@@ -6,9 +7,9 @@
 
 use rustc_hash::FxHashMap;
 
-use super::output::Output;
-use super::record::{Field, Record, RecordError};
-use crate::activity::Activity;
+use super::fields::{Field, RecordError};
+use super::record::Record;
+use super::sink::Sink;
 use crate::decision::{Decisions, DeviceFacts, Facts};
 use crate::model::{Class, Eui64};
 use crate::ownership::{DeviceEntry, OwnershipSource};
@@ -23,7 +24,7 @@ pub const PREFETCH_CONCURRENCY: usize = 8;
 /// What happened to one line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Visible: written with at least the title fields (or counted, for the activity view).
+    /// Visible: handed to the sink (written with at least the title fields, or counted).
     Written,
     /// The principal may not see this record at all.
     LeftOut,
@@ -52,50 +53,42 @@ pub struct FilterStats {
     pub redacted_by_class: [u64; 4],
 }
 
-/// Filters one stream of records for one principal.
-pub struct RecordFilter {
+/// Filters one stream of records for one principal, handing what it may see to `S`.
+pub struct RecordFilter<S> {
     decisions: Decisions,
     devices: FxHashMap<Eui64, Option<DeviceFacts>>,
-    output: Output,
+    sink: S,
     pub stats: FilterStats,
 }
 
-impl RecordFilter {
-    /// A filter writing NDJSON.
-    pub fn new(decisions: Decisions) -> Self {
-        Self::with_output(decisions, Output::Ndjson)
-    }
-
-    pub fn with_output(decisions: Decisions, output: Output) -> Self {
+impl<S: Sink> RecordFilter<S> {
+    pub fn new(decisions: Decisions, sink: S) -> Self {
         Self {
             decisions,
             devices: FxHashMap::default(),
-            output,
+            sink,
             stats: FilterStats::default(),
         }
     }
 
-    /// Writes what comes before the first record (the CSV header).
+    /// Writes what comes before the first record (the sink's header, if any).
     pub fn begin(&mut self, out: &mut Vec<u8>) {
-        self.output.begin(out);
+        self.sink.begin(out);
     }
 
-    /// The activity summary, when this filter builds one.
-    pub fn activity(&self) -> Option<&Activity> {
-        self.output.activity()
+    /// The sink, as the caller chose it.
+    pub fn sink(&self) -> &S {
+        &self.sink
     }
 
-    /// The activity summary, when this filter builds one, kept after the filter is gone.
-    pub fn into_activity(self) -> Option<Box<Activity>> {
-        match self.output {
-            Output::Activity(a) => Some(a),
-            _ => None,
-        }
+    /// The sink, kept after the filter is gone.
+    pub fn into_sink(self) -> S {
+        self.sink
     }
 
-    /// Whether reading on is pointless: the activity summary went over a cap.
+    /// Whether reading on is pointless: the sink says so.
     pub fn stopped(&self) -> bool {
-        self.activity().is_some_and(|a| a.overflow().is_some())
+        self.sink.stopped()
     }
 
     /// Whether the Device's owners are still to be looked up for this stream.
@@ -168,7 +161,7 @@ impl RecordFilter {
             self.stats.left_out += 1;
             return Outcome::LeftOut;
         }
-        self.output.visible(record, allowed, out);
+        self.sink.visible(record, allowed, out);
         self.stats.records_out += 1;
         for f in Field::ALL {
             if !allowed.contains(f.class()) && record.raw(f).is_some() {
@@ -190,7 +183,7 @@ impl RecordFilter {
         Outcome::Malformed(e)
     }
 
-    /// The whole pipeline for one line, asking `source` about a Device the first time this stream
+    /// One line, asking `source` about a Device the first time this stream
     /// sees it. A source error means no owners for that Device (fail closed); it is logged and
     /// reported in [`Filtered::lookup_failed`].
     pub async fn filter_line(&mut self, line: &[u8], out: &mut Vec<u8>, source: &dyn OwnershipSource) -> Filtered {
@@ -219,25 +212,6 @@ impl RecordFilter {
             outcome: self.emit(&record, out),
             lookup_failed,
         }
-    }
-
-    /// The whole pipeline for a caller whose ownership look-ups are synchronous (tools, tests,
-    /// benchmarks over an in-memory inventory).
-    pub fn filter_line_sync(
-        &mut self,
-        line: &[u8],
-        out: &mut Vec<u8>,
-        mut lookup: impl FnMut(Eui64) -> Option<std::sync::Arc<DeviceEntry>>,
-    ) -> Outcome {
-        let record = match self.parse(line) {
-            Ok(r) => r,
-            Err(outcome) => return outcome,
-        };
-        if let Some(id) = self.needs_device(&record) {
-            let entry = lookup(id);
-            self.learn_device(id, entry.as_deref());
-        }
-        self.emit(&record, out)
     }
 
     /// The record in a line, or what the line counts as instead (blank, or malformed: counted).

@@ -36,7 +36,7 @@
 //!
 //! # The reference
 //!
-//! [`super::record::reference`] parses with serde_json (a `RawValue` visitor) and then applies
+//! [`super::reference`] parses with serde_json (a `RawValue` visitor) and then applies
 //! the same surrogate and depth rules. The differential tests (`tests` below, and the
 //! `record_scan` fuzz target) check that both accept exactly the same lines and extract the same
 //! bytes. Intended differences, in the error only, never in what is accepted: the scanner stops at
@@ -47,13 +47,8 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use super::record::{Field, RecordError};
-
-/// The deepest nesting a record may have; the record object itself is depth 1.
-pub const MAX_DEPTH: usize = 64;
-
-/// The raw value of each known field, by [`Field`] index.
-pub(crate) type Raw<'a> = [Option<&'a str>; 14];
+pub use super::fields::MAX_DEPTH;
+use super::fields::{Field, Raw, RecordError};
 
 /// Validates `line` and returns its known fields' exact values.
 pub(crate) fn scan(line: &[u8]) -> Result<Raw<'_>, RecordError> {
@@ -135,9 +130,16 @@ pub(crate) fn scan(line: &[u8]) -> Result<Raw<'_>, RecordError> {
     Ok(raw)
 }
 
+/// A raw JSON value's string, decoded; `None` for `null` (or anything not a string). Borrowed
+/// when it has no escapes, which is nearly always. The value is one the scanner validated.
+pub fn decode_string(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    unescape(inner)
+}
+
 /// The text of a validated JSON string's contents (without quotes), escapes decoded; borrowed
 /// when there are none. `None` only if `s` was not validated (an invalid escape).
-pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
+pub fn unescape(s: &str) -> Option<Cow<'_, str>> {
     if memchr::memchr(b'\\', s.as_bytes()).is_none() {
         return Some(Cow::Borrowed(s));
     }
@@ -477,7 +479,8 @@ mod tests {
 
     use super::*;
     use crate::stream::fuzz::check_scan;
-    use crate::stream::record::{reference, Record};
+    use crate::stream::record::Record;
+    use crate::stream::reference;
 
     const HEAD: &str =
         r#"{"recordId":"r-1","timestamp":"t","messageType":"DCCAlert","userId":"90-B3-D5-1F-30-01-00-00""#;

@@ -8,7 +8,7 @@ use crate::support::sidecar::{get, get_accepting, start_sidecar};
 use crate::support::upstream::start_upstream;
 use crate::support::{token, users};
 use crate::views::{fields, titles_of};
-use satgate::activity::{Activity, Limits};
+use satgate::views::activity::{Activity, Limits};
 
 fn caller(role: &str, party: &str) -> String {
     let (sub, role, party) = users()

@@ -48,7 +48,7 @@ fn stamp(revision: &str, serial: u64) -> bundle::Stamp {
 }
 
 fn build_as(stamp: &bundle::Stamp) -> Vec<u8> {
-    bundle::build(
+    satgate::cmd::bundle::build(
         Path::new("policies"),
         Path::new("schemas/sat.cedarschema"),
         Some(Path::new("policies/invariants")),
@@ -318,7 +318,7 @@ async fn serving_from_a_bundle_names_it_and_refuses_every_bad_one_at_start_and_r
         for f in ["device-owners.cedar", "own-records.cedar"] {
             std::fs::copy(Path::new("policies").join(f), d.path().join(f)).unwrap();
         }
-        bundle::build(
+        satgate::cmd::bundle::build(
             d.path(),
             Path::new("schemas/sat.cedarschema"),
             None,
@@ -333,7 +333,7 @@ async fn serving_from_a_bundle_names_it_and_refuses_every_bad_one_at_start_and_r
             "@id(\"bad\") permit (principal, action, resource) when { resource.nope };",
         )
         .unwrap();
-        bundle::build(
+        satgate::cmd::bundle::build(
             d.path(),
             Path::new("schemas/sat.cedarschema"),
             None,

@@ -8,6 +8,7 @@ mod demo;
 mod faults;
 mod guard_proof;
 mod hardening;
+mod layers;
 mod memo;
 pub(crate) mod no_leak;
 mod operations;

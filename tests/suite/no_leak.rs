@@ -386,7 +386,7 @@ proptest! {
             }
         }
 
-        let (output, stats) = satgate::stream::filter_bytes(
+        let (output, stats) = satgate::views::filter_bytes(
             engine.for_principal(&principal), &input, |id| inventory.get(id).cloned());
 
         for (i, r) in case.records.iter().enumerate() {

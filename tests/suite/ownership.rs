@@ -17,7 +17,7 @@ use satgate::ownership::{
     CacheSettings, CachedSource, HttpSettings, HttpSource, Inventory, LookupResult, OwnershipSource, OwnershipStats,
     SourceError,
 };
-use satgate::stream::filter_bytes_with;
+use satgate::views::filter_bytes_with;
 use serde_json::json;
 
 use crate::support::engine;

@@ -43,7 +43,7 @@ fn sees_with(engine: &Arc<PolicyEngine>, principal: (&str, &str, &str), inv: &Va
     let p = Principal::from_claims(principal.0, principal.1, principal.2).unwrap();
     let (inventory, warnings) = Inventory::parse(&inv.to_string()).unwrap();
     assert!(warnings.len() <= 1, "{warnings:?}");
-    let (out, _) = satgate::stream::filter_bytes(engine.for_principal(&p), line.as_bytes(), |id| {
+    let (out, _) = satgate::views::filter_bytes(engine.for_principal(&p), line.as_bytes(), |id| {
         inventory.get(id).cloned()
     });
     if out.is_empty() {

@@ -14,11 +14,12 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use satgate::activity::{Activity, Limits, Titles};
 use satgate::model::{Eui64, Principal};
 use satgate::ownership::Inventory;
-use satgate::stream::csv::unescape_cell;
-use satgate::stream::{filter_all, Field, Format, Output, RecordFilter};
+use satgate::stream::{filter_all, Field, RecordFilter, Sink};
+use satgate::views::activity::{Activity, Limits, Titles};
+use satgate::views::csv::unescape_cell;
+use satgate::views::{CsvWriter, Ndjson};
 use serde_json::value::RawValue;
 
 use crate::no_leak::{case, eui, inventory, render, Case, PARTIES, ROLES};
@@ -37,9 +38,9 @@ fn setup(case: &Case) -> (Principal, Inventory, Vec<u8>) {
     (principal, inventory, input)
 }
 
-fn run(principal: &Principal, inventory: &Inventory, input: &[u8], output: Output) -> (RecordFilter, Vec<u8>) {
-    let mut filter = RecordFilter::with_output(engine().for_principal(principal), output);
-    let out = filter_all(&mut filter, input, |id| inventory.get(id).cloned());
+fn run<S: Sink>(principal: &Principal, inventory: &Inventory, input: &[u8], sink: S) -> (RecordFilter<S>, Vec<u8>) {
+    let filter = RecordFilter::new(engine().for_principal(principal), sink);
+    let (out, filter) = filter_all(filter, input, |id| inventory.get(id).cloned());
     (filter, out)
 }
 
@@ -73,9 +74,9 @@ proptest! {
     #[test]
     fn the_activity_summary_is_the_summary_of_the_visible_records(case in case()) {
         let (principal, inventory, input) = setup(&case);
-        let (records, ndjson) = run(&principal, &inventory, &input, Output::Ndjson);
+        let (records, ndjson) = run(&principal, &inventory, &input, Ndjson);
         let (viewed, written) = run(
-            &principal, &inventory, &input, Output::Activity(Box::new(Activity::new(Limits::DEFAULT))));
+            &principal, &inventory, &input, Activity::new(Limits::DEFAULT));
         prop_assert!(written.is_empty(), "the activity output writes nothing while it counts");
         prop_assert_eq!(&viewed.stats, &records.stats);
 
@@ -85,7 +86,7 @@ proptest! {
         for line in text.lines() {
             expected.add(&titles_of(&fields(line)));
         }
-        let got = viewed.activity().unwrap();
+        let got = viewed.sink();
         prop_assert_eq!(got.records(), records.stats.records_out);
         prop_assert_eq!(got.summary(), expected.summary());
     }
@@ -93,8 +94,8 @@ proptest! {
     #[test]
     fn csv_parsed_back_equals_the_ndjson_answer(case in case()) {
         let (principal, inventory, input) = setup(&case);
-        let (_, ndjson) = run(&principal, &inventory, &input, Output::Ndjson);
-        let (_, csv) = run(&principal, &inventory, &input, Output::records(Format::Csv));
+        let (_, ndjson) = run(&principal, &inventory, &input, Ndjson);
+        let (_, csv) = run(&principal, &inventory, &input, CsvWriter::new());
 
         let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(&csv[..]);
         let mut rows = reader.records().map(|r| r.expect("the CSV parses"));

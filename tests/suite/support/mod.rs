@@ -94,5 +94,5 @@ pub fn expected_for(sub: &str, role: &str, party: &str, n: usize) -> Vec<u8> {
     let text = std::fs::read_to_string("tests/data/inventory.json").unwrap();
     let (inv, _) = satgate::ownership::Inventory::parse(&text).unwrap();
     let input: String = sample().iter().cycle().take(n).map(|l| format!("{l}\n")).collect();
-    satgate::stream::filter_bytes(engine.for_principal(&p), input.as_bytes(), |id| inv.get(id).cloned()).0
+    satgate::views::filter_bytes(engine.for_principal(&p), input.as_bytes(), |id| inv.get(id).cloned()).0
 }

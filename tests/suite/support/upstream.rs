@@ -84,7 +84,7 @@ async fn upstream_respond(
             let user = param("user").unwrap_or_default();
             let kb: usize = param("kb").and_then(|v| v.parse().ok()).unwrap_or(100);
             let payload = "A".repeat(kb * 1024);
-            let (tx, body) = satgate::stream::body::channel();
+            let (tx, body) = satgate::server::body::channel();
             tokio::spawn(async move {
                 for i in 0..n {
                     let rec = format!(
@@ -103,7 +103,7 @@ async fn upstream_respond(
             let mut text = String::new();
             for (i, line) in records.iter().take(n).enumerate() {
                 let day = 20_089 + i as i64; // 2025-01-01
-                let ts = satgate::activity::time::day_to_string(day) + "T12:00:00Z";
+                let ts = satgate::views::activity::time::day_to_string(day) + "T12:00:00Z";
                 let v: serde_json::Value = serde_json::from_str(line).unwrap();
                 let mut v = v.as_object().unwrap().clone();
                 v.insert("timestamp".into(), json!(ts));
@@ -114,7 +114,7 @@ async fn upstream_respond(
         }
         "slow" => {
             // The sample records, one every 100 ms.
-            let (tx, body) = satgate::stream::body::channel();
+            let (tx, body) = satgate::server::body::channel();
             tokio::spawn(async move {
                 for line in records.iter().cycle().take(n) {
                     if tx.send(Bytes::from(format!("{line}\n"))).await.is_err() {
@@ -178,7 +178,7 @@ async fn upstream_respond(
                     text.push_str("\n\n");
                 }
             }
-            let (tx, body) = satgate::stream::body::channel();
+            let (tx, body) = satgate::server::body::channel();
             tokio::spawn(async move {
                 let bytes = Bytes::from(text);
                 // The empty lines go between two records.
@@ -198,7 +198,7 @@ async fn upstream_respond(
         }
         _ => {}
     }
-    let (tx, body) = satgate::stream::body::channel();
+    let (tx, body) = satgate::server::body::channel();
     tokio::spawn(async move {
         let mut chunk = String::new();
         for (i, line) in records.iter().cycle().take(n).enumerate() {

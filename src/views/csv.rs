@@ -10,9 +10,9 @@
 
 use std::borrow::Cow;
 
-use super::record::{Field, Record};
-use crate::activity::decode_string;
 use crate::model::Classes;
+use crate::stream::scan::decode_string;
+use crate::stream::{Field, Record, Sink};
 
 /// Writes rows straight into the caller's output.
 pub struct CsvWriter {
@@ -61,6 +61,17 @@ impl CsvWriter {
             _ => Cow::Borrowed(""),
         });
         self.row(cells, out);
+    }
+}
+
+/// The records as CSV: a header row, then a row per visible record.
+impl Sink for CsvWriter {
+    fn begin(&mut self, out: &mut Vec<u8>) {
+        self.header(out);
+    }
+
+    fn visible(&mut self, record: &Record<'_>, allowed: Classes, out: &mut Vec<u8>) {
+        self.record(record, allowed, out);
     }
 }
 

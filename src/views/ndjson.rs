@@ -1,10 +1,20 @@
-//! Writing the part of a record a principal may see.
+//! The records as NDJSON (docs/contract.md §5): the part of each record a principal may see.
 //!
 //! An allowlist: only the fields of docs/contract.md §1 are ever written, only for allowed
 //! classes, in the contract's order, with the upstream's exact bytes as values.
 
-use super::record::{Field, Record};
 use crate::model::{Class, Classes};
+use crate::stream::{Field, Record, Sink};
+
+/// The records as NDJSON lines.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ndjson;
+
+impl Sink for Ndjson {
+    fn visible(&mut self, record: &Record<'_>, allowed: Classes, out: &mut Vec<u8>) {
+        write(record, allowed, out);
+    }
+}
 
 /// Appends `record` as one NDJSON line holding only the fields of `allowed` classes, and says
 /// whether it did: when `ViewTitle` is denied nothing is written (`false`), since such a record

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::{time, unusual, Activity, Cell, Tally};
 use crate::model::{Eui64, MessageType};
-use crate::stream::csv::CsvWriter;
-use crate::stream::Format;
+use crate::views::csv::CsvWriter;
+use crate::views::Format;
 
 /// The whole answer.
 #[derive(Debug, Serialize, PartialEq)]

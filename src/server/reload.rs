@@ -8,8 +8,9 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+use super::State;
+use crate::config::defaults;
 use crate::metrics::{ReasonLabel, ResultLabel};
-use crate::server::State;
 
 /// Reloads policies, JWT keys, TLS files and inventory when their files change, every `interval`.
 pub fn spawn_reloader(state: Arc<State>, interval: Duration) -> tokio::task::JoinHandle<()> {
@@ -57,7 +58,7 @@ pub fn reload_once(state: &State) {
     if let Some(warnings) = counted(&m.inventory_reloads, "inventory", inventory.reload_if_changed()) {
         // Owners cached from the old file must not outlive it.
         state.ownership.invalidate_all();
-        crate::cmd::serve::log_left_out(&warnings);
+        log_left_out(&warnings);
         tracing::info!(devices = inventory.current().len(), "inventory reloaded");
     }
     check_inventory_age(state);
@@ -96,6 +97,19 @@ pub fn check_inventory_age(state: &State) {
         tracing::error!(
             stale_seconds = stale.as_secs(),
             "inventory out of date for longer than --inventory-max-age: owner views withheld until it loads"
+        );
+    }
+}
+
+/// Logs the inventory entries left out (the first few one by one).
+pub fn log_left_out(warnings: &[String]) {
+    for w in warnings.iter().take(defaults::INVENTORY_WARNINGS_LOGGED) {
+        tracing::warn!(entry = %w, "inventory entry left out");
+    }
+    if warnings.len() > defaults::INVENTORY_WARNINGS_LOGGED {
+        tracing::warn!(
+            more = warnings.len() - defaults::INVENTORY_WARNINGS_LOGGED,
+            "more inventory entries left out"
         );
     }
 }

@@ -1,6 +1,6 @@
 //! The investigation view: per-Device activity over exactly the records a caller may see.
 //!
-//! [`Activity`] is fed by the record filter after the decision, with the same records
+//! [`Activity`] is a [`Sink`]: fed by the record filter after the decision, with the same records
 //! `/sat/records` would write and only their title fields ([`Titles`]), so it can never count
 //! what the caller could not see. Memory follows the number of distinct keys (Devices, days,
 //! SRVs, codes), not of records, and is capped ([`Limits`]): past a cap the answer is a refusal
@@ -14,8 +14,10 @@ use std::borrow::Cow;
 
 use rustc_hash::FxHashMap;
 
+use crate::model::Classes;
 use crate::model::{Eui64, MessageType};
-use crate::stream::{Field, Record};
+use crate::stream::scan::decode_string;
+use crate::stream::{Field, Record, Sink};
 
 /// The title fields the view reads, decoded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -48,13 +50,6 @@ impl<'a> Titles<'a> {
             user_role: text(Field::UserRole),
         }
     }
-}
-
-/// A raw JSON value's string, decoded; `None` for `null` (or anything not a string). Borrowed
-/// when it has no escapes, which is nearly always. The value is one the scanner validated.
-pub fn decode_string(raw: &str) -> Option<Cow<'_, str>> {
-    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-    crate::stream::scan::unescape(inner)
 }
 
 /// What one answer may hold.
@@ -264,6 +259,18 @@ impl Activity {
 
     fn name(&self, id: KeyId) -> Option<&str> {
         self.names.get(id as usize).map(|s| &**s)
+    }
+}
+
+/// The activity view as a sink: every visible record counted by its title fields, nothing
+/// written until the end; once a cap is passed, reading on is pointless.
+impl Sink for Activity {
+    fn visible(&mut self, record: &Record<'_>, _allowed: Classes, _out: &mut Vec<u8>) {
+        self.add(&Titles::of(record));
+    }
+
+    fn stopped(&self) -> bool {
+        self.overflow.is_some()
     }
 }
 
