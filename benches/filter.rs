@@ -33,7 +33,7 @@ fn engine(extra: usize) -> Arc<PolicyEngine> {
         .map(|n| {
             format!(
                 "@id(\"never-{n}\")\npermit (principal, action == Action::\"ViewTitle\", resource)\n\
-                 when {{ principal.party == \"NOBODY-{n}\" && resource has device }};\n"
+                 when {{ principal.role == Role::\"IS\" && principal.role == Role::\"ES\" && resource has device }};\n"
             )
         })
         .collect();
