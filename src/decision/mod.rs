@@ -49,7 +49,7 @@ pub struct DeviceFacts {
 impl DeviceFacts {
     pub fn of(principal: &Principal, entry: &DeviceEntry) -> Self {
         Self {
-            device_type: DeviceType::of_inventory(&entry.device_type),
+            device_type: entry.kind,
             principal_party: entry.registration_of(&principal.party),
         }
     }

@@ -166,6 +166,22 @@ pub fn decide_all(engine: &PolicyEngine, cells: &[Cell]) -> Vec<Decided> {
         .collect()
 }
 
+/// What the guard would refuse in a decided space, in words: entity literals, and cells where a
+/// policy errored (the first one as an example). Shared by `matrix` and `diff`.
+pub fn refusal_findings(policies: &PolicySet, decided: &[Decided]) -> Vec<String> {
+    let mut findings = entity_literal_findings(policies);
+    let errored: Vec<&Decided> = decided.iter().filter(|d| !d.errors.is_empty()).collect();
+    if let Some(first) = errored.first() {
+        findings.push(format!(
+            "a policy errors in {} cells (the guard refuses the set; run time would deny there), e.g. {}: {}",
+            errored.len(),
+            first.cell.describe(),
+            first.errors.join("; ")
+        ));
+    }
+    findings
+}
+
 /// `title, identity, metadata, payload`, or `nothing (left out)`.
 pub fn classes_label(c: Classes) -> String {
     if c == Classes::NONE {

@@ -327,6 +327,7 @@ fn validate_device(s: DeviceShape, points: &HashMap<String, Arc<MeterPoint>>) ->
     }
     Ok(DeviceEntry {
         device_id,
+        kind: crate::model::DeviceType::of_inventory(&s.device_type),
         device_type: s.device_type.into(),
         meter_points,
     })

@@ -18,7 +18,7 @@ pub use file::InventoryFile;
 pub use http::{HttpSettings, HttpSource};
 pub use inventory::{Inventory, InventoryError, InventoryWarning, Read as InventoryRead};
 
-use crate::model::Eui64;
+use crate::model::{DeviceType, Eui64};
 
 /// Fuel of a meter point.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -42,8 +42,11 @@ pub struct MeterPoint {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct DeviceEntry {
     pub device_id: Eui64,
-    /// The inventory's DUIS DeviceType, as written. Whether it is a HAN type is the policy's call.
+    /// The inventory's DUIS DeviceType, as written (for people: logs, `explain`).
     pub device_type: Arc<str>,
+    /// The same, as policies see it ([`DeviceType::of_inventory`]), closed over once at load so
+    /// the record path does not parse it again. Whether it is in scope is the policy's call.
+    pub kind: DeviceType,
     pub meter_points: Vec<Arc<MeterPoint>>,
 }
 

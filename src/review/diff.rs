@@ -44,16 +44,7 @@ pub fn matrix_changes(old: &PolicyEngine, new: &PolicyEngine) -> (Vec<CellChange
     let cells = space::cells();
     let a = space::decide_all(old, &cells);
     let b = space::decide_all(new, &cells);
-    let mut findings = space::entity_literal_findings(new.policies());
-    let errored: Vec<&space::Decided> = b.iter().filter(|d| !d.errors.is_empty()).collect();
-    if let Some(first) = errored.first() {
-        findings.push(format!(
-            "the new policies error in {} cells (the guard refuses them), e.g. {}: {}",
-            errored.len(),
-            first.cell.describe(),
-            first.errors.join("; ")
-        ));
-    }
+    let findings = space::refusal_findings(new.policies(), &b);
     let changes = a
         .into_iter()
         .zip(b)

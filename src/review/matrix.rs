@@ -22,16 +22,7 @@ pub struct Matrix {
 impl Matrix {
     pub fn build(engine: &PolicyEngine) -> Self {
         let decided = space::decide_all(engine, &space::cells());
-        let mut findings = space::entity_literal_findings(engine.policies());
-        let errored: Vec<&Decided> = decided.iter().filter(|d| !d.errors.is_empty()).collect();
-        if let Some(first) = errored.first() {
-            findings.push(format!(
-                "{} cells had policy errors (they fail closed), e.g. {}: {}",
-                errored.len(),
-                first.cell.describe(),
-                first.errors.join("; ")
-            ));
-        }
+        let findings = space::refusal_findings(engine.policies(), &decided);
         let mut policy_ids: Vec<String> = engine.policies().policies().map(|p| p.id().to_string()).collect();
         policy_ids.sort();
         Self {

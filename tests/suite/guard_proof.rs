@@ -23,26 +23,10 @@ use std::process::Command;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use satgate::decision::{guard, policies, PolicyEngine};
+use satgate::model::{DeviceType, MessageType, Role};
+use satgate::ownership::PartyRegistration;
 use satgate::review::symbolic;
 
-const ROLES: [&str; 7] = ["IS", "ES", "GS", "ED", "GT", "RSA", "OU"];
-const MESSAGE_TYPES: [&str; 7] = [
-    "ServiceRequest",
-    "SignedPreCommand",
-    "Acknowledgement",
-    "PreCommand",
-    "ServiceResponse",
-    "DeviceAlert",
-    "DCCAlert",
-];
-const DEVICE_TYPES: [&str; 9] = ["ESME", "GSME", "CHF", "GPF", "PPMID", "HCALCS", "IHD", "CAD", "OTHER"];
-const FLAGS: [&str; 5] = [
-    "importSupplier",
-    "exportSupplier",
-    "gasSupplier",
-    "electricityNetworkOperator",
-    "gasNetworkOperator",
-];
 const ACTIONS: [&str; 4] = ["ViewTitle", "ViewIdentity", "ViewMetadata", "ViewPayload"];
 const SHIPPED: [&str; 3] = ["device-owners.cedar", "own-records.cedar", "scope.cedar"];
 
@@ -63,10 +47,12 @@ fn solver() -> bool {
 
 /// A boolean condition over the model, written the indirect ways an attacker would try.
 fn condition() -> impl Strategy<Value = String> {
-    let role = proptest::sample::select(&ROLES[..]);
-    let mt = proptest::sample::select(&MESSAGE_TYPES[..]);
-    let ty = proptest::sample::select(&DEVICE_TYPES[..]);
-    let flag = proptest::sample::select(&FLAGS[..]);
+    // The model's own lists, so the generator names every member the schema has.
+    let names = |all: Vec<&'static str>| proptest::sample::select(all);
+    let role = names(Role::ALL.iter().map(|r| r.as_str()).collect());
+    let mt = names(MessageType::ALL.iter().map(|m| m.as_str()).collect());
+    let ty = names(DeviceType::ALL.iter().map(|t| t.as_str()).collect());
+    let flag = names(PartyRegistration::FLAGS.iter().map(|(_, name)| *name).collect());
     let leaf = prop_oneof![
         Just("resource.principalIsUser".to_owned()),
         Just("true".to_owned()),
