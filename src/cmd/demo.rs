@@ -18,6 +18,18 @@ use crate::config::{defaults, JwtKey, LogFormat, OwnershipSourceConfig, ServeCon
 use crate::sample::{Market, Rng, SampleUser};
 use crate::server;
 
+/// `println!` for the demo's story: a closed standard output (`satgate demo | head`) ends the
+/// demo quietly, as SIGPIPE ends the other commands, instead of a panic. (The demo serves on
+/// sockets, so it keeps SIGPIPE ignored: see [`super::end_quietly_on_a_closed_pipe`].)
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
@@ -90,11 +102,12 @@ async fn demo(args: &Args) -> Result<(), CmdError> {
         config.shutdown_grace,
     ));
 
-    println!(
+    out!(
         "\nsatgate demo: sidecar on http://{}, sample SSI upstream on http://{}",
-        args.listen, args.upstream_listen
+        args.listen,
+        args.upstream_listen
     );
-    println!(
+    out!(
         "  {} SAT records about {} Devices over four weeks of November 2026, and a burst of {} about one Device on day {}; inventory {}; policies {}\n",
         args.records,
         setup.market.devices.len(),
@@ -104,7 +117,7 @@ async fn demo(args: &Args) -> Result<(), CmdError> {
         args.policy.policies.display()
     );
     let failures = walkthrough(&setup, &format!("http://{}", args.listen)).await?;
-    println!(
+    out!(
         "Tokens expire in one hour. Edit {} or {} and they reload within {}.",
         setup.inventory.display(),
         args.policy.policies.display(),
@@ -114,7 +127,7 @@ async fn demo(args: &Args) -> Result<(), CmdError> {
         return Err(format!("{failures} example request(s) failed").into());
     }
     if !args.exit_after_examples {
-        println!("\nServing until Ctrl-C.");
+        out!("\nServing until Ctrl-C.");
         let _ = tokio::signal::ctrl_c().await;
     }
     let _ = stop_tx.send(());
@@ -179,29 +192,29 @@ async fn walkthrough(setup: &Setup, base: &str) -> Result<usize, CmdError> {
             Ok((200, body)) => Some(body),
             Ok((status, body)) => {
                 failures += 1;
-                println!("{what}: unexpected {status}: {}", String::from_utf8_lossy(&body));
+                out!("{what}: unexpected {status}: {}", String::from_utf8_lossy(&body));
                 None
             }
             Err(e) => {
                 failures += 1;
-                println!("{what}: request failed: {e}");
+                out!("{what}: request failed: {e}");
                 None
             }
         }
     };
-    println!("Records of the first week of November ({WEEK}), as four Users:\n");
+    out!("Records of the first week of November ({WEEK}), as four Users:\n");
     let mut supplier_token = None;
     for user in setup.market.users.iter().filter(|u| picks.contains(&u.name)) {
         let token = mint(&key, user)?;
         let url = format!("{base}/sat/records?{WEEK}");
         if let Some(body) = check(user.name, fetch(&url, &token, None).await) {
             let (own, titles) = count(&body);
-            println!(
+            out!(
                 "{} (sub {}, role {}, party {}): {} records visible: {own} of its own in full, {titles} others' as titles only",
                 user.name, user.principal.user_id, user.principal.role, user.principal.party, own + titles
             );
         }
-        println!("  curl -s -H 'Authorization: Bearer {token}' '{url}'\n");
+        out!("  curl -s -H 'Authorization: Bearer {token}' '{url}'\n");
         if user.name == SUPPLIER {
             supplier_token = Some(token);
         }
@@ -214,7 +227,7 @@ async fn walkthrough(setup: &Setup, base: &str) -> Result<usize, CmdError> {
     let url = format!("{base}/sat/records?limit=20");
     if let Some(body) = check("paging", fetch(&url, &token, None).await) {
         let (own, titles) = count(&body);
-        println!(
+        out!(
             "Paging: the SSI applies `limit` before satgate filters, so `limit=20` as {SUPPLIER} gives {} record(s): \
              the visible part of the upstream's first 20. Ask for a Device and a date range instead; \
              /sat/activity gives totals.\n  curl -s -H 'Authorization: Bearer {token}' '{url}'\n",
@@ -226,44 +239,44 @@ async fn walkthrough(setup: &Setup, base: &str) -> Result<usize, CmdError> {
     if let Some(body) = check("activity", fetch(&url, &token, None).await) {
         print_activity(&body);
     }
-    println!("  curl -s -H 'Authorization: Bearer {token}' '{url}'");
+    out!("  curl -s -H 'Authorization: Bearer {token}' '{url}'");
     if let Some(body) = check("activity as CSV", fetch(&url, &token, Some("text/csv")).await) {
         let rows = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
-        println!("The same as CSV ({rows} rows with the header; `Accept: text/csv` works on /sat/records too):");
+        out!("The same as CSV ({rows} rows with the header; `Accept: text/csv` works on /sat/records too):");
     }
-    println!("  curl -s -H 'Accept: text/csv' -H 'Authorization: Bearer {token}' '{url}'");
+    out!("  curl -s -H 'Accept: text/csv' -H 'Authorization: Bearer {token}' '{url}'");
     if let Some(device) = setup.burst_device() {
         let url = format!("{base}/sat/records?deviceId={}&from=2026-11-{BURST_DAY:02}", device.id);
         if let Some(body) = check("one Device", fetch(&url, &token, None).await) {
             let (own, titles) = count(&body);
-            println!(
+            out!(
                 "That Device's records on day {BURST_DAY}: {} visible to {SUPPLIER}:",
                 own + titles
             );
         }
-        println!("  curl -s -H 'Authorization: Bearer {token}' '{url}'\n");
+        out!("  curl -s -H 'Authorization: Bearer {token}' '{url}'\n");
     }
 
     match fetch(&format!("{base}/sat/records"), "not-a-token", None).await {
-        Ok((401, body)) => println!("A bad token is refused: 401 {}", String::from_utf8_lossy(&body)),
+        Ok((401, body)) => out!("A bad token is refused: 401 {}", String::from_utf8_lossy(&body)),
         other => {
             failures += 1;
-            println!("A bad token should give 401, got {other:?}");
+            out!("A bad token should give 401, got {other:?}");
         }
     }
-    println!("  curl -s -i -H 'Authorization: Bearer not-a-token' '{base}/sat/records'");
-    println!("Metrics, health and readiness:");
-    println!("  curl -s {base}/metrics\n  curl -s {base}/healthz\n  curl -s {base}/readyz");
+    out!("  curl -s -i -H 'Authorization: Bearer not-a-token' '{base}/sat/records'");
+    out!("Metrics, health and readiness:");
+    out!("  curl -s {base}/metrics\n  curl -s {base}/healthz\n  curl -s {base}/readyz");
     Ok(failures)
 }
 
 /// The first lines of an activity summary: totals, then the most unusual Devices.
 fn print_activity(body: &[u8]) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        println!("activity: the answer is not JSON");
+        out!("activity: the answer is not JSON");
         return;
     };
-    println!(
+    out!(
         "Activity as {SUPPLIER} over four weeks ({MONTH}): {} records about {} Devices, {} flagged for more activity than usual; the top three:",
         v["records"],
         v["devices"].as_array().map_or(0, Vec::len),
@@ -280,7 +293,7 @@ fn print_activity(body: &[u8]) {
             ),
             None => String::new(),
         };
-        println!(
+        out!(
             "  {}: {} records{flag}",
             d["deviceId"].as_str().unwrap_or("?"),
             d["records"]

@@ -163,6 +163,25 @@ impl PrincipalArgs {
     }
 }
 
+impl Command {
+    /// Whether the command serves on sockets (its output is a log, not something to pipe).
+    pub fn serves(&self) -> bool {
+        matches!(self, Command::Serve(_) | Command::Demo(_))
+    }
+}
+
+/// Gives SIGPIPE back its default action, as every Unix tool has it: `satgate diff ... | head`
+/// then ends when `head` does, silently, instead of panicking in `println!` on EPIPE (Rust
+/// ignores SIGPIPE by default). Not for the serving commands: a peer closing a socket must never
+/// end the process (the demo handles its own closed stdout).
+pub fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called once at start-up, before any thread is spawned; `signal` with SIG_DFL
+    // installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Runs the command; an error is printed here, once, and exits 2.
 pub fn run(cli: Cli) -> Exit {
     let result = match cli.command {

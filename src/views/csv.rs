@@ -3,10 +3,14 @@
 //! values the NDJSON answer would carry. A field the record lacks, or the caller may not see, or
 //! that is null, is an empty cell; a string is its decoded text; `metadata` is its JSON text.
 //!
-//! Cells that a spreadsheet would run as a formula are defused as OWASP's CSV injection guidance
-//! says: a cell starting with `=`, `+`, `-`, `@`, tab or CR gets a leading `'`. So does a cell
-//! that already starts with `'`, which a spreadsheet would hide: [`unescape_cell`] undoes it
-//! exactly.
+//! Cells that a spreadsheet would run as a formula are defused with a leading `'` (OWASP's CSV
+//! injection guidance, widened): a cell starting with `=`, `+`, `-`, `@`, tab, CR or NUL (ASVS
+//! 5.0); one whose first character after any leading blanks (Unicode white space of any kind,
+//! including NBSP, LF, VT, FF, U+2028 and U+3000, the zero-width characters and the BOM, and NUL)
+//! is one of those leads or a look-alike that spreadsheets also accept (full-width `＝＋－＠`, the
+//! minus sign U+2212); and a cell that already starts with `'`, which a spreadsheet would hide.
+//! [`unescape_cell`] undoes it exactly: it strips one leading `'`, and every cell starting with
+//! `'` was given one.
 
 use std::borrow::Cow;
 
@@ -84,12 +88,36 @@ pub fn cell(raw: &str) -> Cow<'_, str> {
     }
 }
 
-/// Prefixes `'` to a cell a spreadsheet would read as a formula (or that starts with `'`).
+/// Prefixes `'` to a cell a spreadsheet could read as a formula (or that starts with `'`).
 pub fn escape_cell(s: &str) -> Cow<'_, str> {
-    match s.as_bytes().first() {
-        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r' | b'\'') => Cow::Owned(format!("'{s}")),
-        _ => Cow::Borrowed(s),
+    if needs_defusing(s) {
+        Cow::Owned(format!("'{s}"))
+    } else {
+        Cow::Borrowed(s)
     }
+}
+
+fn needs_defusing(s: &str) -> bool {
+    match s.as_bytes().first() {
+        // Nearly every cell: an id, a time, a title starting with a letter or digit.
+        None => false,
+        Some(b) if b.is_ascii_alphanumeric() => false,
+        Some(b'\'' | b'\t' | b'\r' | 0) => true,
+        _ => s.chars().find(|c| !is_blank(*c)).is_some_and(is_formula_lead),
+    }
+}
+
+/// What a spreadsheet may skip before reading a formula.
+fn is_blank(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\0' | '\u{180E}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+}
+
+/// What a spreadsheet may take as the start of a formula.
+fn is_formula_lead(c: char) -> bool {
+    matches!(
+        c,
+        '=' | '+' | '-' | '@' | '\u{FF1D}' | '\u{FF0B}' | '\u{FF0D}' | '\u{FF20}' | '\u{2212}'
+    )
 }
 
 /// The inverse of [`escape_cell`], for readers that want the values back.
@@ -151,9 +179,53 @@ mod tests {
             assert!(e.starts_with('\''), "{s:?}");
             assert_eq!(unescape_cell(&e), s);
         }
-        for s in ["", "a=1", "1-2", " =1"] {
+        for s in ["", "a=1", "1-2", "a =1", "x\u{FF1D}1", " a", "\u{3000}b-1"] {
             assert_eq!(escape_cell(s), s);
             assert_eq!(unescape_cell(&escape_cell(s)), s);
+        }
+    }
+
+    /// A formula lead behind leading blanks of any Unicode kind, a leading NUL, and the
+    /// full-width and minus-sign look-alikes are all defused, and the escape stays reversible.
+    #[test]
+    fn formula_leads_behind_unicode_blanks_and_look_alikes_are_defused() {
+        let blanks = [
+            " ",
+            "\u{A0}",
+            "\u{200B}",
+            "\u{FEFF}",
+            "\n",
+            "\u{B}",
+            "\u{C}",
+            "\u{2028}",
+            "\u{3000}",
+            "\0",
+            "\u{2060}",
+            " \u{A0}\u{200B}\n",
+        ];
+        let leads = [
+            "=", "+", "-", "@", "\u{FF1D}", "\u{FF0B}", "\u{FF0D}", "\u{FF20}", "\u{2212}",
+        ];
+        for lead in leads {
+            for cell in std::iter::once(format!("{lead}1+1")).chain(blanks.iter().map(|b| format!("{b}{lead}1+1"))) {
+                let e = escape_cell(&cell);
+                assert!(e.starts_with('\''), "{cell:?} not defused");
+                assert_eq!(unescape_cell(&e), cell);
+            }
+        }
+        assert!(escape_cell("\0").starts_with('\''), "a leading NUL");
+        assert!(escape_cell("\0abc").starts_with('\''), "a leading NUL");
+    }
+
+    proptest::proptest! {
+        /// For any text: the escape is undone exactly, and what is written either starts with `'`
+        /// or has no formula lead after its leading blanks.
+        #[test]
+        fn escaping_is_reversible_and_leaves_no_formula_lead(s in "\\PC*|[ \t\r\n\u{A0}\u{200B}\u{FEFF}\u{3000}=+@'\u{FF1D}\u{2212}-]{0,4}\\PC{0,4}") {
+            let e = escape_cell(&s);
+            proptest::prop_assert_eq!(unescape_cell(&e), s.as_str());
+            let first = e.chars().find(|c| !is_blank(*c));
+            proptest::prop_assert!(e.starts_with('\'') || !first.is_some_and(is_formula_lead), "{:?}", e);
         }
     }
 }

@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{Map, Value};
 
+use crate::support::binary::free_port;
 use crate::support::oracle;
 
 fn satgate(args: &[&str], stdin: &[u8]) -> Output {
@@ -272,4 +273,79 @@ fn activity_and_csv_offline() {
     assert_eq!(o.status.code(), Some(2));
     assert!(o.stdout.is_empty());
     assert!(stderr(&o).contains("more than 2 Devices"), "{}", stderr(&o));
+}
+
+/// Every command ends quietly when its reader goes away (`satgate filter ... | head`): no panic, no
+/// error text, and either success or the default SIGPIPE ending (what a shell shows as 141). The
+/// demo, which keeps SIGPIPE ignored for its sockets, exits 0.
+#[test]
+fn a_closed_output_pipe_ends_every_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+
+    let records = std::fs::read("tests/data/records.ndjson").unwrap().repeat(20);
+    let (listen, upstream) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    // Outputs well past a pipe's buffer (64 KiB), so the writes after the reader left fail.
+    let cases: [(&[&str], &[u8]); 2] = [
+        (
+            &[
+                "filter",
+                "--inventory",
+                "tests/data/inventory.json",
+                "--sub",
+                "90-B3-D5-1F-30-01-00-00",
+                "--role",
+                "IS",
+                "--party",
+                "SUPA",
+            ],
+            &records,
+        ),
+        (
+            &[
+                "demo",
+                "--exit-after-examples",
+                "--records",
+                "300",
+                "--listen",
+                &listen,
+                "--upstream-listen",
+                &upstream,
+            ],
+            b"",
+        ),
+    ];
+    for (args, input) in cases {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_satgate"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let feeder = std::thread::spawn(move || pipe.write_all(&input));
+        // Read one line, then go away like `head -1`.
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        let _ = feeder.join();
+        let err = stderr(&o);
+        assert!(!first.is_empty(), "{args:?} wrote nothing: {err}");
+        assert!(
+            o.status.success() || o.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?}\n{err}",
+            o.status
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+    }
 }
