@@ -137,6 +137,8 @@ impl<'a, R: Read> ReadFrames<'a, R> {
 }
 
 impl<R: Read> Frames for ReadFrames<'_, R> {
+    type Frame = Bytes;
+
     async fn frame(&mut self) -> Result<Option<Bytes>, StreamError> {
         if self.ended {
             return Ok(None);

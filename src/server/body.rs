@@ -26,6 +26,8 @@ pub struct Upstream {
 }
 
 impl Frames for Upstream {
+    type Frame = Bytes;
+
     async fn frame(&mut self) -> Result<Option<Bytes>, StreamError> {
         loop {
             match tokio::time::timeout(self.idle, self.body.frame()).await {

@@ -13,8 +13,10 @@
 //! §5). After that, a failure ends the stream with an error, and the chunk adapter makes sure the
 //! receiver cannot mistake the output for a whole one.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::ops::{Deref, Range};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -71,15 +73,15 @@ impl StreamError {
 
 /// Lines read ahead of the filter. One entry per run of lines, not per line, so what is held
 /// follows the bytes read however short the lines are (a frame of 400 KB of `\n` is one entry).
-enum Pending {
-    /// One or more whole lines joined by `\n` (shared with their upstream frame when they were
-    /// inside it, copied when a line spanned frames).
-    Lines(Bytes),
+enum Pending<B> {
+    /// One or more whole lines joined by `\n` (shared with their frame when they were inside
+    /// it, copied when a line spanned frames).
+    Lines(B),
     /// A line over the limit, already skipped.
     TooLong,
 }
 
-impl Pending {
+impl<B: Shared> Pending<B> {
     fn lines(&self) -> SplitLines<'_> {
         match self {
             Pending::Lines(b) => split_lines(b),
@@ -88,11 +90,45 @@ impl Pending {
     }
 }
 
+/// A frame's bytes, which the runs of whole lines inside it share instead of copying: `Bytes`
+/// from a transport, or a borrowed slice of a buffer already in memory.
+pub trait Shared: Deref<Target = [u8]> + Sized {
+    /// The bytes at `range` of this frame, shared.
+    fn share(&self, range: Range<usize>) -> Self;
+    /// Bytes of no frame (a line that spanned two), copied.
+    fn copied(bytes: &[u8]) -> Self;
+}
+
+impl Shared for Bytes {
+    fn share(&self, range: Range<usize>) -> Self {
+        self.slice(range)
+    }
+
+    fn copied(bytes: &[u8]) -> Self {
+        Bytes::copy_from_slice(bytes)
+    }
+}
+
+impl Shared for Cow<'_, [u8]> {
+    fn share(&self, range: Range<usize>) -> Self {
+        match self {
+            Cow::Borrowed(b) => Cow::Borrowed(&b[range]),
+            Cow::Owned(v) => Cow::Owned(v[range].to_vec()),
+        }
+    }
+
+    fn copied(bytes: &[u8]) -> Self {
+        Cow::Owned(bytes.to_vec())
+    }
+}
+
 /// Where body bytes come from: an upstream response, standard input, a buffer.
 pub trait Frames {
+    type Frame: Shared;
+
     /// The next piece of the body; `None` at its clean end. A body that may end inside a line
     /// must say so with an error; one whose last line may lack its `\n` (a file) must end it.
-    fn frame(&mut self) -> impl Future<Output = Result<Option<Bytes>, StreamError>>;
+    fn frame(&mut self) -> impl Future<Output = Result<Option<Self::Frame>, StreamError>>;
 }
 
 /// Where filtered bytes go: a response body, standard output, a buffer.
@@ -102,11 +138,11 @@ pub trait Chunks {
 }
 
 /// One filtered stream: frames in, the filter and its sink, lines read ahead.
-pub struct RecordStream<F, S> {
+pub struct RecordStream<F: Frames, S> {
     frames: F,
     filter: RecordFilter<S>,
     splitter: LineSplitter,
-    pending: VecDeque<Pending>,
+    pending: VecDeque<Pending<F::Frame>>,
     prefetch: bool,
     ended: bool,
     lines: u64,
@@ -186,7 +222,7 @@ impl<F: Frames, S: Sink> RecordStream<F, S> {
                     Some((s, e)) if e + 1 == start => Some((s, end)),
                     other => {
                         if let Some((s, e)) = other {
-                            pending.push_back(Pending::Lines(data.slice(s..e)));
+                            pending.push_back(Pending::Lines(data.share(s..e)));
                         }
                         Some((start, end))
                     }
@@ -194,16 +230,16 @@ impl<F: Frames, S: Sink> RecordStream<F, S> {
             }
             other => {
                 if let Some((s, e)) = run.take() {
-                    pending.push_back(Pending::Lines(data.slice(s..e)));
+                    pending.push_back(Pending::Lines(data.share(s..e)));
                 }
                 pending.push_back(match other {
-                    Line::Complete(b) => Pending::Lines(Bytes::copy_from_slice(b)),
+                    Line::Complete(b) => Pending::Lines(F::Frame::copied(b)),
                     Line::TooLong => Pending::TooLong,
                 });
             }
         });
         if let Some((s, e)) = run {
-            self.pending.push_back(Pending::Lines(data.slice(s..e)));
+            self.pending.push_back(Pending::Lines(data.share(s..e)));
         }
         Ok(true)
     }
@@ -231,7 +267,7 @@ impl<F: Frames, S: Sink> RecordStream<F, S> {
                 }
                 // A blank line before the first record: drop it and look at the next.
                 match rest {
-                    Some(next) => *run = run.slice(next..),
+                    Some(next) => *run = Shared::share(&*run, next..run.len()),
                     None => {
                         self.pending.pop_front();
                     }
@@ -297,8 +333,9 @@ impl<F: Frames, S: Sink> RecordStream<F, S> {
     }
 }
 
-/// Frames of an in-memory body, cut as the proxy's largest upstream frame
-/// ([`super::UPSTREAM_BUFFER_BYTES`]); a last line without `\n` is still a line.
+/// Frames of an in-memory body, borrowed (nothing is copied but a line that spans two frames),
+/// cut as the proxy's largest upstream frame ([`super::UPSTREAM_BUFFER_BYTES`]) so lines
+/// spanning frames happen here as they do there; a last line without `\n` is still a line.
 pub struct SliceFrames<'a> {
     rest: &'a [u8],
     ended: bool,
@@ -313,21 +350,23 @@ impl<'a> SliceFrames<'a> {
     }
 }
 
-impl Frames for SliceFrames<'_> {
-    async fn frame(&mut self) -> Result<Option<Bytes>, StreamError> {
+impl<'a> Frames for SliceFrames<'a> {
+    type Frame = Cow<'a, [u8]>;
+
+    async fn frame(&mut self) -> Result<Option<Self::Frame>, StreamError> {
         if self.rest.is_empty() {
             if self.ended {
                 return Ok(None);
             }
             self.ended = true;
-            return Ok(Some(Bytes::from_static(b"\n")));
+            return Ok(Some(Cow::Borrowed(b"\n")));
         }
         let (frame, rest) = self.rest.split_at(self.rest.len().min(super::UPSTREAM_BUFFER_BYTES));
         self.rest = rest;
         if rest.is_empty() && frame.ends_with(b"\n") {
             self.ended = true;
         }
-        Ok(Some(Bytes::copy_from_slice(frame)))
+        Ok(Some(Cow::Borrowed(frame)))
     }
 }
 
@@ -384,7 +423,7 @@ pub fn filter_all<S: Sink>(
         .expect("an in-memory stream never waits")
 }
 
-fn within(outer: &Bytes, inner: &[u8]) -> bool {
+fn within(outer: &[u8], inner: &[u8]) -> bool {
     let (o, i) = (outer.as_ptr() as usize, inner.as_ptr() as usize);
     i >= o && i + inner.len() <= o + outer.len()
 }
@@ -409,6 +448,6 @@ mod tests {
             lines(b"{}\n\n{\"a\":1}"),
             vec![b"{}".to_vec(), b"".to_vec(), b"{\"a\":1}".to_vec()]
         );
-        assert_eq!(Pending::TooLong.lines().count(), 0);
+        assert_eq!(Pending::<Bytes>::TooLong.lines().count(), 0);
     }
 }
