@@ -43,6 +43,8 @@ fn summary(a: &Activity) -> usize {
 fn main() {
     let n: u64 = env("SATGATE_BENCH_RECORDS", 100_000);
     let rounds = env("SATGATE_BENCH_ROUNDS", 5);
+    // One view alone (0, 1, 2), for profiling it.
+    let only: Option<usize> = std::env::var("SATGATE_BENCH_ONLY").ok().and_then(|v| v.parse().ok());
     let market = Market::generate(50, 42);
     let inventory = market.inventory();
     let input = market.ndjson(n, 42);
@@ -84,6 +86,9 @@ fn main() {
     let mut best = [0f64; 3];
     for _ in 0..rounds {
         for (i, rate) in best.iter_mut().enumerate() {
+            if only.is_some_and(|o| o != i) {
+                continue;
+            }
             let start = Instant::now();
             std::hint::black_box(run(i));
             *rate = rate.max(stats.records_in as f64 / start.elapsed().as_secs_f64());

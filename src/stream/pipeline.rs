@@ -30,6 +30,9 @@ use super::{FilterStats, Outcome, RecordFilter, IO_BUFFER_BYTES};
 use crate::model::Eui64;
 use crate::ownership::{DeviceEntry, LookupResult, OwnershipSource};
 
+/// The one text for a line over the limit, wherever it is found.
+const TOO_LONG: &str = "line exceeds the line limit";
+
 /// How many malformed lines a stream names (the rest are only counted).
 pub const NAMED_MALFORMED: usize = 20;
 
@@ -142,6 +145,7 @@ pub struct RecordStream<F: Frames, S> {
     frames: F,
     filter: RecordFilter<S>,
     splitter: LineSplitter,
+    max_line_bytes: usize,
     pending: VecDeque<Pending<F::Frame>>,
     prefetch: bool,
     ended: bool,
@@ -156,6 +160,7 @@ impl<F: Frames, S: Sink> RecordStream<F, S> {
             frames,
             filter,
             splitter: LineSplitter::new(max_line_bytes),
+            max_line_bytes,
             pending: VecDeque::new(),
             prefetch: true,
             ended: false,
@@ -209,37 +214,34 @@ impl<F: Frames, S: Sink> RecordStream<F, S> {
             self.ended = true;
             return Ok(false);
         };
+        // Only the lines that span frames go through the splitter (which keeps the unfinished
+        // one, bounded by the line limit); the whole lines inside the frame are one shared run,
+        // found with two searches instead of one per line. The filter checks their length.
         let pending = &mut self.pending;
-        // The run of whole lines inside this frame so far, as a byte range of it: shared,
-        // not copied, and one entry however many lines it holds.
-        let mut run: Option<(usize, usize)> = None;
-        let base = data.as_ptr() as usize;
-        self.splitter.push(&data, |l| match l {
-            Line::Complete(b) if within(&data, b) => {
-                let (start, end) = (b.as_ptr() as usize - base, b.as_ptr() as usize - base + b.len());
-                run = match run {
-                    // The next line starts right after the previous one's `\n`.
-                    Some((s, e)) if e + 1 == start => Some((s, end)),
-                    other => {
-                        if let Some((s, e)) = other {
-                            pending.push_back(Pending::Lines(data.share(s..e)));
-                        }
-                        Some((start, end))
-                    }
-                };
-            }
-            other => {
-                if let Some((s, e)) = run.take() {
-                    pending.push_back(Pending::Lines(data.share(s..e)));
+        let spanning = |l: Line<'_>| match l {
+            Line::Complete(b) => Pending::Lines(F::Frame::copied(b)),
+            Line::TooLong => Pending::TooLong,
+        };
+        let mut from = 0;
+        if self.splitter.mid_line() {
+            match memchr::memchr(b'\n', &data) {
+                Some(nl) => {
+                    self.splitter.push(&data[..=nl], |l| pending.push_back(spanning(l)));
+                    from = nl + 1;
                 }
-                pending.push_back(match other {
-                    Line::Complete(b) => Pending::Lines(F::Frame::copied(b)),
-                    Line::TooLong => Pending::TooLong,
-                });
+                None => {
+                    self.splitter.push(&data, |l| pending.push_back(spanning(l)));
+                    return Ok(true);
+                }
             }
-        });
-        if let Some((s, e)) = run {
-            self.pending.push_back(Pending::Lines(data.share(s..e)));
+        }
+        let rest = &data[from..];
+        match memchr::memrchr(b'\n', rest) {
+            Some(last) => {
+                pending.push_back(Pending::Lines(data.share(from..from + last)));
+                self.splitter.push(&rest[last + 1..], |l| pending.push_back(spanning(l)));
+            }
+            None => self.splitter.push(rest, |l| pending.push_back(spanning(l))),
         }
         Ok(true)
     }
@@ -250,13 +252,16 @@ impl<F: Frames, S: Sink> RecordStream<F, S> {
         loop {
             while let Some(front) = self.pending.front_mut() {
                 let run = match front {
-                    Pending::TooLong => return Err(StreamError::NotNdjson("first line exceeds the line limit".into())),
+                    Pending::TooLong => return Err(StreamError::NotNdjson(TOO_LONG.into())),
                     Pending::Lines(run) => run,
                 };
                 let (line, rest) = match memchr::memchr(b'\n', run) {
                     Some(nl) => (&run[..nl], Some(nl + 1)),
                     None => (&run[..], None),
                 };
+                if line.len() > self.max_line_bytes {
+                    return Err(StreamError::NotNdjson(TOO_LONG.into()));
+                }
                 if !line.iter().all(u8::is_ascii_whitespace) {
                     return match Record::parse(line) {
                         Err(e @ (RecordError::NotUtf8 | RecordError::Syntax(_))) => {
@@ -295,14 +300,13 @@ impl<F: Frames, S: Sink> RecordStream<F, S> {
             }
             while let Some(entry) = self.pending.pop_front() {
                 match entry {
-                    Pending::TooLong => {
-                        let outcome = self
-                            .filter
-                            .malformed(RecordError::Syntax("line exceeds the line limit".into()));
-                        self.counted(&outcome);
-                    }
+                    Pending::TooLong => self.too_long(),
                     Pending::Lines(_) => {
                         for line in entry.lines() {
+                            if line.len() > self.max_line_bytes {
+                                self.too_long();
+                                continue;
+                            }
                             let filtered = self.filter.filter_line(line, &mut out, source).await;
                             self.lookup_errors += u64::from(filtered.lookup_failed);
                             self.counted(&filtered.outcome);
@@ -320,6 +324,12 @@ impl<F: Frames, S: Sink> RecordStream<F, S> {
                 return Ok(());
             }
         }
+    }
+
+    /// Counts a line over the limit (never buffered whole: see [`super::lines`]).
+    fn too_long(&mut self) {
+        let outcome = self.filter.malformed(RecordError::Syntax(TOO_LONG.into()));
+        self.counted(&outcome);
     }
 
     /// Numbers a line, naming it when it is one of the first malformed ones.
@@ -421,11 +431,6 @@ pub fn filter_all<S: Sink>(
     let source = Lookup(lookup);
     futures_util::FutureExt::now_or_never(filter_all_with(filter, input, &source, false))
         .expect("an in-memory stream never waits")
-}
-
-fn within(outer: &[u8], inner: &[u8]) -> bool {
-    let (o, i) = (outer.as_ptr() as usize, inner.as_ptr() as usize);
-    i >= o && i + inner.len() <= o + outer.len()
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ fn parse_with(line: &[u8], depth_rule: bool) -> Result<Record<'_>, RecordError> 
         check_depth(line)?;
         check_nested_keys(text)?;
     }
-    Record::check(raw.map(|v| v.map(RawValue::get)), decode)
+    Record::check(raw.map(|v| v.map(RawValue::get)), line.is_ascii(), decode)
 }
 
 /// Decodes a raw string value with serde_json (borrowed when it has no escapes).

@@ -48,16 +48,20 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
+use smallvec::SmallVec;
+
 pub use super::fields::MAX_DEPTH;
 use super::fields::{Field, Raw, RecordError};
 
-/// Validates `line` and returns its known fields' exact values.
-pub(crate) fn scan(line: &[u8]) -> Result<Raw<'_>, RecordError> {
+/// Validates `line` and returns its known fields' exact values, and whether the line is all
+/// ASCII (then no value can hold a Unicode line break, see `Record::check`).
+pub(crate) fn scan(line: &[u8]) -> Result<(Raw<'_>, bool), RecordError> {
     let text = simdutf8::basic::from_utf8(line).map_err(|_| RecordError::NotUtf8)?;
     // A control byte is only ever valid as whitespace between tokens (tab, CR, LF), so a line
-    // without any lets strings be searched for '"' and '\\' alone (memchr2); the minimum is
-    // computed sixteen bytes at a time.
-    let controls = line.iter().fold(u8::MAX, |m, &c| m.min(c)) < 0x20;
+    // without any lets strings be searched for '"' and '\\' alone (memchr2); the minimum (and
+    // the maximum, for ASCII) is computed sixteen bytes at a time, in one pass.
+    let (low, high) = line.iter().fold((u8::MAX, 0), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+    let controls = low < 0x20;
     let mut s = Scanner {
         b: line,
         text,
@@ -130,7 +134,7 @@ pub(crate) fn scan(line: &[u8]) -> Result<Raw<'_>, RecordError> {
     if s.i != line.len() {
         return Err(s.err("text after the object"));
     }
-    Ok(raw)
+    Ok((raw, high < 0x80))
 }
 
 /// A raw JSON value's string, decoded; `None` for `null` (or anything not a string). Borrowed
@@ -209,19 +213,42 @@ struct Scanner<'a> {
 }
 
 /// The keys seen so far in each nested object that is open, to refuse a duplicate at any depth
-/// (strict readers refuse such a line, and two readers may disagree on which value counts).
-/// Keys are compared after unescaping. An object's keys are compared one by one while it has
-/// few (nearly always: SAT metadata objects hold a handful) and through a hashed, randomly
-/// seeded set past [`NestedKeys::LINEAR`], so a line of 100k keys in one object costs linear
-/// time. Nothing is allocated for a record without nested objects.
+/// (strict readers refuse such a line, and two readers may take different values from it).
+/// Keys are compared after unescaping. Held as byte spans of the line, inline for the first
+/// [`NestedKeys::INLINE`] (a SAT metadata object holds a handful), so a record costs no
+/// allocation and no drop. An object's keys are compared one by one while it has few and through
+/// a hashed, randomly seeded set past [`NestedKeys::LINEAR`], so a line of 100k keys in one
+/// object costs linear time.
 #[derive(Default)]
 struct NestedKeys<'a> {
-    keys: Vec<Cow<'a, str>>,
+    /// Keys of the open objects, innermost last: the span inside the quotes, and whether it
+    /// holds an escape.
+    keys: SmallVec<[Key; NestedKeys::INLINE]>,
     /// Per open object: where its keys start in `keys`, and its set once it has many.
-    open: Vec<(usize, Option<HashSet<Cow<'a, str>>>)>,
+    open: SmallVec<[(usize, Option<Box<HashSet<Cow<'a, str>>>>); 8]>,
+}
+
+#[derive(Clone, Copy)]
+struct Key {
+    start: usize,
+    end: usize,
+    escaped: bool,
+}
+
+impl Key {
+    /// Its text, unescaped. The scanner validated it, so this cannot fail on its keys.
+    fn text<'a>(&self, line: &'a str) -> Cow<'a, str> {
+        let raw = line.get(self.start..self.end).unwrap_or_default();
+        if self.escaped {
+            unescape(raw).unwrap_or(Cow::Borrowed(raw))
+        } else {
+            Cow::Borrowed(raw)
+        }
+    }
 }
 
 impl<'a> NestedKeys<'a> {
+    const INLINE: usize = 32;
     const LINEAR: usize = 16;
 
     fn enter(&mut self) {
@@ -234,24 +261,31 @@ impl<'a> NestedKeys<'a> {
         }
     }
 
-    /// Adds a key to the innermost open object; `false` if it already has it.
-    fn insert(&mut self, key: Cow<'a, str>) -> bool {
+    /// Adds a key of `line` to the innermost open object; `false` if it already has it.
+    fn insert(&mut self, key: Key, line: &'a str) -> bool {
         let Some((start, set)) = self.open.last_mut() else {
             return true;
         };
         if let Some(set) = set {
-            return set.insert(key);
+            return set.insert(key.text(line));
         }
         let mine = &self.keys[*start..];
-        if mine.contains(&key) {
+        let raw = |k: &Key| line.as_bytes().get(k.start..k.end);
+        let seen = if key.escaped || mine.iter().any(|k| k.escaped) {
+            let text = key.text(line);
+            mine.iter().any(|k| k.text(line) == text)
+        } else {
+            mine.iter().any(|k| raw(k) == raw(&key))
+        };
+        if seen {
             return false;
         }
         if mine.len() < Self::LINEAR {
             self.keys.push(key);
         } else {
-            let mut all: HashSet<Cow<'a, str>> = self.keys.drain(*start..).collect();
-            all.insert(key);
-            *set = Some(all);
+            let mut all: HashSet<Cow<'a, str>> = self.keys.drain(*start..).map(|k| k.text(line)).collect();
+            all.insert(key.text(line));
+            *set = Some(Box::new(all));
         }
         true
     }
@@ -435,17 +469,12 @@ impl Scanner<'_> {
         self.expect(b'"', "expected a string key")?;
         let start = self.i;
         let escaped = self.string()?;
-        // Between two ASCII quotes of a UTF-8 line, so on character boundaries.
-        let key = self
-            .text
-            .get(start..self.i - 1)
-            .ok_or_else(|| self.err("invalid key"))?;
-        let key = if escaped {
-            unescape(key).ok_or_else(|| self.err("invalid escape"))?
-        } else {
-            Cow::Borrowed(key)
+        let key = Key {
+            start,
+            end: self.i - 1,
+            escaped,
         };
-        if !self.nested.insert(key) {
+        if !self.nested.insert(key, self.text) {
             // Keys come from input; they are never echoed back.
             return Err(RecordError::DuplicateKey("(a key inside a field)".into()));
         }
