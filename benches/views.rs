@@ -6,7 +6,8 @@
 //! - the CSV rows of the same records.
 //!
 //! Rounds alternate between the three, and each reports its best round, so a noisy neighbour
-//! hurts all of them alike. Run: `cargo bench --bench views`; `SATGATE_BENCH_RECORDS` sets the
+//! hurts all of them alike. Run: `cargo bench --bench views`; `SATGATE_BENCH_ONLY` (0, 1, 2) runs
+//! one view alone, for profiling; `SATGATE_BENCH_RECORDS` sets the
 //! size, `SATGATE_BENCH_ROUNDS` the rounds (5), `SATGATE_BENCH_USER` which sample User asks (0,
 //! an import Supplier).
 

@@ -239,7 +239,8 @@ impl<F: Frames, S: Sink> RecordStream<F, S> {
         match memchr::memrchr(b'\n', rest) {
             Some(last) => {
                 pending.push_back(Pending::Lines(data.share(from..from + last)));
-                self.splitter.push(&rest[last + 1..], |l| pending.push_back(spanning(l)));
+                self.splitter
+                    .push(&rest[last + 1..], |l| pending.push_back(spanning(l)));
             }
             None => self.splitter.push(rest, |l| pending.push_back(spanning(l))),
         }
