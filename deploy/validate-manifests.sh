@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-render() { kubectl kustomize --load-restrictor LoadRestrictionsNone "$1"; }
+# Exactly the command README gives: default kustomize settings, as `kubectl apply -k` uses them.
+render() { kubectl kustomize "$1"; }
 versions=$(python3 - <<'PY'
 import os, re, kubernetes_validate
 root = os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema")

@@ -5,6 +5,7 @@ mod activity;
 mod bundle;
 mod cli;
 mod demo;
+mod deploy;
 mod faults;
 mod guard_proof;
 mod hardening;
