@@ -51,7 +51,10 @@ fn the_kustomize_base_holds_the_shipped_policies_and_schema_exactly() {
     );
     // Nothing it reads lies outside its directory (the default load restrictor refuses that).
     for line in kustomization.lines().map(str::trim).filter(|l| l.starts_with("- ")) {
-        assert!(!line.contains(".."), "kustomization reads outside its directory: {line}");
+        assert!(
+            !line.contains(".."),
+            "kustomization reads outside its directory: {line}"
+        );
     }
     assert!(Path::new("deploy/kubernetes/satgate.toml").is_file());
 }
