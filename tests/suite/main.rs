@@ -11,6 +11,7 @@ mod guard_proof;
 mod hardening;
 mod layers;
 mod memo;
+mod monitoring;
 pub(crate) mod no_leak;
 mod operations;
 mod ownership;
