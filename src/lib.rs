@@ -23,7 +23,8 @@
 //!   and a record's facts, the finite space of those ([`decision::space`]) over which the load-time
 //!   guard proves a set within its invariants, decisions reused for equal facts, and the policy
 //!   set in force.
-//! - [`ownership`]: who owns a Device now: the inventory file and HTTP sources and the cache.
+//! - [`ownership`]: who owns a Device now: the inventory file and HTTP sources, the cache, and
+//!   [`ownership::SourceConfig::open`], the one builder `serve`, `filter` and `activity` use.
 //! - [`model`]: identifiers, roles, message types, field classes.
 //!
 //! - [`upstream`] and [`ownership::HttpSource`] share [`net`] (base URLs, the HTTP client).
@@ -48,8 +49,10 @@
 //!
 //! What still points from a lower layer to a higher one, and why:
 //!
-//! - `config` (`config/defaults.rs`) names `server::StreamLimits::DEFAULT` and the stream's line
-//!   limit: the defaults are gathered there from the components that own them.
+//! - `config` (`config/defaults.rs`) names `server::StreamLimits::DEFAULT`, the stream's line
+//!   limit and the ownership components' `DEFAULT`s: each default is written once, by the
+//!   component that owns it, and gathered there for help texts and flag resolution (config is
+//!   above what it configures; no component imports its configuration).
 //! - `stream::filter` asks [`ownership`] and [`decision`] (both below the server, above the
 //!   model): the decision is the filter's job.
 //! - [`metrics`] names `stream::StreamError::REASONS` to pre-register its label values.

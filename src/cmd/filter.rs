@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::{CmdError, Exit, PolicyArgs, PrincipalArgs};
 use crate::decision::PolicyEngine;
 use crate::model::Eui64;
-use crate::ownership::{HttpSettings, HttpSource, Inventory, LookupResult, OwnershipSource};
+use crate::ownership::{HttpSettings, InventoryFile, LookupResult, OwnershipSource, SourceConfig};
 use crate::stream::{Chunks, Frames, RecordFilter, RecordStream, Sink, StreamError};
 use crate::views::{Format, Records};
 
@@ -86,19 +86,17 @@ pub fn run_filter<S: Sink>(
 ) -> Result<RecordFilter<S>, CmdError> {
     let principal = args.principal.principal().map_err(|e| e.to_string())?;
     let engine = Arc::new(PolicyEngine::load(&args.policy.policies, &args.policy.schema).map_err(|e| e.to_string())?);
-    let source: Arc<dyn OwnershipSource> = match (&args.inventory, &args.inventory_url) {
-        (Some(path), _) => {
-            let read = Inventory::read(path).map_err(|e| e.to_string())?;
-            for w in &read.warnings {
-                eprintln!("warning: inventory {w}");
-            }
-            read.inventory
-        }
-        (None, Some(url)) => {
-            Arc::new(HttpSource::new(url, HttpSettings::default()).map_err(|e| format!("inventory-url: {e}"))?)
-        }
+    let config = match (&args.inventory, &args.inventory_url) {
+        (Some(path), _) => SourceConfig::File(path.clone()),
+        (None, Some(url)) => SourceConfig::Http(url.clone(), HttpSettings::DEFAULT),
         (None, None) => return Err("one of --inventory or --inventory-url is required".into()),
     };
+    // One run reads the file once: how long a failing reload may keep it in force is moot.
+    let opened = config.open(InventoryFile::DEFAULT_MAX_AGE).map_err(|e| e.to_string())?;
+    for w in &opened.warnings {
+        eprintln!("warning: inventory {w}");
+    }
+    let source = opened.source;
     // Look-ups are async (the HTTP source); each Device is asked once per run.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

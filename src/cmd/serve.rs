@@ -6,12 +6,12 @@ use tokio::net::TcpListener;
 
 use super::{CmdError, Exit};
 use crate::auth::{Authenticator, KeyError};
-use crate::config::{ConfigError, LogFormat, OwnershipSourceConfig, ServeArgs, ServeConfig};
+use crate::config::{ConfigError, LogFormat, ServeArgs, ServeConfig};
 use crate::decision::store::PolicySource;
 use crate::decision::{LoadError, PolicyStore};
 use crate::metrics::Metrics;
 use crate::net::UrlError;
-use crate::ownership::{CachedSource, HttpSource, InventoryError, InventoryFile, OwnershipSource};
+use crate::ownership::{CachedSource, OpenError};
 use crate::server::decision_log::DecisionLog;
 use crate::server::limits::StreamBudget;
 use crate::server::{self, Listeners, State};
@@ -25,10 +25,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("policies:\n{0}")]
     Policies(#[from] LoadError),
-    #[error("inventory: {0}")]
-    Inventory(#[from] InventoryError),
-    #[error("inventory-url: {0}")]
-    InventoryUrl(UrlError),
+    #[error("{0}")]
+    Ownership(#[from] OpenError),
     #[error("upstream: {0}")]
     Upstream(UrlError),
     #[error("jwt: {0}")]
@@ -79,9 +77,10 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), Star
     let metrics = Arc::new(Metrics::new());
     let policies = PolicyStore::open(policy_source(config)?, metrics.decisions.clone())?;
     metrics.set_policy(policies.current().identity());
-    let (inventory, source, inventory_service) = ownership_source(config)?;
+    let opened = config.ownership.open(config.inventory_max_age)?;
+    server::reload::log_left_out(&opened.warnings);
     let ownership = Arc::new(CachedSource::new(
-        source,
+        opened.source,
         config.ownership_cache.clone(),
         metrics.ownership.clone(),
     ));
@@ -112,9 +111,9 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), Star
     let state = Arc::new(State {
         auth,
         policies,
-        inventory,
+        inventory: opened.file,
         ownership,
-        inventory_service,
+        inventory_service: opened.service,
         upstream,
         metrics,
         max_line_bytes: config.max_line_bytes,
@@ -148,25 +147,6 @@ fn policy_source(config: &ServeConfig) -> Result<PolicySource, StartError> {
             min_serial: b.min_revision,
         },
     })
-}
-
-type Ownership = (Option<Arc<InventoryFile>>, Arc<dyn OwnershipSource>, Option<String>);
-
-/// The inventory file (kept for reloads and readiness) or service (its `host:port` for readiness).
-fn ownership_source(config: &ServeConfig) -> Result<Ownership, StartError> {
-    match &config.ownership {
-        OwnershipSourceConfig::File(path) => {
-            let (file, warnings) = InventoryFile::load(path)?;
-            crate::server::reload::log_left_out(&warnings);
-            let file = Arc::new(file.with_max_age(config.inventory_max_age));
-            Ok((Some(Arc::clone(&file)), file, None))
-        }
-        OwnershipSourceConfig::Http(url, settings) => {
-            let http = HttpSource::new(url, settings.clone()).map_err(StartError::InventoryUrl)?;
-            let authority = http.authority().to_owned();
-            Ok((None, Arc::new(http), Some(authority)))
-        }
-    }
 }
 
 fn admin_token(path: &std::path::Path) -> Result<Vec<u8>, StartError> {

@@ -1,8 +1,12 @@
-//! Every `satgate serve` default, in one block: the help text, configuration resolution, the
-//! ownership sources, the stream limits and the demo all read them from here.
+//! Every `satgate serve` default, in one block: the help text, configuration resolution and the
+//! demo read them from here. Each value is written once: a component's own settings (the
+//! ownership cache, the inventory service client, the inventory file, the stream limits) are
+//! defined by that component and only named here, so configuration sits above what it
+//! configures and a component never imports its configuration.
 
 use std::time::Duration;
 
+use crate::ownership::{CacheSettings, HttpSettings, InventoryFile};
 use crate::server::StreamLimits;
 
 pub const LISTEN: &str = "127.0.0.1:8080";
@@ -24,17 +28,13 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Per inventory service call, connect included.
-pub const INVENTORY_TIMEOUT: Duration = Duration::from_secs(2);
-pub const INVENTORY_MAX_IN_FLIGHT: usize = 32;
-pub const OWNERSHIP_TTL: Duration = Duration::from_secs(30);
-/// How long a changed inventory file that keeps failing to load may leave the last good one in
-/// force before owner views are withheld.
-pub const INVENTORY_MAX_AGE: Duration = Duration::from_secs(30);
-pub const OWNERSHIP_UNKNOWN_TTL: Duration = Duration::from_secs(5);
-pub const OWNERSHIP_CACHE_CAPACITY: u64 = 100_000;
-
-/// Inventory entries left out that are logged one by one at a load (the rest are counted).
-pub const INVENTORY_WARNINGS_LOGGED: usize = 20;
+pub const INVENTORY_TIMEOUT: Duration = HttpSettings::DEFAULT.request_timeout;
+pub const INVENTORY_MAX_IN_FLIGHT: usize = HttpSettings::DEFAULT.max_in_flight;
+pub const OWNERSHIP_TTL: Duration = CacheSettings::DEFAULT.ttl;
+/// See [`InventoryFile::DEFAULT_MAX_AGE`].
+pub const INVENTORY_MAX_AGE: Duration = InventoryFile::DEFAULT_MAX_AGE;
+pub const OWNERSHIP_UNKNOWN_TTL: Duration = CacheSettings::DEFAULT.unknown_ttl;
+pub const OWNERSHIP_CACHE_CAPACITY: u64 = CacheSettings::DEFAULT.capacity;
 
 /// `2s`, `250ms`, `1m`: how a duration is written in flags, files and help.
 pub fn show(d: Duration) -> String {

@@ -186,12 +186,8 @@ pub struct PolicyBundle {
     pub min_revision: u64,
 }
 
-/// Where ownership comes from.
-#[derive(Debug, Clone)]
-pub enum OwnershipSourceConfig {
-    File(PathBuf),
-    Http(String, HttpSettings),
-}
+/// Where ownership comes from (opened by [`crate::ownership::SourceConfig::open`]).
+pub use crate::ownership::SourceConfig as OwnershipSourceConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

@@ -54,13 +54,20 @@ pub struct CacheSettings {
     pub unknown_ttl: Duration,
 }
 
+impl CacheSettings {
+    /// The defaults (`config::defaults` shows them in help and resolves flags against them).
+    /// A registration change is seen within `ttl`; "unknown" is kept shorter, so a Device
+    /// added to the inventory gets its owner view soon.
+    pub const DEFAULT: Self = Self {
+        capacity: 100_000,
+        ttl: Duration::from_secs(30),
+        unknown_ttl: Duration::from_secs(5),
+    };
+}
+
 impl Default for CacheSettings {
     fn default() -> Self {
-        Self {
-            capacity: 100_000,
-            ttl: Duration::from_secs(30),
-            unknown_ttl: Duration::from_secs(5),
-        }
+        Self::DEFAULT
     }
 }
 

@@ -30,6 +30,11 @@ pub struct InventoryFile {
 }
 
 impl InventoryFile {
+    /// How long a changed file that keeps failing to load may leave the last good one in force
+    /// before owner views are withheld: a few reload intervals, so one bad write that is fixed
+    /// at once changes nothing, and a broken pipeline is noticed in well under a minute.
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30);
+
     /// Loads the file; returns it with the warnings of entries left out.
     pub fn load(path: &Path) -> Result<(Self, Vec<String>), InventoryError> {
         let inventory = Reloadable::load(&[path.to_path_buf()], || Inventory::read(path))?;
@@ -37,7 +42,7 @@ impl InventoryFile {
         let file = Self {
             path: path.to_path_buf(),
             inventory,
-            max_age: crate::config::defaults::INVENTORY_MAX_AGE,
+            max_age: Self::DEFAULT_MAX_AGE,
             failing_since: Mutex::new(None),
             withholding_seen: AtomicBool::new(false),
         };

@@ -32,14 +32,18 @@ pub struct HttpSettings {
     pub max_in_flight: usize,
 }
 
+impl HttpSettings {
+    /// The defaults (`config::defaults` shows them in help and resolves flags against them).
+    pub const DEFAULT: Self = Self {
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(2),
+        max_in_flight: 32,
+    };
+}
+
 impl Default for HttpSettings {
     fn default() -> Self {
-        use crate::config::defaults;
-        Self {
-            connect_timeout: defaults::INVENTORY_TIMEOUT,
-            request_timeout: defaults::INVENTORY_TIMEOUT,
-            max_in_flight: defaults::INVENTORY_MAX_IN_FLIGHT,
-        }
+        Self::DEFAULT
     }
 }
 

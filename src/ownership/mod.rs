@@ -8,6 +8,7 @@ mod cache;
 mod file;
 mod http;
 mod inventory;
+mod open;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ pub use cache::{CacheSettings, CachedSource, OwnershipStats};
 pub use file::InventoryFile;
 pub use http::{HttpSettings, HttpSource};
 pub use inventory::{Inventory, InventoryError, InventoryWarning, Read as InventoryRead};
+pub use open::{OpenError, Opened, SourceConfig};
 
 use crate::model::{DeviceType, Eui64};
 

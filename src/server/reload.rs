@@ -9,7 +9,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use super::State;
-use crate::config::defaults;
 use crate::metrics::{ReasonLabel, ResultLabel};
 
 /// Reloads policies, JWT keys, TLS files and inventory when their files change, every `interval`.
@@ -106,14 +105,18 @@ pub fn check_inventory_age(state: &State) {
     }
 }
 
+/// Inventory entries left out that are logged one by one at a load (the rest are counted): enough
+/// to see what kind of mistake it is without flooding the log with a broken export.
+const WARNINGS_LOGGED: usize = 20;
+
 /// Logs the inventory entries left out (the first few one by one).
 pub fn log_left_out(warnings: &[String]) {
-    for w in warnings.iter().take(defaults::INVENTORY_WARNINGS_LOGGED) {
+    for w in warnings.iter().take(WARNINGS_LOGGED) {
         tracing::warn!(entry = %w, "inventory entry left out");
     }
-    if warnings.len() > defaults::INVENTORY_WARNINGS_LOGGED {
+    if warnings.len() > WARNINGS_LOGGED {
         tracing::warn!(
-            more = warnings.len() - defaults::INVENTORY_WARNINGS_LOGGED,
+            more = warnings.len() - WARNINGS_LOGGED,
             "more inventory entries left out"
         );
     }

@@ -68,6 +68,17 @@ impl<'a> Record<'a> {
                 "contains a raw carriage return".into(),
             ));
         }
+        // The same for the Unicode line breaks JSON allows raw inside strings (JavaScript before
+        // ES2019, and readers splitting on Unicode newlines, break a line there): refused in any
+        // field that can be written; escaped (`\u2028`) they are only text and pass.
+        for f in Field::ALL {
+            if raw[f as usize].is_some_and(holds_unicode_line_break) {
+                return Err(RecordError::Invalid(
+                    f.name(),
+                    "contains a raw U+2028, U+2029 or U+0085".into(),
+                ));
+            }
+        }
         let string = |f: Field| -> Result<Option<Cow<'a, str>>, RecordError> {
             match raw[f as usize] {
                 None | Some("null") => Ok(None),
@@ -106,6 +117,13 @@ impl<'a> Record<'a> {
                 .any(|f| f.class() == *c && self.raw[*f as usize].is_some())
         })
     }
+}
+
+/// Whether `v` holds a raw U+2028 (E2 80 A8), U+2029 (E2 80 A9) or U+0085 (C2 85). One pass
+/// for their two lead bytes, which ASCII text (nearly every record) never holds.
+fn holds_unicode_line_break(v: &str) -> bool {
+    let b = v.as_bytes();
+    memchr::memchr2_iter(0xE2, 0xC2, b).any(|i| matches!(&b[i..], [0xE2, 0x80, 0xA8 | 0xA9, ..] | [0xC2, 0x85, ..]))
 }
 
 #[cfg(test)]

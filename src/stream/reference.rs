@@ -36,6 +36,7 @@ fn parse_with(line: &[u8], depth_rule: bool) -> Result<Record<'_>, RecordError> 
     if depth_rule {
         // Before the rules on fields, where the scanner finds it.
         check_depth(line)?;
+        check_nested_keys(text)?;
     }
     Record::check(raw.map(|v| v.map(RawValue::get)), decode)
 }
@@ -43,6 +44,57 @@ fn parse_with(line: &[u8], depth_rule: bool) -> Result<Record<'_>, RecordError> 
 /// Decodes a raw string value with serde_json (borrowed when it has no escapes).
 fn decode(raw: &str) -> Option<Cow<'_, str>> {
     serde_json::from_str::<Str<'_>>(raw).ok().map(|s| s.0)
+}
+
+/// serde_json checks duplicate keys only where it builds a map (the top level here): every
+/// object inside a value is checked again, keys compared after unescaping. Runs on a line within
+/// the depth limit, so the recursion is bounded.
+fn check_nested_keys(text: &str) -> Result<(), RecordError> {
+    fn values(raw: &str) -> Result<Vec<&RawValue>, serde_json::Error> {
+        match raw.as_bytes().first() {
+            Some(b'{') => {
+                let map: Vec<(Cow<'_, str>, &RawValue)> = serde_json::from_str::<Members<'_>>(raw)?.0;
+                let mut seen = HashSet::new();
+                if map.iter().any(|(k, _)| !seen.insert(k.clone())) {
+                    return Err(de::Error::custom("duplicate key inside a field"));
+                }
+                Ok(map.into_iter().map(|(_, v)| v).collect())
+            }
+            Some(b'[') => serde_json::from_str::<Vec<&RawValue>>(raw),
+            _ => Ok(Vec::new()),
+        }
+    }
+    fn walk(raw: &str) -> Result<(), serde_json::Error> {
+        values(raw)?.into_iter().try_for_each(|v| walk(v.get()))
+    }
+    let top = serde_json::from_str::<Members<'_>>(text).map_err(|e| RecordError::Syntax(syntax_message(&e)))?;
+    for (_, v) in top.0 {
+        walk(v.get()).map_err(|_| RecordError::DuplicateKey("(a key inside a field)".into()))?;
+    }
+    Ok(())
+}
+
+/// An object's members in order, duplicates kept (a map would drop them).
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> de::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Members<'de>, M::Error> {
+                let mut members = Vec::new();
+                while let Some(k) = m.next_key::<Str<'de>>()? {
+                    members.push((k.0, m.next_value::<&'de RawValue>()?));
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// Nesting depth of a line serde_json accepted (so brackets inside strings are the only
@@ -117,7 +169,7 @@ fn classify_data_error(e: &serde_json::Error) -> RecordError {
 }
 
 /// serde_json's messages can quote input (e.g. "invalid type: string \"...\""); keep only the
-/// category and position so record data never reaches a log.
+/// category, so neither record data nor where in it the problem is reaches a log or an answer.
 fn syntax_message(e: &serde_json::Error) -> String {
     let what = match e.classify() {
         serde_json::error::Category::Io => "I/O error",
@@ -125,7 +177,7 @@ fn syntax_message(e: &serde_json::Error) -> String {
         serde_json::error::Category::Data => "not an object",
         serde_json::error::Category::Eof => "unexpected end of line",
     };
-    format!("{what} at column {}", e.column())
+    what.to_owned()
 }
 
 const DUPLICATE_PREFIX: &str = "duplicate key ";

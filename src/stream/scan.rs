@@ -26,8 +26,9 @@
 //!   be deeper than [`MAX_DEPTH`] (64), so metadata may nest 63 levels. SAT metadata uses 2-3.
 //!   Passing it is [`RecordError::TooDeep`], a malformed record (left out and counted), not
 //!   `Syntax` (which on a stream's first line means "not NDJSON").
-//! - **Duplicate top-level keys** are compared after unescaping (`"pay\u006coad"` is `payload`);
-//!   keys inside values are not compared (their bytes are copied as they are).
+//! - **Duplicate keys** make the line malformed in any object, at any depth, compared after
+//!   unescaping (`"pay\u006coad"` is `payload`): strict readers refuse such a line, and two
+//!   readers may take different values from it (docs/contract.md §1).
 //! - Numbers are checked against the grammar only, never converted: `1e400` and 30-digit integers
 //!   pass, as in serde_json's `RawValue`.
 //!
@@ -42,7 +43,7 @@
 //! bytes. Intended differences, in the error only, never in what is accepted: the scanner stops at
 //! the first problem in line order, so a line with both a lone surrogate (or too deep a value)
 //! and a later duplicate key or syntax error is `Syntax` (or `TooDeep`) here and may be
-//! `DuplicateKey` or `Syntax` there; messages give a byte offset, not serde_json's column.
+//! `DuplicateKey` or `Syntax` there. Messages say what kind of problem, never where.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -59,8 +60,10 @@ pub(crate) fn scan(line: &[u8]) -> Result<Raw<'_>, RecordError> {
     let controls = line.iter().fold(u8::MAX, |m, &c| m.min(c)) < 0x20;
     let mut s = Scanner {
         b: line,
+        text,
         i: 0,
         controls,
+        nested: NestedKeys::default(),
     };
     let mut raw: Raw<'_> = [None; 14];
     // Unknown keys are only remembered to catch duplicates; created on the first one. A hashed
@@ -196,9 +199,62 @@ fn hex4(b: &[u8], at: usize) -> Option<u16> {
 
 struct Scanner<'a> {
     b: &'a [u8],
+    /// The same bytes, checked to be UTF-8.
+    text: &'a str,
     i: usize,
     /// Whether the line has any byte below 0x20.
     controls: bool,
+    /// The keys of the nested objects open now.
+    nested: NestedKeys<'a>,
+}
+
+/// The keys seen so far in each nested object that is open, to refuse a duplicate at any depth
+/// (strict readers refuse such a line, and two readers may disagree on which value counts).
+/// Keys are compared after unescaping. An object's keys are compared one by one while it has
+/// few (nearly always: SAT metadata objects hold a handful) and through a hashed, randomly
+/// seeded set past [`NestedKeys::LINEAR`], so a line of 100k keys in one object costs linear
+/// time. Nothing is allocated for a record without nested objects.
+#[derive(Default)]
+struct NestedKeys<'a> {
+    keys: Vec<Cow<'a, str>>,
+    /// Per open object: where its keys start in `keys`, and its set once it has many.
+    open: Vec<(usize, Option<HashSet<Cow<'a, str>>>)>,
+}
+
+impl<'a> NestedKeys<'a> {
+    const LINEAR: usize = 16;
+
+    fn enter(&mut self) {
+        self.open.push((self.keys.len(), None));
+    }
+
+    fn leave(&mut self) {
+        if let Some((start, _)) = self.open.pop() {
+            self.keys.truncate(start);
+        }
+    }
+
+    /// Adds a key to the innermost open object; `false` if it already has it.
+    fn insert(&mut self, key: Cow<'a, str>) -> bool {
+        let Some((start, set)) = self.open.last_mut() else {
+            return true;
+        };
+        if let Some(set) = set {
+            return set.insert(key);
+        }
+        let mine = &self.keys[*start..];
+        if mine.contains(&key) {
+            return false;
+        }
+        if mine.len() < Self::LINEAR {
+            self.keys.push(key);
+        } else {
+            let mut all: HashSet<Cow<'a, str>> = self.keys.drain(*start..).collect();
+            all.insert(key);
+            *set = Some(all);
+        }
+        true
+    }
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -209,11 +265,12 @@ impl Scanner<'_> {
         self.b.get(self.i).copied()
     }
 
-    /// A syntax error at the current position. The message is one of the fixed texts above:
-    /// record bytes are never quoted.
+    /// A syntax error. The message is one of the fixed texts above: record bytes are never
+    /// quoted, and neither is where in the line it is (an offset inside a record the caller may
+    /// not see would give away the length of a hidden value).
     #[cold]
     fn err(&self, what: &str) -> RecordError {
-        RecordError::Syntax(format!("{what} at byte {}", self.i))
+        RecordError::Syntax(what.to_owned())
     }
 
     fn expect(&mut self, c: u8, what: &str) -> Result<(), RecordError> {
@@ -373,10 +430,25 @@ impl Scanner<'_> {
         }
     }
 
-    /// A key inside a nested object: a string, then ':'.
+    /// A key inside a nested object (one not seen in it before): a string, then ':'.
     fn member_key(&mut self) -> Result<(), RecordError> {
         self.expect(b'"', "expected a string key")?;
-        self.string()?;
+        let start = self.i;
+        let escaped = self.string()?;
+        // Between two ASCII quotes of a UTF-8 line, so on character boundaries.
+        let key = self
+            .text
+            .get(start..self.i - 1)
+            .ok_or_else(|| self.err("invalid key"))?;
+        let key = if escaped {
+            unescape(key).ok_or_else(|| self.err("invalid escape"))?
+        } else {
+            Cow::Borrowed(key)
+        };
+        if !self.nested.insert(key) {
+            // Keys come from input; they are never echoed back.
+            return Err(RecordError::DuplicateKey("(a key inside a field)".into()));
+        }
         self.ws();
         self.expect(b':', "expected ':'")?;
         self.ws();
@@ -408,6 +480,7 @@ impl Scanner<'_> {
                         depth -= 1;
                     } else {
                         if is_object {
+                            self.nested.enter();
                             self.member_key()?;
                         }
                         continue;
@@ -431,7 +504,7 @@ impl Scanner<'_> {
                         }
                         break;
                     }
-                    Some(b'}') if in_object => {}
+                    Some(b'}') if in_object => self.nested.leave(),
                     Some(b']') if !in_object => {}
                     _ => return Err(self.err("expected ',' or a closing bracket")),
                 }
@@ -577,6 +650,92 @@ mod tests {
             r#","srv":"a","sr\u0076":"b""#,
         ] {
             assert!(matches!(both(&record(dup)), Err(RecordError::DuplicateKey(_))), "{dup}");
+        }
+    }
+
+    /// A key twice in one object is malformed at any depth (docs/contract.md §1), spelled plainly
+    /// or escaped, however many keys the object has; the same key in two objects is not.
+    #[test]
+    fn a_duplicate_key_at_any_depth_is_malformed() {
+        let many = |dup: &str| {
+            let keys: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+            format!(r#","metadata":{{{},{dup}}}"#, keys.join(","))
+        };
+        for dup in [
+            r#","metadata":{"a":1,"a":2}"#.to_owned(),
+            r#","metadata":{"a":1,"\u0061":2}"#.to_owned(),
+            r#","metadata":{"x":{"y":[{"a":1,"b":{},"a":2}]}}"#.to_owned(),
+            r#","metadata":{"a":{"b":1},"c":[1,{"d":1,"d":1}]}"#.to_owned(),
+            r#","payload":"p","other":{"a":1,"a":1}"#.to_owned(),
+            many(r#""k3":0"#),
+            many(r#""k39":0"#),
+            many(r#""k\u0031":0"#),
+        ] {
+            assert_eq!(
+                both(&record(&dup)).map(drop),
+                Err(RecordError::DuplicateKey("(a key inside a field)".into())),
+                "{dup}"
+            );
+        }
+        for ok in [
+            r#","metadata":{"a":{"a":{"a":1}},"b":[{"a":1},{"a":2}]}"#.to_owned(),
+            r#","metadata":{"a":1,"A":2,"a ":3}"#.to_owned(),
+            many(r#""k40":0"#),
+        ] {
+            assert!(both(&record(&ok)).is_ok(), "{ok}");
+        }
+    }
+
+    /// Raw U+2028, U+2029 and U+0085 in a field that can be written make the record malformed
+    /// (readers that split on Unicode line breaks would cut it in two); escaped, they pass, and in
+    /// a field never written they do not matter.
+    #[test]
+    fn raw_unicode_line_breaks_in_written_fields_are_malformed() {
+        for brk in ["\u{2028}", "\u{2029}", "\u{85}"] {
+            for (field, rest) in [
+                ("srvTitle", format!(r#","srvTitle":"a{brk}b""#)),
+                ("metadata", format!(r#","metadata":{{"k":"{brk}"}}"#)),
+                ("metadata", format!(r#","metadata":{{"{brk}":1}}"#)),
+                ("payload", format!(r#","payload":"{brk}""#)),
+            ] {
+                assert_eq!(
+                    both(&record(&rest)).map(drop),
+                    Err(RecordError::Invalid(
+                        field,
+                        "contains a raw U+2028, U+2029 or U+0085".into()
+                    )),
+                    "{rest:?}"
+                );
+            }
+            assert!(both(&record(&format!(r#","unknownField":"{brk}""#))).is_ok());
+        }
+        for ok in [
+            r#","srvTitle":"a\u2028b\u2029c\u0085""#,
+            r#","srvTitle":"\u00e2\u0080\u00a8 é ‡ …""#,
+        ] {
+            assert!(both(&record(ok)).is_ok(), "{ok}");
+        }
+    }
+
+    /// An error says what kind of problem a line has, never where: an offset inside a record the
+    /// caller may not see would give away the length of a hidden value.
+    #[test]
+    fn errors_never_say_where_in_the_line() {
+        let hidden = "x".repeat(123);
+        for bad in [
+            format!(r#"{{"payload":"{hidden}" "#),
+            format!(r#"{{"payload":"{hidden}",}}"#),
+            format!(r#"{{"payload":"{hidden}","a":tru}}"#),
+            format!(r#"{{"payload":"{hidden}","a":01}}"#),
+            format!(r#"{{"payload":"{hidden}","a":"\ud800"}}"#),
+            format!(r#"{{"payload":"{hidden}"}} x"#),
+            format!("{{\"payload\":\"{hidden}\u{1}\"}}"),
+        ] {
+            let scanned = Record::parse(bad.as_bytes()).map(drop).unwrap_err().to_string();
+            let reference = reference::parse(bad.as_bytes()).map(drop).unwrap_err().to_string();
+            for msg in [&scanned, &reference] {
+                assert!(!msg.bytes().any(|c| c.is_ascii_digit()), "{msg:?} for {bad:?}");
+            }
         }
     }
 

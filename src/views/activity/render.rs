@@ -115,10 +115,16 @@ impl Activity {
     /// same bytes with [`Activity::render`].
     pub fn summary(&self) -> Summary {
         let ranked = self.ranked();
+        let flagged = flagged(&ranked);
+        self.summary_of(ranked.into_iter().map(|(id, u)| self.device(id, u)).collect(), flagged)
+    }
+
+    /// The summary around `devices`: the one place its fields are filled.
+    fn summary_of(&self, devices: Vec<DeviceSummary>, devices_flagged: usize) -> Summary {
         Summary {
             records: self.totals.records,
-            devices_flagged: flagged(&ranked),
-            devices: ranked.into_iter().map(|(id, u)| self.device(id, u)).collect(),
+            devices_flagged,
+            devices,
             without_device: self.counts(&self.without_device),
             totals: self.counts(&self.totals),
             days: self.window(),
@@ -130,13 +136,19 @@ impl Activity {
     /// rendered at a time, so memory stays near the tallies' whatever the answer's size.
     pub fn render(&self, format: Format) -> Rendering<'_> {
         let ranked = self.ranked();
+        let flagged = flagged(&ranked);
+        let (head, tail) = match format {
+            Format::Json => json_around_devices(&self.summary_of(Vec::new(), flagged)),
+            Format::Csv => (Vec::new(), Vec::new()),
+        };
         Rendering {
             activity: self,
             format,
-            flagged: flagged(&ranked),
             ranked: ranked.into_iter(),
             stage: Stage::Head,
             csv: CsvWriter::new(),
+            head,
+            tail,
         }
     }
 
@@ -280,10 +292,12 @@ pub const PIECE_BYTES: usize = 64 * 1024;
 pub struct Rendering<'a> {
     activity: &'a Activity,
     format: Format,
-    flagged: usize,
     ranked: std::vec::IntoIter<(Eui64, Unusual)>,
     stage: Stage,
     csv: CsvWriter,
+    /// JSON: the summary's bytes before and after its Devices (see [`json_around_devices`]).
+    head: Vec<u8>,
+    tail: Vec<u8>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -330,16 +344,24 @@ fn json(out: &mut Vec<u8>, value: &impl Serialize) {
     serde_json::to_writer(out, value).expect("summary parts always serialize");
 }
 
+/// The summary without Devices, serialized by serde and cut where its Devices go: `head` ends
+/// with `"devices":[`, `tail` starts with `]`. So serde alone owns the wire shape (a new field is
+/// an edit of [`Summary`] and [`Activity::summary_of`]), and the Devices stream between the two.
+/// The cut is found by the key's own bytes: `"devices":[]` cannot occur inside a JSON string
+/// (its second `"` would be escaped) and the fields before it are numbers.
+fn json_around_devices(shell: &Summary) -> (Vec<u8>, Vec<u8>) {
+    const KEY: &[u8] = b"\"devices\":[";
+    let mut bytes = Vec::new();
+    json(&mut bytes, shell);
+    let at = memchr::memmem::find(&bytes, b"\"devices\":[]").expect("a summary always has its devices key") + KEY.len();
+    let tail = bytes.split_off(at);
+    (bytes, tail)
+}
+
 impl Rendering<'_> {
     fn head(&mut self, out: &mut Vec<u8>) {
         match self.format {
-            Format::Json => {
-                let head = format!(
-                    "{{\"records\":{},\"devicesFlagged\":{},\"devices\":[",
-                    self.activity.totals.records, self.flagged
-                );
-                out.extend_from_slice(head.as_bytes());
-            }
+            Format::Json => out.extend_from_slice(&self.head),
             Format::Csv => self.csv.row(CSV_HEADER, out),
         }
     }
@@ -362,22 +384,10 @@ impl Rendering<'_> {
     }
 
     fn tail(&mut self, out: &mut Vec<u8>) {
-        let without = self.activity.counts(&self.activity.without_device);
         match self.format {
-            Format::Json => {
-                out.extend_from_slice(b"],\"withoutDevice\":");
-                json(out, &without);
-                out.extend_from_slice(b",\"totals\":");
-                json(out, &self.activity.counts(&self.activity.totals));
-                if let Some(days) = self.activity.window() {
-                    out.extend_from_slice(b",\"days\":");
-                    json(out, &days);
-                }
-                out.extend_from_slice(b",\"rule\":");
-                json(out, &RULE);
-                out.push(b'}');
-            }
+            Format::Json => out.extend_from_slice(&self.tail),
             Format::Csv => {
+                let without = self.activity.counts(&self.activity.without_device);
                 for row in counts_rows("", &without, &BTreeMap::new()) {
                     self.csv.row(row, out);
                 }
