@@ -100,7 +100,8 @@ say "image localhost/satgate:test: $((size / 1024 / 1024)) MiB, user $user, entr
 # ---- the pod, from the manifests
 t0=$(now)
 say "render deploy/kubernetes and patch it for the test"
-kubectl kustomize --load-restrictor LoadRestrictionsNone deploy/kubernetes > "$work/rendered.yaml"
+# README's command, as written (default kustomize settings).
+kubectl kustomize deploy/kubernetes > "$work/rendered.yaml"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 sat_port=$(port)
 ops_port=$(port)

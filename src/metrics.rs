@@ -71,6 +71,14 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabel {
+    pub component: &'static str,
+}
+
+/// What satgate reloads from files, as `satgate_last_reload_successful{component}` names it.
+pub const RELOADED_COMPONENTS: [&str; 4] = ["policy", "inventory", "tls", "jwt_key"];
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<StatusLabel, Counter>,
@@ -87,6 +95,12 @@ pub struct Metrics {
     pub tls_reloads: Family<ResultLabel, Counter>,
     pub jwt_key_reloads: Family<ResultLabel, Counter>,
     pub tls_handshake_failures: Counter,
+    /// 1 while the newest files of a component are the ones in force; 0 while they fail to load
+    /// and the last good ones serve. A failed load is counted once per change, so only this
+    /// state tells an alert that the failure is still there.
+    pub last_reload_successful: Family<ComponentLabel, Gauge>,
+    /// 1 while owner views are withheld because the inventory file is past `--inventory-max-age`.
+    pub owner_views_withheld: Gauge,
     /// Seconds the inventory file in force has been known to be out of date (0: it is not).
     pub inventory_stale_seconds: Gauge,
     /// 1 for the policy set in force, labelled with its identity.
@@ -142,6 +156,16 @@ impl Metrics {
                 &mut r,
                 "tls_handshake_failures",
                 "Client connections that failed or timed out in the TLS handshake",
+            ),
+            last_reload_successful: register(
+                &mut r,
+                "last_reload_successful",
+                "1 while the newest files of a component (policy, inventory, tls, jwt_key) are in force; 0 while they fail to load and the last good ones serve",
+            ),
+            owner_views_withheld: register(
+                &mut r,
+                "inventory_owner_views_withheld",
+                "1 while owner views are withheld: the inventory file has failed to load for longer than --inventory-max-age",
             ),
             inventory_stale_seconds: register(
                 &mut r,
@@ -255,6 +279,12 @@ impl Metrics {
                 let _ = reloads.get_or_create(&ResultLabel { result });
             }
         }
+        // Start-up loaded every component, or satgate would not have started.
+        for component in RELOADED_COMPONENTS {
+            self.last_reload_successful
+                .get_or_create(&ComponentLabel { component })
+                .set(1);
+        }
         // The statuses satgate itself answers with; an upstream's are never passed through.
         for status in [200, 400, 401, 403, 404, 405, 429, 500, 502, 503, 504] {
             let _ = self.requests.get_or_create(&StatusLabel { status });
@@ -276,6 +306,13 @@ impl Metrics {
         let gauge = |v: Option<u64>| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
         self.policy_bundle_serial.set(gauge(identity.serial));
         self.policy_bundle_expiry.set(gauge(identity.expires));
+    }
+
+    /// Whether the newest files of `component` (one of [`RELOADED_COMPONENTS`]) are in force.
+    pub fn set_reload_successful(&self, component: &'static str, ok: bool) {
+        self.last_reload_successful
+            .get_or_create(&ComponentLabel { component })
+            .set(i64::from(ok));
     }
 
     /// Adds one finished stream's counts.

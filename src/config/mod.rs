@@ -555,7 +555,7 @@ mod tests {
 
     #[test]
     fn the_example_config_file_uses_only_known_keys_and_valid_values() {
-        let text = include_str!("../../deploy/satgate.toml");
+        let text = include_str!("../../deploy/kubernetes/satgate.toml");
         let file: ServeArgs = toml::from_str(text).unwrap();
         for d in [
             &file.inventory_timeout,

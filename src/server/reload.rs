@@ -38,6 +38,7 @@ pub fn reload_once(state: &State) {
         m.set_policy(current.identity());
         tracing::info!(policies = n, policy = %current.identity(), "policy set reloaded");
     }
+    m.set_reload_successful("policy", state.policies.last_error().is_none());
     if let Some(expired) = state.policies.newly_expired(crate::bundle::now()) {
         tracing::error!(
             expired_at = %crate::bundle::rfc3339(expired),
@@ -48,10 +49,12 @@ pub fn reload_once(state: &State) {
     if let Some(n) = counted(&m.jwt_key_reloads, "JWT key", state.auth.reload_if_changed()) {
         tracing::info!(keys = n, "JWT verification keys reloaded");
     }
+    m.set_reload_successful("jwt_key", state.auth.last_error().is_none());
     if let Some(tls) = &state.tls {
         if counted(&m.tls_reloads, "TLS certificate", tls.reload_if_changed()).is_some() {
             tracing::info!("TLS certificate and key reloaded");
         }
+        m.set_reload_successful("tls", tls.last_error().is_none());
     }
     let Some(inventory) = &state.inventory else { return };
     if let Some(warnings) = counted(&m.inventory_reloads, "inventory", inventory.reload_if_changed()) {
@@ -60,6 +63,7 @@ pub fn reload_once(state: &State) {
         log_left_out(&warnings);
         tracing::info!(devices = inventory.current().len(), "inventory reloaded");
     }
+    m.set_reload_successful("inventory", inventory.last_error().is_none());
     check_inventory_age(state);
 }
 
@@ -91,6 +95,7 @@ pub fn check_inventory_age(state: &State) {
     let Some(inventory) = &state.inventory else { return };
     let stale = inventory.stale_for().unwrap_or_default();
     state.metrics.inventory_stale_seconds.set(stale.as_secs() as i64);
+    state.metrics.owner_views_withheld.set(i64::from(inventory.withheld()));
     if inventory.newly_withheld() {
         state.ownership.invalidate_all();
         tracing::error!(

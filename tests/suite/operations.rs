@@ -64,6 +64,9 @@ async fn metrics_lint_clean_in_both_formats_with_known_families_from_start_up() 
         "satgate_records_left_out_total{reason=\"not_visible\"} 0",
         "satgate_fields_redacted_total{class=\"payload\"} 0",
         "satgate_requests_total{status=\"401\"} 0",
+        "satgate_last_reload_successful{component=\"policy\"} 1",
+        "satgate_last_reload_successful{component=\"jwt_key\"} 1",
+        "satgate_inventory_owner_views_withheld 0",
     ] {
         assert!(fresh.contains(series), "{series} missing at start-up:\n{fresh}");
     }
@@ -164,13 +167,25 @@ async fn an_inventory_file_failing_past_its_max_age_withholds_owner_views() {
     let readyz: serde_json::Value = serde_json::from_slice(&get(s.addr, "/readyz", None).await.1).unwrap();
     assert_eq!(readyz["inventory"]["ownerViewsWithheld"], true, "{readyz}");
     assert!(readyz["inventory"]["staleSeconds"].is_u64());
-    assert!(s.state.metrics.encode().contains("satgate_inventory_stale_seconds "));
+    let text = s.state.metrics.encode();
+    assert!(text.contains("satgate_inventory_stale_seconds "));
+    assert!(text.contains("satgate_inventory_owner_views_withheld 1\n"), "{text}");
+    assert!(
+        text.contains("satgate_last_reload_successful{component=\"inventory\"} 0\n"),
+        "{text}"
+    );
 
     // A good file again: the owner view is back.
     std::fs::write(&inv, &good).unwrap();
     crate::support::sidecar::reload(&s.state);
     assert_eq!(get(s.addr, "/sat/records?n=300", Some(&t)).await.1, before);
-    assert!(s.state.metrics.encode().contains("satgate_inventory_stale_seconds 0"));
+    let text = s.state.metrics.encode();
+    assert!(text.contains("satgate_inventory_stale_seconds 0"));
+    assert!(text.contains("satgate_inventory_owner_views_withheld 0\n"), "{text}");
+    assert!(
+        text.contains("satgate_last_reload_successful{component=\"inventory\"} 1\n"),
+        "{text}"
+    );
 }
 
 /// An inventory service that goes down: cached answers live out their TTL, and failures are

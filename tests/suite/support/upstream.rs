@@ -239,3 +239,46 @@ async fn upstream_respond(
         .insert("content-type", "application/x-ndjson".parse().unwrap());
     Ok(r)
 }
+
+/// The in-test upstream, with a way to kill it: its port then refuses connections and every
+/// response in flight ends mid-body, as when the SSI container dies.
+pub struct Killable {
+    pub addr: SocketAddr,
+    accept: tokio::task::JoinHandle<()>,
+    dead: tokio::sync::watch::Sender<bool>,
+}
+
+impl Killable {
+    pub fn kill(&self) {
+        let _ = self.dead.send(true);
+        // The accept loop owns the listener: aborting it closes the port.
+        self.accept.abort();
+    }
+}
+
+pub async fn start_killable_upstream() -> Killable {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (dead, alive) = tokio::sync::watch::channel(false);
+    let records = sample();
+    let sent = Arc::new(AtomicU64::new(0));
+    let accept = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (records, sent, mut alive) = (Arc::clone(&records), Arc::clone(&sent), alive.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    upstream_respond(Arc::clone(&records), Arc::clone(&sent), req)
+                });
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = alive.wait_for(|dead| *dead) => {}
+                }
+            });
+        }
+    });
+    Killable { addr, accept, dead }
+}
