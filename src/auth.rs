@@ -19,6 +19,8 @@ use serde::Deserialize;
 use crate::model::Principal;
 use crate::watch::Reloadable;
 
+pub mod fuzz;
+
 /// Why a request has no principal.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {

@@ -6,6 +6,7 @@
 
 mod cache;
 mod file;
+pub mod fuzz;
 mod http;
 mod inventory;
 mod open;
