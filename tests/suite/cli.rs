@@ -9,7 +9,19 @@ use serde_json::{Map, Value};
 use crate::support::binary::free_port;
 use crate::support::oracle;
 
+/// An import Supplier of the shipped sample, as `--sub`, `--role`, `--party`.
+const SUPPLIER: [&str; 6] = ["--sub", "90-B3-D5-1F-30-01-00-00", "--role", "IS", "--party", "SUPA"];
+
 fn satgate(args: &[&str], stdin: &[u8]) -> Output {
+    let (child, feeder) = spawn(args, stdin);
+    let output = child.wait_with_output().unwrap();
+    let _ = feeder.join();
+    output
+}
+
+/// The binary with piped standard streams, its input fed from another thread (the child's
+/// stdout would fill its pipe otherwise).
+fn spawn(args: &[&str], stdin: &[u8]) -> (std::process::Child, std::thread::JoinHandle<std::io::Result<()>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_satgate"))
         .args(args)
         .stdin(Stdio::piped())
@@ -17,13 +29,9 @@ fn satgate(args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Feed stdin from another thread: the child's stdout would fill its pipe otherwise.
     let mut pipe = child.stdin.take().unwrap();
     let input = stdin.to_vec();
-    let feeder = std::thread::spawn(move || pipe.write_all(&input));
-    let output = child.wait_with_output().unwrap();
-    let _ = feeder.join();
-    output
+    (child, std::thread::spawn(move || pipe.write_all(&input)))
 }
 
 fn stderr(o: &Output) -> String {
@@ -288,22 +296,10 @@ fn a_closed_output_pipe_ends_every_command_quietly() {
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
+    let filter = [&["filter", "--inventory", "tests/data/inventory.json"][..], &SUPPLIER].concat();
     // Outputs well past a pipe's buffer (64 KiB), so the writes after the reader left fail.
     let cases: [(&[&str], &[u8]); 2] = [
-        (
-            &[
-                "filter",
-                "--inventory",
-                "tests/data/inventory.json",
-                "--sub",
-                "90-B3-D5-1F-30-01-00-00",
-                "--role",
-                "IS",
-                "--party",
-                "SUPA",
-            ],
-            &records,
-        ),
+        (&filter, &records),
         (
             &[
                 "demo",
@@ -319,16 +315,7 @@ fn a_closed_output_pipe_ends_every_command_quietly() {
         ),
     ];
     for (args, input) in cases {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_satgate"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut pipe = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        let feeder = std::thread::spawn(move || pipe.write_all(&input));
+        let (mut child, feeder) = spawn(args, input);
         // Read one line, then go away like `head -1`.
         let mut first = String::new();
         BufReader::new(child.stdout.take().unwrap())
