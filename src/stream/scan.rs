@@ -225,8 +225,11 @@ struct NestedKeys<'a> {
     /// holds an escape.
     keys: SmallVec<[Key; NestedKeys::INLINE]>,
     /// Per open object: where its keys start in `keys`, and its set once it has many.
-    open: SmallVec<[(usize, Option<Box<HashSet<Cow<'a, str>>>>); 8]>,
+    open: SmallVec<[(usize, Option<Box<ManyKeys<'a>>>); 8]>,
 }
+
+/// An object's keys once it has too many to compare one by one.
+type ManyKeys<'a> = HashSet<Cow<'a, str>>;
 
 #[derive(Clone, Copy)]
 struct Key {
@@ -283,7 +286,7 @@ impl<'a> NestedKeys<'a> {
         if mine.len() < Self::LINEAR {
             self.keys.push(key);
         } else {
-            let mut all: HashSet<Cow<'a, str>> = self.keys.drain(*start..).map(|k| k.text(line)).collect();
+            let mut all: ManyKeys<'a> = self.keys.drain(*start..).map(|k| k.text(line)).collect();
             all.insert(key.text(line));
             *set = Some(Box::new(all));
         }
