@@ -33,6 +33,10 @@ pub const INVENTORY_MAX_AGE: Duration = Duration::from_secs(30);
 pub const OWNERSHIP_UNKNOWN_TTL: Duration = Duration::from_secs(5);
 pub const OWNERSHIP_CACHE_CAPACITY: u64 = 100_000;
 
+/// The decision log file's size before it is rotated, and the rotated files kept: 1 GiB in all.
+pub const DECISION_LOG_MAX_BYTES: u64 = 100 << 20;
+pub const DECISION_LOG_MAX_FILES: usize = 9;
+
 /// Inventory entries left out that are logged one by one at a load (the rest are counted).
 pub const INVENTORY_WARNINGS_LOGGED: usize = 20;
 
