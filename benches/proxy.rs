@@ -5,6 +5,9 @@
 //!    and satgate's peak RSS;
 //! 2. p50/p99 latency of a 100-record page at 64 concurrent clients, direct vs through satgate.
 //!
+//! 3. the cost of the durable decision log: the same pages at 64 and 1 clients through a satgate
+//!    writing (and `fdatasync`ing, in group commits) a start and an end record for each.
+//!
 //! Run: `cargo bench --bench proxy`. `SATGATE_BENCH_RECORDS` sets N.
 //!
 //! Old vs new record path: with `SATGATE_BENCH_OLD_BIN` set to a `satgate` binary built from an
@@ -105,6 +108,14 @@ async fn drain(client: &HttpClient, url: &str, token: &str) -> usize {
     n
 }
 
+/// GETs a URL's body as text (no token: `/metrics`).
+async fn get_text(client: &HttpClient, url: &str) -> String {
+    let req = hyper::Request::get(url).body(Empty::new()).expect("request");
+    let resp = client.request(req).await.expect("response");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
 }
@@ -133,7 +144,7 @@ async fn latency(client: &HttpClient, base: &str, token: &str, clients: usize, p
 
 /// A `satgate serve` child in front of the upstream, started and listening.
 async fn spawn_satgate(dir: &std::path::Path, up_addr: SocketAddr) -> (std::process::Child, SocketAddr) {
-    spawn_satgate_bin(env!("CARGO_BIN_EXE_satgate").as_ref(), dir, up_addr).await
+    spawn_satgate_bin(env!("CARGO_BIN_EXE_satgate").as_ref(), dir, up_addr, &[]).await
 }
 
 /// Like [`spawn_satgate`], running the given binary.
@@ -141,6 +152,7 @@ async fn spawn_satgate_bin(
     bin: &std::path::Path,
     dir: &std::path::Path,
     up_addr: SocketAddr,
+    extra: &[&std::ffi::OsStr],
 ) -> (std::process::Child, SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
@@ -162,6 +174,7 @@ async fn spawn_satgate_bin(
         .arg(dir.join("secret"))
         // One User runs every client here: room for all of them at once.
         .args(["--max-streams", "128", "--max-streams-per-user", "128"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("satgate serve (build with cargo bench)");
@@ -187,7 +200,7 @@ async fn compare_builds(
     dir: &std::path::Path,
     up_addr: SocketAddr,
 ) {
-    let (mut old_child, old_addr) = spawn_satgate_bin(old_bin, dir, up_addr).await;
+    let (mut old_child, old_addr) = spawn_satgate_bin(old_bin, dir, up_addr, &[]).await;
     let via_old = format!("http://{old_addr}");
     for base in [direct, &via_old, via_new] {
         drain(client, &format!("{base}/sat/records?n=20000"), token).await;
@@ -352,6 +365,26 @@ async fn main() {
     let rss_all = peak_rss_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();
+
+    // The same pages through a satgate whose every request makes a start and an end record
+    // durable (--decision-log on the same disk as the rest of the run).
+    let log = dir.join("decisions.log");
+    let (mut logged, logged_addr) = spawn_satgate_bin(
+        env!("CARGO_BIN_EXE_satgate").as_ref(),
+        &dir,
+        up_addr,
+        &["--decision-log".as_ref(), log.as_os_str()],
+    )
+    .await;
+    let via_log = format!("http://{logged_addr}");
+    drain(&client, &format!("{via_log}/sat/records?n=20000"), &token).await;
+    let t = Instant::now();
+    let log_lat = latency(&client, &via_log, &token, 64, per_client).await;
+    let log_rps = log_lat.len() as f64 / t.elapsed().as_secs_f64();
+    let log_one = latency(&client, &via_log, &token, 1, 300).await;
+    let commits = get_text(&client, &format!("{via_log}/metrics")).await;
+    let _ = logged.kill();
+    let _ = logged.wait();
     let sized = sizing(&dir, up_addr, &token, n / 2).await;
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -401,6 +434,30 @@ async fn main() {
         percentile(&via_lat, 0.99) - percentile(&direct_lat, 0.99),
         percentile(&via_one, 0.5) - percentile(&direct_one, 0.5),
         percentile(&via_one, 0.99) - percentile(&direct_one, 0.99),
+    );
+    println!();
+    println!("The durable decision log: the same pages, through satgate without and with --decision-log:");
+    println!("| decision log | clients | p50 | p99 | pages/s |");
+    println!("|---|---|---|---|---|");
+    row("none", 64, &via_lat, Some(via_rps));
+    row("durable", 64, &log_lat, Some(log_rps));
+    row("none", 1, &via_one, None);
+    row("durable", 1, &log_one, None);
+    let metric = |name: &str| {
+        commits
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let (count, sum) = (
+        metric("satgate_decision_log_commit_seconds_count"),
+        metric("satgate_decision_log_commit_seconds_sum"),
+    );
+    let entries = metric("satgate_decision_log_entries_written_total");
+    println!(
+        "{entries:.0} records in {count:.0} group commits ({:.1} records per commit), a commit (write + fdatasync) {:.2} ms on average",
+        entries / count,
+        sum / count * 1e3
     );
     println!();
     println!(
