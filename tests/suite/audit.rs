@@ -378,3 +378,65 @@ fn audit_answers_both_questions_on_a_log_from_the_demo() {
     assert_eq!(answer["logs"]["partialLastLines"], 1);
     assert_eq!(answer["logs"]["unreadable"], 0);
 }
+
+/// Built-in rotation keeps the newest files, all private; SIGUSR1 makes satgate reopen the file an
+/// external rotator moved away, and no record is lost or split on the way.
+#[tokio::test]
+async fn rotation_and_a_reopen_on_sigusr1_keep_every_record_whole() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.log");
+    let satgate = binary::spawn(&[
+        "--upstream",
+        &format!("http://{}", up.addr),
+        "--inventory",
+        "tests/data/inventory.json",
+        "--decision-log",
+        log.to_str().unwrap(),
+        "--decision-log-max-bytes",
+        "3000",
+        "--decision-log-max-files",
+        "2",
+    ])
+    .await;
+    let (sub, role, party) = users().into_iter().find(|u| u.1 == "IS").unwrap();
+    let t = token(&sub, &role, &party, 300);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let url = format!("http://{}/sat/records?n=50", satgate.listen);
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let s = ask(&client, &url, &t).await.unwrap();
+        assert_eq!((s.status, s.complete), (200, true));
+        ids.push(s.id.unwrap());
+    }
+    let rotated = |n: usize| dir.path().join(format!("decisions.log.{n}"));
+    assert!(rotated(1).exists() && rotated(2).exists() && !rotated(3).exists());
+    let mut ends = HashSet::new();
+    for p in [rotated(2), rotated(1), log.clone()] {
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(std::fs::metadata(&p).unwrap().len() <= 3000);
+        ends.extend(starts_and_ends(&log_lines(&p)).1);
+    }
+    assert!(
+        ends.contains(ids.last().unwrap()),
+        "the newest request is in the kept files"
+    );
+
+    // An external rotator moves the file away and signals.
+    let moved = dir.path().join("moved.log");
+    std::fs::rename(&log, &moved).unwrap();
+    // SAFETY: a plain system call signalling a child of this process.
+    assert_eq!(unsafe { libc::kill(satgate.pid() as libc::pid_t, libc::SIGUSR1) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "the log was not reopened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = ask(&client, &url, &t).await.unwrap();
+    let id = s.id.unwrap();
+    let (starts, ends) = starts_and_ends(&log_lines(&log));
+    assert!(starts.contains(&id) && ends.contains(&id));
+    let (old_starts, _) = starts_and_ends(&log_lines(&moved));
+    assert!(!old_starts.contains(&id));
+}
