@@ -6,8 +6,9 @@
 //! view answers only at the end, so its failures are ordinary error answers.
 //!
 //! The decision log brackets every disclosure (see [`super::decision_log`]): once the stream slot
-//! is taken, the start record is made durable before the upstream is even asked (if it cannot
-//! be, and the log is required, the answer is a 503 and nothing is disclosed); the end record is
+//! is taken, the start record is made durable while the upstream is asked, and before anything is
+//! sent (if it cannot be, and the log is required, the answer is a 503 and nothing is disclosed;
+//! while the log is failing, the upstream is not asked at all); the end record is
 //! made durable before the answer's last byte (if it cannot be, a streamed answer is cut short
 //! and an activity summary is never sent). So a client that got a whole answer finds its end
 //! record in the log, and one that got any byte of it finds its start record.
@@ -388,14 +389,29 @@ async fn start<V: Answer>(
     // The policy set in force now; this request keeps it even if a reload happens meanwhile.
     let engine = state.policies.current();
     let subject = access.subject(principal, engine.identity());
-    // Before anything can be disclosed: the record that it may be.
-    if let Err(e) = state.decision_log.append(record::start(&subject)).await {
+    // Before anything can be disclosed: the record that it may be. It is made durable while the
+    // upstream is asked (nothing reaches the caller before both are done), or, while the log is
+    // failing, first, so that a refused request costs the upstream nothing.
+    let log_start = state.decision_log.append(record::start(&subject));
+    let upstream_headers = access.correlation.upstream_headers();
+    let call = state.upstream.records(access.query.as_deref(), upstream_headers);
+    let (logged, answered) = if state.decision_log.unwritable().is_some() {
+        match log_start.await {
+            Err(e) if state.decision_log.required() => (Err(e), None),
+            logged => (logged, Some(call.await)),
+        }
+    } else {
+        let (logged, answered) = tokio::join!(log_start, call);
+        (logged, Some(answered))
+    };
+    if let Err(e) = logged {
         if state.decision_log.required() {
             state
                 .metrics
                 .streams_refused
                 .get_or_create(&ReasonLabel { reason: "decision_log" })
                 .inc();
+            // An upstream answer already there is dropped unread: nothing of it leaves.
             return Err(unlogged());
         }
         tracing::warn!(error = %e, "decision log start record not written; serving (--decision-log-required=false)");
@@ -413,11 +429,9 @@ async fn start<V: Answer>(
         let _ = state.decision_log.append(line).await;
         reject
     };
-    let upstream_headers = access.correlation.upstream_headers();
-    let answered = state.upstream.records(access.query.as_deref(), upstream_headers).await;
     let (upstream, latency) = match answered {
-        Ok(answer) => answer,
-        Err(e) => {
+        Some(Ok(answer)) => answer,
+        Some(Err(e)) => {
             let code = if e.status() == StatusCode::GATEWAY_TIMEOUT {
                 "upstream_timeout"
             } else {
@@ -425,6 +439,8 @@ async fn start<V: Answer>(
             };
             return Err(end(Reject::new(e.status(), code, e.to_string())).await);
         }
+        // Only a refused start record leaves the upstream unasked, and that returned above.
+        None => return Err(unlogged()),
     };
     state.metrics.upstream_latency.observe(latency.as_secs_f64());
 
