@@ -150,3 +150,52 @@ fn run(mut rx: mpsc::Receiver<Job>, mut file: LogFile, health: &Health, stats: &
         buf.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::file::{LogFile, Settings};
+    use super::*;
+
+    /// Many requests at once share commits, every entry is acknowledged only once durable, and
+    /// the counters account for each one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_entries_share_commits_and_are_all_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.log");
+        let file = LogFile::open(Settings {
+            path: path.clone(),
+            max_bytes: 0,
+            max_files: 1,
+        })
+        .unwrap();
+        let stats = DecisionLogStats::default();
+        let writer = Arc::new(Writer::start(file, stats.clone()).unwrap());
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let w = Arc::clone(&writer);
+                tokio::spawn(async move { w.append(format!("{{\"n\":{i}}}")).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 200);
+        assert_eq!(
+            (stats.written.get(), stats.failed.get(), stats.queued.get()),
+            (200, 0, 0)
+        );
+        let commits = {
+            let mut m = prometheus_client::registry::Registry::default();
+            m.register("c", "c", stats.commit_seconds.clone());
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, &m).unwrap();
+            out.lines()
+                .find_map(|l| l.strip_prefix("c_count "))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap()
+        };
+        assert!(commits < 200, "{commits} commits for 200 entries: no group commit");
+        assert!(writer.health.error().is_none());
+    }
+}
