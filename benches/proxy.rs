@@ -5,6 +5,9 @@
 //!    and satgate's peak RSS;
 //! 2. p50/p99 latency of a 100-record page at 64 concurrent clients, direct vs through satgate.
 //!
+//! 3. the cost of the durable decision log: the same pages at 64 and 1 clients through a satgate
+//!    writing (and `fdatasync`ing, in group commits) a start and an end record for each.
+//!
 //! Run: `cargo bench --bench proxy`. `SATGATE_BENCH_RECORDS` sets N.
 //!
 //! Old vs new record path: with `SATGATE_BENCH_OLD_BIN` set to a `satgate` binary built from an
@@ -105,6 +108,14 @@ async fn drain(client: &HttpClient, url: &str, token: &str) -> usize {
     n
 }
 
+/// GETs a URL's body as text (no token: `/metrics`).
+async fn get_text(client: &HttpClient, url: &str) -> String {
+    let req = hyper::Request::get(url).body(Empty::new()).expect("request");
+    let resp = client.request(req).await.expect("response");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
 }
@@ -133,7 +144,7 @@ async fn latency(client: &HttpClient, base: &str, token: &str, clients: usize, p
 
 /// A `satgate serve` child in front of the upstream, started and listening.
 async fn spawn_satgate(dir: &std::path::Path, up_addr: SocketAddr) -> (std::process::Child, SocketAddr) {
-    spawn_satgate_bin(env!("CARGO_BIN_EXE_satgate").as_ref(), dir, up_addr).await
+    spawn_satgate_bin(env!("CARGO_BIN_EXE_satgate").as_ref(), dir, up_addr, &[]).await
 }
 
 /// Like [`spawn_satgate`], running the given binary.
@@ -141,6 +152,7 @@ async fn spawn_satgate_bin(
     bin: &std::path::Path,
     dir: &std::path::Path,
     up_addr: SocketAddr,
+    extra: &[&std::ffi::OsStr],
 ) -> (std::process::Child, SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
@@ -162,6 +174,7 @@ async fn spawn_satgate_bin(
         .arg(dir.join("secret"))
         // One User runs every client here: room for all of them at once.
         .args(["--max-streams", "128", "--max-streams-per-user", "128"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("satgate serve (build with cargo bench)");
@@ -187,7 +200,7 @@ async fn compare_builds(
     dir: &std::path::Path,
     up_addr: SocketAddr,
 ) {
-    let (mut old_child, old_addr) = spawn_satgate_bin(old_bin, dir, up_addr).await;
+    let (mut old_child, old_addr) = spawn_satgate_bin(old_bin, dir, up_addr, &[]).await;
     let via_old = format!("http://{old_addr}");
     for base in [direct, &via_old, via_new] {
         drain(client, &format!("{base}/sat/records?n=20000"), token).await;
@@ -352,6 +365,38 @@ async fn main() {
     let rss_all = peak_rss_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();
+
+    // The same pages through two fresh satgates side by side, one writing (and fdatasyncing) a
+    // start and an end record for every request (--decision-log on the same disk as the rest of
+    // the run), one without; the runs alternate, so both see the same machine.
+    let log = dir.join("decisions.log");
+    let bin: &std::path::Path = env!("CARGO_BIN_EXE_satgate").as_ref();
+    let (mut plain, plain_addr) = spawn_satgate_bin(bin, &dir, up_addr, &[]).await;
+    let (mut logged, logged_addr) =
+        spawn_satgate_bin(bin, &dir, up_addr, &["--decision-log".as_ref(), log.as_os_str()]).await;
+    let bases = [format!("http://{plain_addr}"), format!("http://{logged_addr}")];
+    for base in &bases {
+        drain(&client, &format!("{base}/sat/records?n=20000"), &token).await;
+    }
+    let (mut many, mut many_secs, mut one) = ([vec![], vec![]], [0.0f64; 2], [vec![], vec![]]);
+    for _round in 0..2 {
+        for (i, base) in bases.iter().enumerate() {
+            let t = Instant::now();
+            many[i].extend(latency(&client, base, &token, 64, per_client).await);
+            many_secs[i] += t.elapsed().as_secs_f64();
+        }
+        for (i, base) in bases.iter().enumerate() {
+            one[i].extend(latency(&client, base, &token, 1, 150).await);
+        }
+    }
+    for v in many.iter_mut().chain(one.iter_mut()) {
+        v.sort();
+    }
+    let commits = get_text(&client, &format!("{}/metrics", bases[1])).await;
+    for child in [&mut plain, &mut logged] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let sized = sizing(&dir, up_addr, &token, n / 2).await;
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -401,6 +446,32 @@ async fn main() {
         percentile(&via_lat, 0.99) - percentile(&direct_lat, 0.99),
         percentile(&via_one, 0.5) - percentile(&direct_one, 0.5),
         percentile(&via_one, 0.99) - percentile(&direct_one, 0.99),
+    );
+    println!();
+    println!("The durable decision log: the same pages through two fresh satgates, without and with --decision-log, runs alternating:");
+    println!("| decision log | clients | p50 | p99 | pages/s |");
+    println!("|---|---|---|---|---|");
+    for (i, name) in ["none", "durable"].into_iter().enumerate() {
+        row(name, 64, &many[i], Some(many[i].len() as f64 / many_secs[i]));
+    }
+    for (i, name) in ["none", "durable"].into_iter().enumerate() {
+        row(name, 1, &one[i], None);
+    }
+    let metric = |name: &str| {
+        commits
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let (count, sum) = (
+        metric("satgate_decision_log_commit_seconds_count"),
+        metric("satgate_decision_log_commit_seconds_sum"),
+    );
+    let entries = metric("satgate_decision_log_entries_written_total");
+    println!(
+        "{entries:.0} records in {count:.0} group commits ({:.1} records per commit), a commit (write + fdatasync) {:.2} ms on average",
+        entries / count,
+        sum / count * 1e3
     );
     println!();
     println!(

@@ -10,7 +10,8 @@
 //! - [`server`]: the callers' and operations listeners with their limits, TLS termination
 //!   ([`tls`]), the route table, the `/sat/records` and `/sat/activity` steps, stream slots and
 //!   the memory formula, the hyper adapters of the record pipeline ([`server::body`]), the reload
-//!   task ([`server::reload`]), graceful shutdown; [`config`] resolves its settings.
+//!   task ([`server::reload`]), the decision log that records every disclosure before it leaves
+//!   ([`server::decision_log`]), graceful shutdown; [`config`] resolves its settings.
 //! - [`auth`]: `Authorization: Bearer` JWT to a [`model::Principal`], or 401/403.
 //! - [`upstream`]: the call to the SAT endpoint, with timeouts.
 //! - [`views`]: what a caller gets of the records it may see, each a [`stream::Sink`]: NDJSON

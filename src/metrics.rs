@@ -113,6 +113,35 @@ pub struct Metrics {
     pub policy_bundle_expiry: Gauge,
     pub decisions: DecisionStats,
     pub ownership: OwnershipStats,
+    pub decision_log: DecisionLogStats,
+}
+
+/// The decision log writer's counts: every entry is written, failed or still queued.
+#[derive(Clone, Debug)]
+pub struct DecisionLogStats {
+    /// Entries made durable (or logged, without a file).
+    pub written: Counter,
+    /// Entries the file did not take (each then went to the process log instead).
+    pub failed: Counter,
+    /// Entries waiting for the writer or its commit.
+    pub queued: Gauge,
+    /// 1 while the last commit succeeded, 0 after a failed one.
+    pub writable: Gauge,
+    /// Time of one group commit: the write and the `fdatasync`.
+    pub commit_seconds: Histogram,
+}
+
+impl Default for DecisionLogStats {
+    fn default() -> Self {
+        Self {
+            written: Counter::default(),
+            failed: Counter::default(),
+            queued: Gauge::default(),
+            writable: Gauge::default(),
+            // 50 us to ~1.6 s.
+            commit_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -194,8 +223,35 @@ impl Metrics {
             ),
             decisions: DecisionStats::default(),
             ownership: OwnershipStats::default(),
+            decision_log: DecisionLogStats::default(),
             registry: Registry::default(),
         };
+        let d = &m.decision_log;
+        r.register(
+            "decision_log_entries_written",
+            "Decision log entries made durable (or logged, without --decision-log)",
+            d.written.clone(),
+        );
+        r.register(
+            "decision_log_entries_failed",
+            "Decision log entries the file did not take (each went to the process log instead)",
+            d.failed.clone(),
+        );
+        r.register(
+            "decision_log_entries_queued",
+            "Decision log entries waiting for the writer or its commit",
+            d.queued.clone(),
+        );
+        r.register(
+            "decision_log_writable",
+            "1 while the decision log's last commit succeeded, 0 after a failed one",
+            d.writable.clone(),
+        );
+        r.register(
+            "decision_log_commit_seconds",
+            "Decision log group commit duration: write and fdatasync",
+            d.commit_seconds.clone(),
+        );
         let o = &m.ownership;
         for (name, help, metric) in [
             (
@@ -254,7 +310,7 @@ impl Metrics {
     /// Families whose label values are known in advance are exported at 0 from start-up, so an
     /// alert on their rate sees the first event.
     fn export_known_labels(&self) {
-        for reason in ["max_streams", "max_streams_per_user"] {
+        for reason in ["max_streams", "max_streams_per_user", "decision_log"] {
             let _ = self.streams_refused.get_or_create(&ReasonLabel { reason });
         }
         for reason in crate::stream::StreamError::REASONS {

@@ -46,6 +46,9 @@ pub struct Args {
     /// Make the example requests, then stop (instead of serving until Ctrl-C).
     #[arg(long)]
     pub exit_after_examples: bool,
+    /// Write the decision log to this file (as `serve --decision-log`), for `satgate audit`.
+    #[arg(long)]
+    pub decision_log: Option<PathBuf>,
 }
 
 pub fn run(args: &Args) -> Result<Exit, CmdError> {
@@ -90,6 +93,7 @@ async fn demo(args: &Args) -> Result<(), CmdError> {
     config.policies = args.policy.policies.clone();
     config.schema = args.policy.schema.clone();
     config.shutdown_grace = Duration::from_secs(5);
+    config.decision_log = args.decision_log.clone();
     let (state, listeners) = super::serve::start(&config).await?;
     server::spawn_reloader(Arc::clone(&state), config.reload_interval);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,6 +1,7 @@
 //! One module per subcommand, each with its own arguments and a `run` returning an exit code.
 
 pub mod activity;
+pub mod audit;
 pub mod bundle;
 pub mod demo;
 pub mod diff;
@@ -95,6 +96,8 @@ pub enum Command {
     /// Summarise an NDJSON SAT export per Device, as one principal would see it, flagging
     /// Devices with more activity than usual.
     Activity(activity::Args),
+    /// Answer from decision logs: who was shown titles about a Device, or what a User was shown.
+    Audit(audit::Args),
     /// Run a sample SSI upstream with the sidecar in front of it, and show example requests.
     Demo(demo::Args),
     /// Run the sidecar in front of the SSI audit endpoint.
@@ -188,6 +191,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Validate(args) => validate::run(&args),
         Command::Filter(args) => filter::run(&args),
         Command::Activity(args) => activity::run(&args),
+        Command::Audit(args) => audit::run(&args),
         Command::Sample(args) => sample::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Demo(args) => demo::run(&args),

@@ -12,7 +12,7 @@ use crate::decision::{LoadError, PolicyStore};
 use crate::metrics::Metrics;
 use crate::net::UrlError;
 use crate::ownership::{CachedSource, OpenError};
-use crate::server::decision_log::DecisionLog;
+use crate::server::decision_log::{DecisionLog, Settings};
 use crate::server::limits::StreamBudget;
 use crate::server::{self, Listeners, State};
 use crate::tls::{ServerTls, TlsError};
@@ -58,6 +58,7 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CmdError> {
         let (state, listeners) = start(&config).await?;
         server::spawn_reloader(Arc::clone(&state), config.reload_interval);
         spawn_sighup_invalidation(Arc::clone(&state));
+        spawn_sigusr1_reopen(Arc::clone(&state));
         let scheme = if config.tls.is_some() { "https" } else { "http" };
         match config.ops_listen {
             Some(ops) => tracing::info!(listen = %config.listen, scheme, %ops, upstream = %config.upstream, "satgate serving"),
@@ -108,6 +109,19 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), Star
         worst_case_memory_mib = worst >> 20,
         "stream limits"
     );
+    let decision_log = match &config.decision_log {
+        None => DecisionLog::tracing(metrics.decision_log.clone()),
+        Some(path) => DecisionLog::open(
+            Settings {
+                path: path.clone(),
+                max_bytes: config.decision_log_max_bytes,
+                max_files: config.decision_log_max_files,
+            },
+            config.decision_log_required,
+            metrics.decision_log.clone(),
+        )
+        .map_err(|e| StartError::DecisionLog(format!("{}: {e}", path.display())))?,
+    };
     let state = Arc::new(State {
         auth,
         policies,
@@ -123,8 +137,7 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), Star
         separate_ops: config.ops_listen.is_some(),
         admin_token,
         tls,
-        decision_log: DecisionLog::open(config.decision_log.as_deref())
-            .map_err(|e| StartError::DecisionLog(format!("{e}")))?,
+        decision_log,
     });
     let callers = bind("listen", config.listen).await?;
     let ops = match config.ops_listen {
@@ -174,6 +187,20 @@ fn spawn_sighup_invalidation(state: Arc<State>) {
         while hup.recv().await.is_some() {
             state.ownership.invalidate_all();
             tracing::info!("SIGHUP: ownership cache cleared");
+        }
+    });
+}
+
+/// SIGUSR1 reopens the decision log file, for external rotators (logrotate's `postrotate`).
+/// SIGHUP already means "registrations changed", so it is not overloaded with this.
+fn spawn_sigusr1_reopen(state: Arc<State>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            state.decision_log.reopen().await;
         }
     });
 }

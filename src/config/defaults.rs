@@ -36,6 +36,10 @@ pub const INVENTORY_MAX_AGE: Duration = InventoryFile::DEFAULT_MAX_AGE;
 pub const OWNERSHIP_UNKNOWN_TTL: Duration = CacheSettings::DEFAULT.unknown_ttl;
 pub const OWNERSHIP_CACHE_CAPACITY: u64 = CacheSettings::DEFAULT.capacity;
 
+/// The decision log file's size before it is rotated, and the rotated files kept: 1 GiB in all.
+pub const DECISION_LOG_MAX_BYTES: u64 = 100 << 20;
+pub const DECISION_LOG_MAX_FILES: usize = 9;
+
 /// `2s`, `250ms`, `1m`: how a duration is written in flags, files and help.
 pub fn show(d: Duration) -> String {
     let ms = d.as_millis();

@@ -158,6 +158,18 @@ pub struct ServeArgs {
     /// records go to the log, target satgate::decision.
     #[arg(long, env = "SATGATE_DECISION_LOG")]
     pub decision_log: Option<PathBuf>,
+    /// With --decision-log: refuse requests with 503 before anything is disclosed while the log
+    /// cannot be written (disk full, I/O error). [default: true]
+    #[arg(long, env = "SATGATE_DECISION_LOG_REQUIRED", value_name = "BOOL")]
+    pub decision_log_required: Option<bool>,
+    #[arg(long, env = "SATGATE_DECISION_LOG_MAX_BYTES",
+          help = help("With --decision-log: rotate the file before it grows past this many bytes (0: never; rotate it externally and send SIGUSR1)",
+                      defaults::DECISION_LOG_MAX_BYTES))]
+    pub decision_log_max_bytes: Option<u64>,
+    #[arg(long, env = "SATGATE_DECISION_LOG_MAX_FILES",
+          help = help("With --decision-log: rotated files kept (FILE.1 newest); older ones are deleted",
+                      defaults::DECISION_LOG_MAX_FILES))]
+    pub decision_log_max_files: Option<usize>,
 }
 
 impl ServeArgs {
@@ -227,6 +239,10 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     pub decision_log: Option<PathBuf>,
+    /// With `decision_log`: refuse requests while it cannot be written.
+    pub decision_log_required: bool,
+    pub decision_log_max_bytes: u64,
+    pub decision_log_max_files: usize,
 }
 
 impl ServeConfig {
@@ -258,6 +274,9 @@ impl ServeConfig {
             shutdown_grace: defaults::SHUTDOWN_GRACE,
             log_format: LogFormat::Text,
             decision_log: None,
+            decision_log_required: true,
+            decision_log_max_bytes: defaults::DECISION_LOG_MAX_BYTES,
+            decision_log_max_files: defaults::DECISION_LOG_MAX_FILES,
         }
     }
 
@@ -283,7 +302,7 @@ impl ServeConfig {
                 file("schema", s.schema.clone().unwrap_or_else(|| defaults::SCHEMA.into()))?,
             ),
         };
-        Ok(Self {
+        Self {
             listen,
             ops_listen,
             upstream,
@@ -317,7 +336,31 @@ impl ServeConfig {
             shutdown_grace: duration("shutdown-grace", &s.shutdown_grace, defaults::SHUTDOWN_GRACE)?,
             log_format: log_format(s.log_format.as_deref())?,
             decision_log: s.decision_log.clone(),
-        })
+            decision_log_required: s.decision_log_required.unwrap_or(true),
+            decision_log_max_bytes: s.decision_log_max_bytes.unwrap_or(defaults::DECISION_LOG_MAX_BYTES),
+            decision_log_max_files: at_least_one(
+                "decision-log-max-files",
+                s.decision_log_max_files,
+                defaults::DECISION_LOG_MAX_FILES,
+            )?,
+        }
+        .checked_decision_log(&s)
+    }
+
+    /// The decision log's settings mean nothing without the file: giving them alone is a mistake.
+    fn checked_decision_log(self, s: &ServeArgs) -> Result<Self, ConfigError> {
+        if self.decision_log.is_none() {
+            for (setting, given) in [
+                ("decision-log-required", s.decision_log_required.is_some()),
+                ("decision-log-max-bytes", s.decision_log_max_bytes.is_some()),
+                ("decision-log-max-files", s.decision_log_max_files.is_some()),
+            ] {
+                if given {
+                    return Err(problem(setting, "given without --decision-log"));
+                }
+            }
+        }
+        Ok(self)
     }
 }
 
@@ -700,6 +743,21 @@ mod tests {
                     ..args.clone()
                 },
                 "header-timeout:",
+            ),
+            (
+                ServeArgs {
+                    decision_log_max_bytes: Some(1 << 20),
+                    ..args.clone()
+                },
+                "decision-log-max-bytes: given without --decision-log",
+            ),
+            (
+                ServeArgs {
+                    decision_log: Some(d.path().join("decisions.log")),
+                    decision_log_max_files: Some(0),
+                    ..args.clone()
+                },
+                "decision-log-max-files:",
             ),
         ];
         for (a, want) in cases {

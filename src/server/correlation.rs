@@ -5,17 +5,28 @@
 //! in the access-log line. A caller's `traceparent` (W3C Trace Context, version 00) is continued:
 //! the upstream gets the same trace id with satgate's own span id as parent, and `tracestate` as
 //! it came; without a valid one, satgate starts a new trace. The trace id is in the access log.
+//!
+//! satgate also gives every request an id of its own, never taken from the caller: the key of its
+//! decision records (a caller cannot make its entries share another's key), returned as
+//! `Satgate-Request-Id`. The caller's id is kept beside it.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// satgate's own id for the request, on every answer to `/sat/*`.
+pub const SATGATE_REQUEST_ID: HeaderName = HeaderName::from_static("satgate-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// One request's id and trace context.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Correlation {
+    /// The id echoed on the answer and sent upstream: the caller's when sane, else `own_id`.
     pub request_id: String,
+    /// satgate's own id, always new: 32 lowercase hex digits.
+    pub own_id: String,
+    /// The caller's `X-Request-Id`, when it is a sane token.
+    pub caller_id: Option<String>,
     /// 32 lowercase hex digits.
     pub trace_id: String,
     /// satgate's span in the trace, the parent of the upstream call: 16 hex digits.
@@ -26,11 +37,13 @@ pub struct Correlation {
 
 impl Correlation {
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let request_id = headers
+        let own_id = hex(&random::<16>());
+        let caller_id = headers
             .get(&REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|v| sane_id(v))
-            .map_or_else(|| hex(&random::<16>()), str::to_owned);
+            .map(str::to_owned);
+        let request_id = caller_id.clone().unwrap_or_else(|| own_id.clone());
         let parent = headers
             .get(&TRACEPARENT)
             .and_then(|v| v.to_str().ok())
@@ -42,6 +55,8 @@ impl Correlation {
         let (trace_id, sampled) = parent.unwrap_or_else(|| (hex(&random::<16>()), false));
         Self {
             request_id,
+            own_id,
+            caller_id,
             trace_id,
             span_id: hex(&random::<8>()),
             sampled,
@@ -138,6 +153,14 @@ mod tests {
             Correlation::from_headers(&HeaderMap::new()),
         );
         assert_ne!(a.request_id, b.request_id);
+        assert_eq!(
+            (a.request_id.as_str(), a.caller_id.as_deref()),
+            (a.own_id.as_str(), None)
+        );
+        // satgate's own id never comes from the caller, sane or not.
+        let c = Correlation::from_headers(&headers(&[("x-request-id", "abc")]));
+        assert_eq!(c.caller_id.as_deref(), Some("abc"));
+        assert!(c.own_id != "abc" && c.own_id.len() == 32);
     }
 
     #[test]

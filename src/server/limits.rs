@@ -18,6 +18,11 @@ pub use crate::stream::{IO_BUFFER_BYTES, UPSTREAM_BUFFER_BYTES};
 /// The ownership memo of one stream at its largest (see `stream::filter`), in bytes.
 pub const MEMO_BYTES: usize = crate::stream::MAX_DEVICES_PER_STREAM * 40;
 
+/// What one stream's decision log entries can hold at most: the owner view's count of Devices
+/// (about 40 bytes each) and its end record, once as text and once in the writer's batch (about
+/// 45 bytes a Device each). A request has one entry in the writer's queue at a time.
+pub const DECISION_LOG_BYTES: usize = super::decision_log::shown::MAX_DEVICES * (40 + 2 * 45);
+
 /// Memory not tied to a stream: the process, the policy set and its decision cache, and the
 /// ownership cache at capacity (about 200 bytes a Device). Measured idle RSS is ~15 MiB.
 pub fn base_bytes(ownership_cache_capacity: u64) -> usize {
@@ -29,11 +34,11 @@ pub fn base_bytes(ownership_cache_capacity: u64) -> usize {
 /// chunk being filtered and the one waiting in the channel (`IO + L` each: a chunk is flushed at
 /// `IO` bytes, so it can pass that by one record) and hyper's write buffer with the chunk it is
 /// writing (`2 x IO + L`), or, for the activity view, its tallies (capped at `A`, see
-/// [`crate::views::activity::Limits`]).
+/// [`crate::views::activity::Limits`]); and its decision log entries.
 pub fn worst_case_stream_bytes(max_line_bytes: usize) -> usize {
     let records = 4 * IO_BUFFER_BYTES + 3 * max_line_bytes;
     let activity = crate::views::activity::Limits::DEFAULT.max_bytes;
-    2 * UPSTREAM_BUFFER_BYTES + max_line_bytes + MEMO_BYTES + records.max(activity)
+    2 * UPSTREAM_BUFFER_BYTES + max_line_bytes + MEMO_BYTES + DECISION_LOG_BYTES + records.max(activity)
 }
 
 /// The most the sidecar can hold with every stream slot taken: `base + S x stream`.

@@ -7,7 +7,9 @@
 //!   stream slot ([`limits`]), take the policy set, call the upstream, check the first line,
 //!   then stream the records or summarize them; `negotiate` picks JSON or CSV;
 //! - `ops`: `/healthz`, `/readyz`, `/metrics` and `/admin/...`;
-//! - `response`: JSON bodies and the one refusal type every step returns.
+//! - `response`: JSON bodies and the one refusal type every step returns;
+//! - [`decision_log`]: the start and end records of every served request, durable before the
+//!   answer's first and last byte, through one writer thread.
 //!
 //! - `reload`: the reload task (policies, inventory, keys, TLS): not HTTP, but the server's state.
 

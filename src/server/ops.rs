@@ -142,12 +142,15 @@ pub async fn readyz(state: &State) -> Response<ResponseBody> {
         "upstream": {"reachable": upstream_ok},
         "auth": {"keys": state.auth.key_count(), "lastReloadError": state.auth.last_error()},
         "streams": {"inFlight": state.streams.in_flight(), "max": state.streams.limits().max_streams},
+        "decisionLog": state.decision_log.status(),
     });
     if let Some(tls) = &state.tls {
         body["tls"] = json!({"loaded": true, "lastReloadError": tls.last_error()});
     }
     // A failed reload is reported but not fatal: the last good policies and inventory serve.
-    let status = if upstream_ok && inventory_ok {
+    // A required decision log that cannot be written is: every request is refused meanwhile.
+    let log_ok = !(state.decision_log.required() && state.decision_log.unwritable().is_some());
+    let status = if upstream_ok && inventory_ok && log_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

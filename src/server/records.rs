@@ -4,6 +4,14 @@
 //! or refuses with a [`Reject`], which becomes both the response and the access-log line. Once
 //! records stream, a failure ends the response early (see [`super::body`]); the activity
 //! view answers only at the end, so its failures are ordinary error answers.
+//!
+//! The decision log brackets every disclosure (see [`super::decision_log`]): once the stream slot
+//! is taken, the start record is made durable while the upstream is asked, and before anything is
+//! sent (if it cannot be, and the log is required, the answer is a 503 and nothing is disclosed;
+//! while the log is failing, the upstream is not asked at all); the end record is
+//! made durable before the answer's last byte (if it cannot be, a streamed answer is cut short
+//! and an activity summary is never sent). So a client that got a whole answer finds its end
+//! record in the log, and one that got any byte of it finds its start record.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +22,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::{self, Nothing, Response as Chunked};
-use super::correlation::{Correlation, REQUEST_ID};
-use super::decision_log::DecisionRecord;
+use super::correlation::{Correlation, REQUEST_ID, SATGATE_REQUEST_ID};
+use super::decision_log::{record, Ending, OwnerView, Shown, Subject};
 use super::limits::{Busy, StreamSlot};
 use super::negotiate;
 use super::response::{Reject, ResponseBody};
@@ -78,7 +86,8 @@ impl Access {
             target: "satgate::access",
             peer = %self.peer,
             view = self.view.as_str(),
-            request_id = %self.correlation.request_id,
+            request_id = %self.correlation.own_id,
+            caller_request_id = self.correlation.caller_id.as_deref(),
             trace_id = %self.correlation.trace_id,
             sub = principal.map(|p| p.user_id.to_string()),
             role = principal.map(|p| p.role.as_str()),
@@ -113,6 +122,7 @@ pub async fn serve(
         correlation: Correlation::from_headers(req.headers()),
     };
     let request_id = HeaderValue::from_str(&access.correlation.request_id).ok();
+    let own_id = HeaderValue::from_str(&access.correlation.own_id).ok();
     let format = negotiate::format(req.headers());
     // The one place a view is picked: from here on its type says which it is.
     let mut resp = match view {
@@ -122,7 +132,25 @@ pub async fn serve(
     if let Some(id) = request_id {
         resp.headers_mut().insert(REQUEST_ID, id);
     }
+    if let Some(id) = own_id {
+        resp.headers_mut().insert(SATGATE_REQUEST_ID, id);
+    }
     resp
+}
+
+impl Access {
+    /// Who asked for what under `policy`: what both decision records of this request say.
+    fn subject<'a>(&'a self, principal: &'a Principal, policy: &'a PolicyIdentity) -> Subject<'a> {
+        Subject {
+            request_id: &self.correlation.own_id,
+            caller_request_id: self.correlation.caller_id.as_deref(),
+            trace_id: &self.correlation.trace_id,
+            principal,
+            view: self.view.as_str(),
+            query: self.query.as_deref(),
+            policy,
+        }
+    }
 }
 
 /// How a view answers over HTTP.
@@ -148,6 +176,23 @@ impl Answer for Records {
 
     fn content_type(&self, _format: Format) -> &'static str {
         Records::content_type(self)
+    }
+}
+
+/// A view counted for the decision log answers as the view does.
+impl<V: Answer> Answer for Shown<V> {
+    const LIVE: bool = V::LIVE;
+
+    fn content_type(&self, format: Format) -> &'static str {
+        self.view().content_type(format)
+    }
+
+    fn refusal(&self) -> Option<Reject> {
+        self.view().refusal()
+    }
+
+    fn pieces(&self, format: Format) -> impl Iterator<Item = Vec<u8>> + Send + '_ {
+        self.view().pieces(format)
     }
 }
 
@@ -188,6 +233,7 @@ async fn answer<V: Answer>(
             return reject.into_response();
         }
     };
+    let view = Shown::new(identity.principal.user_id, view);
     let started = match start(state, &identity, &access, view).await {
         Ok(started) => started,
         Err(reject) => {
@@ -214,15 +260,16 @@ async fn answer<V: Answer>(
         tokio::spawn(crate::net::CORRELATION.scope(correlation, async move {
             let result = read(&mut stream, deadline, &state, Chunked { tx: &tx, idle }).await;
             drop(active);
-            if result.is_ok() {
-                tx.finish();
-            }
-            // Otherwise `tx` is dropped unfinished: the response ends with an error.
             let outcome = match &result {
                 Ok(()) => "complete".to_owned(),
                 Err(e) => format!("ended early: {e}"),
             };
-            finished(&state, &access, &principal, &policy, 200, &outcome, &stream);
+            // The end record is durable before the final chunk: no whole answer without it.
+            let logged = finished(&state, &access, &principal, &policy, 200, &outcome, &stream).await;
+            if result.is_ok() && logged {
+                tx.finish();
+            }
+            // Otherwise `tx` is dropped unfinished: the response ends with an error.
         }));
     } else {
         // Everything is read first; a failure is then an ordinary error answer.
@@ -237,9 +284,13 @@ async fn answer<V: Answer>(
             Some(r) => (r.status.as_u16(), r.message.as_str()),
             None => (200, "complete"),
         };
-        finished(&state, &access, &principal, &policy, status, outcome, &stream);
+        let logged = finished(&state, &access, &principal, &policy, status, outcome, &stream).await;
         if let Some(refusal) = refusal {
             return refusal.into_response();
+        }
+        if !logged {
+            // Nothing of the summary has left: refuse it rather than disclose it unrecorded.
+            return unlogged().into_response();
         }
         let view = stream.into_filter().into_sink();
         tokio::spawn(async move {
@@ -271,8 +322,8 @@ fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Identity, Reje
     })
 }
 
-/// The upstream's answer being filtered for one caller.
-type Stream<V> = RecordStream<body::Upstream, V>;
+/// The upstream's answer being filtered for one caller, counted for the decision log.
+type Stream<V> = RecordStream<body::Upstream, Shown<V>>;
 
 /// A request whose upstream answered with NDJSON: its records to filter, its place among the
 /// active streams, and the policy set that decides them.
@@ -307,7 +358,12 @@ impl Drop for Active {
 }
 
 /// Takes a stream slot, then the policy set, calls the upstream and checks its first line.
-async fn start<V: Answer>(state: &State, identity: &Identity, access: &Access, view: V) -> Result<Started<V>, Reject> {
+async fn start<V: Answer>(
+    state: &State,
+    identity: &Identity,
+    access: &Access,
+    view: Shown<V>,
+) -> Result<Started<V>, Reject> {
     let principal = &identity.principal;
     // Before the upstream call: a refused stream costs nothing but this check.
     let slot = state.streams.try_take(principal.user_id).map_err(|busy| {
@@ -332,19 +388,60 @@ async fn start<V: Answer>(state: &State, identity: &Identity, access: &Access, v
     })?;
     // The policy set in force now; this request keeps it even if a reload happens meanwhile.
     let engine = state.policies.current();
+    let subject = access.subject(principal, engine.identity());
+    // Before anything can be disclosed: the record that it may be. It is made durable while the
+    // upstream is asked (nothing reaches the caller before both are done), or, while the log is
+    // failing, first, so that a refused request costs the upstream nothing.
+    let log_start = state.decision_log.append(record::start(&subject));
     let upstream_headers = access.correlation.upstream_headers();
-    let (upstream, latency) = state
-        .upstream
-        .records(access.query.as_deref(), upstream_headers)
-        .await
-        .map_err(|e| {
+    let call = state.upstream.records(access.query.as_deref(), upstream_headers);
+    let (logged, answered) = if state.decision_log.unwritable().is_some() {
+        match log_start.await {
+            Err(e) if state.decision_log.required() => (Err(e), None),
+            logged => (logged, Some(call.await)),
+        }
+    } else {
+        let (logged, answered) = tokio::join!(log_start, call);
+        (logged, Some(answered))
+    };
+    if let Err(e) = logged {
+        if state.decision_log.required() {
+            state
+                .metrics
+                .streams_refused
+                .get_or_create(&ReasonLabel { reason: "decision_log" })
+                .inc();
+            // An upstream answer already there is dropped unread: nothing of it leaves.
+            return Err(unlogged());
+        }
+        tracing::warn!(error = %e, "decision log start record not written; serving (--decision-log-required=false)");
+    }
+    // From here every refusal has its end record, so no start record is left open.
+    let end = |reject: Reject| async {
+        let line = record::end(
+            &subject,
+            &Ending {
+                status: reject.status.as_u16(),
+                outcome: &reject.message,
+                stream: None,
+            },
+        );
+        let _ = state.decision_log.append(line).await;
+        reject
+    };
+    let (upstream, latency) = match answered {
+        Some(Ok(answer)) => answer,
+        Some(Err(e)) => {
             let code = if e.status() == StatusCode::GATEWAY_TIMEOUT {
                 "upstream_timeout"
             } else {
                 "bad_gateway"
             };
-            Reject::new(e.status(), code, e.to_string())
-        })?;
+            return Err(end(Reject::new(e.status(), code, e.to_string())).await);
+        }
+        // Only a refused start record leaves the upstream unasked, and that returned above.
+        None => return Err(unlogged()),
+    };
     state.metrics.upstream_latency.observe(latency.as_secs_f64());
 
     let deadline = identity.expires.map(|at| {
@@ -357,7 +454,9 @@ async fn start<V: Answer>(state: &State, identity: &Identity, access: &Access, v
     };
     let filter = RecordFilter::new(engine.for_principal(principal), view);
     let mut stream = RecordStream::new(frames, filter, state.max_line_bytes);
-    stream.check_first_line().await.map_err(|e| refusal(&e))?;
+    if let Err(e) = stream.check_first_line().await {
+        return Err(end(refusal(&e)).await);
+    }
     Ok(Started {
         stream,
         active: Active::new(slot, &state.metrics),
@@ -402,36 +501,60 @@ fn refusal(e: &StreamError) -> Reject {
     }
 }
 
-/// The access-log line and the decision record of a request whose records were read.
-fn finished(
+/// 503 when the decision log cannot take a record (disk full, I/O error): nothing is disclosed
+/// that the log does not record.
+fn unlogged() -> Reject {
+    Reject::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "decision_log_unavailable",
+        "the decision log cannot be written; nothing was disclosed; try again shortly",
+    )
+    .retry_after(RETRY_AFTER_SECONDS)
+}
+
+/// The end record of a request whose records were read, durable, then its access-log line.
+/// `false` when the log is required and did not take the record: the answer must not complete.
+async fn finished<V: Answer>(
     state: &State,
     access: &Access,
     principal: &Principal,
     policy: &PolicyIdentity,
     status: u16,
     outcome: &str,
-    stream: &Stream<impl Answer>,
-) {
+    stream: &Stream<V>,
+) -> bool {
+    let empty = OwnerView::default();
+    // Only an answer that is sent shows anything; a refused summary showed nothing.
+    let shown = if status == 200 {
+        stream.filter().sink().owner_view()
+    } else {
+        &empty
+    };
+    let line = record::end(
+        &access.subject(principal, policy),
+        &Ending {
+            status,
+            outcome,
+            stream: Some((stream.stats(), &stream.tally(), shown)),
+        },
+    );
+    let written = state.decision_log.append(line).await;
+    let logged = written.is_ok() || !state.decision_log.required();
+    let outcome = match (&written, logged) {
+        (Err(e), false) => format!("{outcome}; cut off: the decision log did not take the end record: {e}"),
+        _ => outcome.to_owned(),
+    };
+    // A streamed answer's status has left already; a summary not sent is the 503 above.
+    let status = if logged || V::LIVE { status } else { 503 };
     let logged_policy = policy.to_string();
     access.log(
         status,
         Some(principal),
-        outcome,
+        &outcome,
         Some((stream.stats(), stream.lookup_errors)),
         Some(&logged_policy),
     );
-    state.decision_log.write(&DecisionRecord {
-        request_id: &access.correlation.request_id,
-        trace_id: &access.correlation.trace_id,
-        principal,
-        view: access.view.as_str(),
-        query: access.query.as_deref(),
-        status,
-        policy,
-        outcome,
-        stats: stream.stats(),
-        tally: &stream.tally(),
-    });
+    logged
 }
 
 /// The headers of an answer carrying records or their summary.

@@ -2,6 +2,7 @@
 
 mod abuse;
 mod activity;
+mod audit;
 mod bundle;
 mod cli;
 mod demo;

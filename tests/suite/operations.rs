@@ -282,7 +282,7 @@ async fn the_request_id_and_trace_context_reach_the_upstream() {
     assert_eq!(resp.headers().get("x-request-id").unwrap(), "req-refused");
 }
 
-/// One decision record per served request, with counts and policy ids only.
+/// Two decision records per served request (start and end), with counts and policy ids only.
 #[tokio::test]
 async fn the_decision_log_counts_by_policy_and_never_carries_values_or_tokens() {
     let up = start_upstream().await;
@@ -302,10 +302,18 @@ async fn the_decision_log_counts_by_policy_and_never_carries_values_or_tokens() 
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // The end record is durable before the answer's last byte: both are there once it is read.
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 1, "{text}");
-    let d: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
-    assert_eq!(d["schema"], "satgate.decision/1");
+    assert_eq!(lines.len(), 2, "{text}");
+    let start: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    let d: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!(
+        (start["event"].as_str(), d["event"].as_str()),
+        (Some("start"), Some("end"))
+    );
+    assert_eq!(start["requestId"], d["requestId"]);
+    assert_eq!(start["policy"], d["policy"]);
+    assert_eq!(d["schema"], "satgate.decision/2");
     assert_eq!(d["principal"]["sub"], sub.to_uppercase());
     assert_eq!(d["query"], "n=500");
     assert_eq!((d["view"].as_str(), d["status"].as_u64()), (Some("records"), Some(200)));
@@ -332,21 +340,29 @@ async fn the_decision_log_counts_by_policy_and_never_carries_values_or_tokens() 
     // The activity view is logged too, before it answers, with its view and status (a cap's 422).
     assert_eq!(get(s.addr, "/sat/activity?mode=span&n=500", Some(&t)).await.0, 422);
     let both = std::fs::read_to_string(&path).unwrap();
-    let a: serde_json::Value = serde_json::from_str(both.lines().nth(1).expect("a second record")).unwrap();
+    let a: serde_json::Value = serde_json::from_str(both.lines().nth(3).expect("a second end record")).unwrap();
     assert_eq!(
         (a["view"].as_str(), a["status"].as_u64()),
         (Some("activity"), Some(422))
     );
     assert_eq!(a["query"], "mode=span&n=500");
 
+    // A Supplier's titles about others' records are named by Device, counted, and add up.
+    let shown = d["ownerView"]["devices"].as_object().unwrap();
+    assert!(!shown.is_empty(), "{d}");
+    let own = n(&d["allowedBy"]["own-records"]);
+    assert_eq!(shown.values().map(n).sum::<u64>() + own, out, "{d}");
+    // A refused summary showed nothing.
+    assert_eq!(a["ownerView"]["devices"], serde_json::json!({}));
+
     // Never a value from a record, never the token.
-    assert!(!lines[0].contains(&t));
+    assert!(!text.contains(&t));
     let records = std::fs::read_to_string("tests/data/records.ndjson").unwrap();
     for r in records.lines().take(500) {
         let v: serde_json::Value = serde_json::from_str(r).unwrap();
         for field in ["payload", "requestId", "srvTitle", "recordId"] {
             if let Some(value) = v[field].as_str().filter(|s| s.len() > 6) {
-                assert!(!lines[0].contains(value), "{field} value in the decision log");
+                assert!(!text.contains(value), "{field} value in the decision log");
             }
         }
     }

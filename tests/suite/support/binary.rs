@@ -31,12 +31,18 @@ pub fn free_port() -> u16 {
 /// `args`; returns once both listeners accept (within 30 s: a debug build checking its policy
 /// set while other tests build and run takes a while).
 pub async fn spawn(args: &[&str]) -> Satgate {
+    spawn_with(args, |_| {}).await
+}
+
+/// Like [`spawn`], with the command changed by `tweak` first (its limits, its output).
+pub async fn spawn_with(args: &[&str], tweak: impl FnOnce(&mut std::process::Command)) -> Satgate {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, super::SECRET).unwrap();
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let ops: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_satgate"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_satgate"));
+    command
         .args([
             "serve",
             "--listen",
@@ -46,9 +52,9 @@ pub async fn spawn(args: &[&str]) -> Satgate {
         ])
         .args(["--jwt-hs256-secret-file", secret.to_str().unwrap()])
         .args(args)
-        .env("RUST_LOG", "error")
-        .spawn()
-        .unwrap();
+        .env("RUST_LOG", "error");
+    tweak(&mut command);
+    let child = command.spawn().unwrap();
     let s = Satgate {
         child,
         listen,
@@ -72,6 +78,16 @@ pub async fn spawn(args: &[&str]) -> Satgate {
 }
 
 impl Satgate {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+
     fn status_kib(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap()
