@@ -125,7 +125,8 @@ pub struct DecisionLogStats {
     pub failed: Counter,
     /// Entries waiting for the writer or its commit.
     pub queued: Gauge,
-    /// 1 while the last commit succeeded, 0 after a failed one.
+    /// 1 while the last commit succeeded (or there is no decision log: none can fail), 0 after a
+    /// failed one. An alert on `== 0` then needs no second series to tell "not configured".
     pub writable: Gauge,
     /// Time of one group commit: the write and the `fdatasync`.
     pub commit_seconds: Histogram,
@@ -137,7 +138,11 @@ impl Default for DecisionLogStats {
             written: Counter::default(),
             failed: Counter::default(),
             queued: Gauge::default(),
-            writable: Gauge::default(),
+            writable: {
+                let g = Gauge::default();
+                g.set(1);
+                g
+            },
             // 50 us to ~1.6 s.
             commit_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
         }
@@ -244,7 +249,7 @@ impl Metrics {
         );
         r.register(
             "decision_log_writable",
-            "1 while the decision log's last commit succeeded, 0 after a failed one",
+            "1 while the decision log's last commit succeeded (or there is no decision log), 0 after a failed one",
             d.writable.clone(),
         );
         r.register(

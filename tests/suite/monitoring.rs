@@ -26,7 +26,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-use crate::support::binary::{free_port, spawn};
+use crate::support::binary::{free_port, spawn, spawn_with};
 use crate::support::sidecar::get;
 use crate::support::token;
 use crate::support::upstream::start_killable_upstream;
@@ -332,16 +332,33 @@ async fn alerts_fire_for_their_faults_in_a_real_prometheus_and_every_dashboard_q
     let inventory_down = Arc::new(AtomicBool::new(false));
     let down = Arc::clone(&inventory_down);
     let inventory_url = crate::support::inventory::start(Arc::new(move |_| !down.load(Ordering::SeqCst))).await;
-    let b = spawn(&[
-        "--upstream",
-        &upstream,
-        "--inventory-url",
-        &inventory_url,
-        "--ownership-ttl",
-        "1s",
-        "--ownership-unknown-ttl",
-        "1s",
-    ])
+    // And a decision log, whose volume the test fills later: SIGXFSZ ignored, a write past the
+    // file size limit fails with EFBIG as a full disk fails with ENOSPC.
+    let b_log = path("b-decisions.log");
+    let b = spawn_with(
+        &[
+            "--upstream",
+            &upstream,
+            "--inventory-url",
+            &inventory_url,
+            "--ownership-ttl",
+            "1s",
+            "--ownership-unknown-ttl",
+            "1s",
+            "--decision-log",
+            &b_log,
+        ],
+        |cmd| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: one async-signal-safe call between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        },
+    )
     .await;
     let (a_ops, b_ops) = (a.ops.to_string(), b.ops.to_string());
 
@@ -597,7 +614,23 @@ async fn alerts_fire_for_their_faults_in_a_real_prometheus_and_every_dashboard_q
         );
     }
 
-    // 7. B stops answering scrapes (the traffic stops first: it would fail on B from now on).
+    // 7. B's decision log volume is full: no commit succeeds, so every new request is a 503.
+    let full = libc::rlimit {
+        rlim_cur: std::fs::metadata(&b_log).map_or(0, |m| m.len()),
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a plain system call on a child of this process, with valid pointers.
+    let rc = unsafe { libc::prlimit(b.pid() as libc::pid_t, libc::RLIMIT_FSIZE, &full, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    watch
+        .fires(
+            &prom,
+            "decision log volume full",
+            &[key("SatgateDecisionLogFailing", &b_ops)],
+        )
+        .await;
+
+    // 8. B stops answering scrapes (the traffic stops first: it would fail on B from now on).
     stop.store(true, Ordering::SeqCst);
     let _ = traffic.await;
     drop(b);
@@ -610,7 +643,7 @@ async fn alerts_fire_for_their_faults_in_a_real_prometheus_and_every_dashboard_q
         .filter(|a| !watch.firing.keys().any(|k| &k.0 == *a))
         .collect();
     eprintln!(
-        "monitoring: {} alerts fired by 7 faults, {} dashboard queries ran, in {:.1} s; quiet throughout: {never:?}\n{}",
+        "monitoring: {} alerts fired by 8 faults, {} dashboard queries ran, in {:.1} s; quiet throughout: {never:?}\n{}",
         watch.firing.len(),
         exprs.len(),
         test_started.elapsed().as_secs_f64(),
