@@ -91,7 +91,10 @@ impl Access {
             trace_id = %self.correlation.trace_id,
             sub = principal.map(|p| p.user_id.to_string()),
             role = principal.map(|p| p.role.as_str()),
-            party = principal.map(|p| p.party.as_str()),
+            // A Party is any 1-64 characters without controls, so U+2028 or U+202E can be one:
+            // escaped (printable ASCII as is, the rest as `\u{..}`) so no claim breaks or
+            // disguises a log line. `sub` and `role` are already an EUI-64 and a role name.
+            party = principal.map(|p| p.party.escape_default().to_string()),
             query = self.query.as_deref().unwrap_or(""),
             status,
             records_in = stats.map(|s| s.records_in),

@@ -267,3 +267,54 @@ async fn a_403_never_quotes_the_claim() {
     assert!(!text.contains("ROLE-VALUE") && !text.contains("script"), "{text}");
     assert!(text.contains("role"), "{text}");
 }
+
+/// A Party claim may hold U+2028 (a line break to some log readers) or U+202E (which reverses
+/// what follows on screen): the access line names it escaped, in JSON and in text format, and
+/// the request is still served.
+#[tokio::test]
+async fn claim_text_in_the_access_log_is_escaped() {
+    let up = start_upstream().await;
+    for format in ["json", "text"] {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("satgate.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let upstream = format!("http://{}", up.addr);
+        let satgate = crate::support::binary::spawn_with(
+            &[
+                "--upstream",
+                &upstream,
+                "--inventory",
+                "tests/data/inventory.json",
+                "--log-format",
+                format,
+            ],
+            |cmd| {
+                cmd.env("RUST_LOG", "info").stdout(log.try_clone().unwrap()).stderr(log);
+            },
+        )
+        .await;
+        let party = "SUP\u{2028}A\u{202e}\"evil";
+        let t = token("90-B3-D5-1F-30-01-00-00", "IS", party, 300);
+        let (status, _, _) = get(satgate.listen, "/sat/records?n=3", Some(&t)).await;
+        assert_eq!(status, 200);
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = std::fs::read_to_string(&log_path).unwrap();
+            if text.contains("request served") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let line = text
+            .lines()
+            .find(|l| l.contains("request served"))
+            .expect("an access line");
+        assert!(
+            !line.contains('\u{2028}') && !line.contains('\u{202e}'),
+            "{format}: {line}"
+        );
+        // Escaped once in text, and that escape escaped again by JSON.
+        assert!(line.replace('\\', "").contains("SUPu{2028}Au{202e}"), "{format}: {line}");
+        drop(satgate);
+    }
+}
