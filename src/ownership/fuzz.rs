@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::{Fuel, Inventory};
+use super::{Fuel, Inventory, MeterPoint};
 use crate::model::{DeviceType, Eui64};
 
 /// Runs one input; panics on a violation.
@@ -96,35 +96,40 @@ pub fn fuzz_check(data: &[u8]) {
                 .iter()
                 .find(|m| m.get("mpxn").and_then(Value::as_str) == Some(&mp.mpxn))
                 .expect("listed once");
-            let party = |k: &str| raw_mp.get(k).and_then(Value::as_str).map(str::to_owned);
-            assert_eq!(mp.import_supplier, party("importSupplier"));
-            assert_eq!(mp.export_supplier, party("exportSupplier"));
-            assert_eq!(mp.gas_supplier, party("gasSupplier"));
-            assert_eq!(mp.network_operator, party("networkOperator"));
-            let digits = mp.mpxn.bytes().all(|b| b.is_ascii_digit());
-            match mp.fuel {
-                Fuel::Electricity => {
-                    assert_eq!(raw_mp.get("fuel"), Some(&Value::from("electricity")));
-                    assert!(digits && mp.mpxn.len() == 13 && mp.gas_supplier.is_none());
-                }
-                Fuel::Gas => {
-                    assert_eq!(raw_mp.get("fuel"), Some(&Value::from("gas")));
-                    assert!(digits && (6..=11).contains(&mp.mpxn.len()));
-                    assert!(mp.import_supplier.is_none() && mp.export_supplier.is_none());
-                }
-            }
-            for p in [
-                &mp.import_supplier,
-                &mp.export_supplier,
-                &mp.gas_supplier,
-                &mp.network_operator,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                assert!(!p.is_empty(), "an empty Party in force");
-            }
+            check_meter_point(mp, raw_mp);
         }
+    }
+}
+
+/// A meter point in force is exactly the document's, and usable.
+fn check_meter_point(mp: &MeterPoint, raw: &Value) {
+    let party = |k: &str| raw.get(k).and_then(Value::as_str).map(str::to_owned);
+    assert_eq!(mp.import_supplier, party("importSupplier"));
+    assert_eq!(mp.export_supplier, party("exportSupplier"));
+    assert_eq!(mp.gas_supplier, party("gasSupplier"));
+    assert_eq!(mp.network_operator, party("networkOperator"));
+    let digits = mp.mpxn.bytes().all(|b| b.is_ascii_digit());
+    match mp.fuel {
+        Fuel::Electricity => {
+            assert_eq!(raw.get("fuel"), Some(&Value::from("electricity")));
+            assert!(digits && mp.mpxn.len() == 13 && mp.gas_supplier.is_none());
+        }
+        Fuel::Gas => {
+            assert_eq!(raw.get("fuel"), Some(&Value::from("gas")));
+            assert!(digits && (6..=11).contains(&mp.mpxn.len()));
+            assert!(mp.import_supplier.is_none() && mp.export_supplier.is_none());
+        }
+    }
+    for p in [
+        &mp.import_supplier,
+        &mp.export_supplier,
+        &mp.gas_supplier,
+        &mp.network_operator,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        assert!(!p.is_empty(), "an empty Party in force");
     }
 }
 

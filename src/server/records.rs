@@ -369,56 +369,11 @@ async fn start<V: Answer>(
 ) -> Result<Started<V>, Reject> {
     let principal = &identity.principal;
     // Before the upstream call: a refused stream costs nothing but this check.
-    let slot = state.streams.try_take(principal.user_id).map_err(|busy| {
-        state
-            .metrics
-            .streams_refused
-            .get_or_create(&ReasonLabel { reason: busy.label() })
-            .inc();
-        match busy {
-            Busy::Full => Reject::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "too many record streams in flight; try again shortly",
-            ),
-            Busy::User => Reject::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_streams",
-                "this User has too many record streams in flight",
-            ),
-        }
-        .retry_after(RETRY_AFTER_SECONDS)
-    })?;
+    let slot = take_slot(state, principal)?;
     // The policy set in force now; this request keeps it even if a reload happens meanwhile.
     let engine = state.policies.current();
     let subject = access.subject(principal, engine.identity());
-    // Before anything can be disclosed: the record that it may be. It is made durable while the
-    // upstream is asked (nothing reaches the caller before both are done), or, while the log is
-    // failing, first, so that a refused request costs the upstream nothing.
-    let log_start = state.decision_log.append(record::start(&subject));
-    let upstream_headers = access.correlation.upstream_headers();
-    let call = state.upstream.records(access.query.as_deref(), upstream_headers);
-    let (logged, answered) = if state.decision_log.unwritable().is_some() {
-        match log_start.await {
-            Err(e) if state.decision_log.required() => (Err(e), None),
-            logged => (logged, Some(call.await)),
-        }
-    } else {
-        let (logged, answered) = tokio::join!(log_start, call);
-        (logged, Some(answered))
-    };
-    if let Err(e) = logged {
-        if state.decision_log.required() {
-            state
-                .metrics
-                .streams_refused
-                .get_or_create(&ReasonLabel { reason: "decision_log" })
-                .inc();
-            // An upstream answer already there is dropped unread: nothing of it leaves.
-            return Err(unlogged());
-        }
-        tracing::warn!(error = %e, "decision log start record not written; serving (--decision-log-required=false)");
-    }
+    let answered = logged_call(state, access, &subject).await?;
     // From here every refusal has its end record, so no start record is left open.
     let end = |reject: Reject| async {
         let line = record::end(
@@ -433,8 +388,8 @@ async fn start<V: Answer>(
         reject
     };
     let (upstream, latency) = match answered {
-        Some(Ok(answer)) => answer,
-        Some(Err(e)) => {
+        Ok(answer) => answer,
+        Err(e) => {
             let code = if e.status() == StatusCode::GATEWAY_TIMEOUT {
                 "upstream_timeout"
             } else {
@@ -442,8 +397,6 @@ async fn start<V: Answer>(
             };
             return Err(end(Reject::new(e.status(), code, e.to_string())).await);
         }
-        // Only a refused start record leaves the upstream unasked, and that returned above.
-        None => return Err(unlogged()),
     };
     state.metrics.upstream_latency.observe(latency.as_secs_f64());
 
@@ -466,6 +419,70 @@ async fn start<V: Answer>(
         policy: engine.identity().clone(),
         deadline,
     })
+}
+
+/// A stream slot for the principal, or 503 (all taken) or 429 (the User's all taken), counted.
+fn take_slot(state: &State, principal: &Principal) -> Result<StreamSlot, Reject> {
+    state.streams.try_take(principal.user_id).map_err(|busy| {
+        state
+            .metrics
+            .streams_refused
+            .get_or_create(&ReasonLabel { reason: busy.label() })
+            .inc();
+        match busy {
+            Busy::Full => Reject::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many record streams in flight; try again shortly",
+            ),
+            Busy::User => Reject::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                "this User has too many record streams in flight",
+            ),
+        }
+        .retry_after(RETRY_AFTER_SECONDS)
+    })
+}
+
+/// The start record and the upstream call. Before anything can be disclosed, the record that it
+/// may be: made durable while the upstream is asked (nothing reaches the caller before both are
+/// done), or, while the log is failing, first, so that a refused request costs the upstream
+/// nothing. A start record that cannot be written refuses the request (503) when the log is
+/// required; an upstream answer already there is then dropped unread.
+async fn logged_call(
+    state: &State,
+    access: &Access,
+    subject: &Subject<'_>,
+) -> Result<Result<(Response<Incoming>, std::time::Duration), crate::upstream::UpstreamError>, Reject> {
+    let log_start = state.decision_log.append(record::start(subject));
+    let upstream_headers = access.correlation.upstream_headers();
+    let call = state.upstream.records(access.query.as_deref(), upstream_headers);
+    let (logged, answered) = if state.decision_log.unwritable().is_some() {
+        match log_start.await {
+            Err(_) if state.decision_log.required() => return Err(refused_unlogged(state)),
+            logged => (logged, call.await),
+        }
+    } else {
+        tokio::join!(log_start, call)
+    };
+    if let Err(e) = logged {
+        if state.decision_log.required() {
+            return Err(refused_unlogged(state));
+        }
+        tracing::warn!(error = %e, "decision log start record not written; serving (--decision-log-required=false)");
+    }
+    Ok(answered)
+}
+
+/// 503 for a request whose start record could not be written, counted.
+fn refused_unlogged(state: &State) -> Reject {
+    state
+        .metrics
+        .streams_refused
+        .get_or_create(&ReasonLabel { reason: "decision_log" })
+        .inc();
+    unlogged()
 }
 
 /// Reads the whole stream into `chunks` (ended at the caller's token expiry, wherever it is),

@@ -314,7 +314,10 @@ async fn claim_text_in_the_access_log_is_escaped() {
             "{format}: {line}"
         );
         // Escaped once in text, and that escape escaped again by JSON.
-        assert!(line.replace('\\', "").contains("SUPu{2028}Au{202e}"), "{format}: {line}");
+        assert!(
+            line.replace('\\', "").contains("SUPu{2028}Au{202e}"),
+            "{format}: {line}"
+        );
         drop(satgate);
     }
 }
