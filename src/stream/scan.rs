@@ -225,8 +225,11 @@ struct NestedKeys<'a> {
     /// holds an escape.
     keys: SmallVec<[Key; NestedKeys::INLINE]>,
     /// Per open object: where its keys start in `keys`, and its set once it has many.
-    open: SmallVec<[(usize, Option<Box<HashSet<Cow<'a, str>>>>); 8]>,
+    open: SmallVec<[(usize, Option<Box<KeySet<'a>>>); 8]>,
 }
+
+/// The keys of one object with many, decoded.
+type KeySet<'a> = HashSet<Cow<'a, str>>;
 
 #[derive(Clone, Copy)]
 struct Key {
