@@ -116,7 +116,11 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// A pooled HTTP/1.1 client for GET requests, with TCP_NODELAY and a connect timeout. Its read
 /// buffer is capped at `max_buf` bytes, which also caps every response frame it yields.
 /// `https://` URLs go over `tls`; without it they fail to connect (never in plain text).
-pub fn client(connect_timeout: Duration, max_buf: usize, tls: Option<Arc<ClientTls>>) -> Client<Connector, Empty<Bytes>> {
+pub fn client(
+    connect_timeout: Duration,
+    max_buf: usize,
+    tls: Option<Arc<ClientTls>>,
+) -> Client<Connector, Empty<Bytes>> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);

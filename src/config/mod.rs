@@ -317,7 +317,11 @@ impl ServeConfig {
         let upstream_tls = client_tls(
             Peer::UPSTREAM,
             &upstream,
-            [&s.upstream_ca_file, &s.upstream_client_cert_file, &s.upstream_client_key_file],
+            [
+                &s.upstream_ca_file,
+                &s.upstream_client_cert_file,
+                &s.upstream_client_key_file,
+            ],
             s.upstream_allow_plaintext,
         )?;
         let policy_bundle = policy_bundle(&s)?;
@@ -475,7 +479,10 @@ fn client_tls(
     };
     if !base.is_https() {
         if ca.is_some() || client.is_some() {
-            return Err(problem(peer.url, "TLS files are given but the URL is http://, not https://"));
+            return Err(problem(
+                peer.url,
+                "TLS files are given but the URL is http://, not https://",
+            ));
         }
         if !base.is_loopback() && allow_plaintext != Some(true) {
             return Err(problem(

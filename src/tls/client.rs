@@ -82,7 +82,10 @@ pub struct ClientTls {
 
 impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientTls").field("peer", &self.peer).field("files", &self.files).finish()
+        f.debug_struct("ClientTls")
+            .field("peer", &self.peer)
+            .field("files", &self.files)
+            .finish()
     }
 }
 
@@ -159,7 +162,10 @@ impl ClientTls {
     pub fn failed(&self, e: &std::io::Error) {
         let Some(reason) = reason(e) else { return };
         self.failures
-            .get_or_create(&FailureLabel { peer: self.peer, reason })
+            .get_or_create(&FailureLabel {
+                peer: self.peer,
+                reason,
+            })
             .inc();
         *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
         // The error names certificates and alerts, never key material.

@@ -14,6 +14,7 @@ mod memo;
 mod monitoring;
 pub(crate) mod no_leak;
 mod operations;
+mod outbound_tls;
 mod ownership;
 mod policy_rules;
 mod server;
