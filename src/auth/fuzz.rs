@@ -213,7 +213,9 @@ mod tests {
         );
         let mut input = vec![1];
         input.extend_from_slice(good.as_bytes());
-        assert!(authenticator().identify(Some(&signed(br#"{"alg":"HS256"}"#, good.as_bytes()))).is_ok());
+        assert!(authenticator()
+            .identify(Some(&signed(br#"{"alg":"HS256"}"#, good.as_bytes())))
+            .is_ok());
         fuzz_check(&input);
         for claims in [
             good.replace("\"IS\"", "\"XX\""),
@@ -226,7 +228,12 @@ mod tests {
             input.extend_from_slice(claims.as_bytes());
             fuzz_check(&input);
         }
-        for header in [&br#"{"alg":"none"}"#[..], br#"{"alg":"HS512"}"#, br#"{"alg":"HS256","alg":"none"}"#, b"\xff"] {
+        for header in [
+            &br#"{"alg":"none"}"#[..],
+            br#"{"alg":"HS512"}"#,
+            br#"{"alg":"HS256","alg":"none"}"#,
+            b"\xff",
+        ] {
             let mut input = vec![2];
             input.extend_from_slice(header);
             fuzz_check(&input);

@@ -51,25 +51,47 @@ pub fn fuzz_check(data: &[u8]) {
     }
     let mut device_entries: HashMap<Eui64, Vec<&Value>> = HashMap::new();
     for d in &devices {
-        if let Some(id) = d.get("deviceId").and_then(Value::as_str).and_then(|s| Eui64::parse(s).ok()) {
+        if let Some(id) = d
+            .get("deviceId")
+            .and_then(Value::as_str)
+            .and_then(|s| Eui64::parse(s).ok())
+        {
             device_entries.entry(id).or_default().push(d);
         }
     }
     for entry in inventory.devices() {
         let listed = device_entries.get(&entry.device_id).map_or(&[][..], Vec::as_slice);
-        assert_eq!(listed.len(), 1, "{} in force but listed {} times", entry.device_id, listed.len());
+        assert_eq!(
+            listed.len(),
+            1,
+            "{} in force but listed {} times",
+            entry.device_id,
+            listed.len()
+        );
         let raw = listed[0];
         assert_eq!(raw.get("deviceType").and_then(Value::as_str), Some(&*entry.device_type));
         assert_eq!(entry.kind, DeviceType::of_inventory(&entry.device_type));
-        assert!(!entry.meter_points.is_empty(), "{} in force with no meter point", entry.device_id);
+        assert!(
+            !entry.meter_points.is_empty(),
+            "{} in force with no meter point",
+            entry.device_id
+        );
         let linked: Vec<&str> = raw
             .get("mpxns")
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         for mp in &entry.meter_points {
-            assert!(linked.contains(&mp.mpxn.as_str()), "{} linked to an unlisted mpxn", entry.device_id);
-            assert_eq!(mpxn_count.get(mp.mpxn.as_str()), Some(&1), "an mpxn listed twice is in force");
+            assert!(
+                linked.contains(&mp.mpxn.as_str()),
+                "{} linked to an unlisted mpxn",
+                entry.device_id
+            );
+            assert_eq!(
+                mpxn_count.get(mp.mpxn.as_str()),
+                Some(&1),
+                "an mpxn listed twice is in force"
+            );
             let raw_mp = meter_points
                 .iter()
                 .find(|m| m.get("mpxn").and_then(Value::as_str) == Some(&mp.mpxn))
@@ -91,9 +113,14 @@ pub fn fuzz_check(data: &[u8]) {
                     assert!(mp.import_supplier.is_none() && mp.export_supplier.is_none());
                 }
             }
-            for p in [&mp.import_supplier, &mp.export_supplier, &mp.gas_supplier, &mp.network_operator]
-                .into_iter()
-                .flatten()
+            for p in [
+                &mp.import_supplier,
+                &mp.export_supplier,
+                &mp.gas_supplier,
+                &mp.network_operator,
+            ]
+            .into_iter()
+            .flatten()
             {
                 assert!(!p.is_empty(), "an empty Party in force");
             }
@@ -111,7 +138,11 @@ mod tests {
         fuzz_check(&sample);
         let text = String::from_utf8(sample).unwrap();
         // A Device listed twice, a meter point listed twice: both must leave force.
-        let doubled = text.replacen("\"devices\": [", "\"devices\": [{\"deviceId\":\"00-DB-00-00-00-00-01-03\",\"deviceType\":\"ESME\",\"mpxns\":[]},", 1);
+        let doubled = text.replacen(
+            "\"devices\": [",
+            "\"devices\": [{\"deviceId\":\"00-DB-00-00-00-00-01-03\",\"deviceType\":\"ESME\",\"mpxns\":[]},",
+            1,
+        );
         fuzz_check(doubled.as_bytes());
         let id = Eui64::parse("00-DB-00-00-00-00-01-03").unwrap();
         assert!(Inventory::parse(&text).unwrap().0.get(id).is_some());
