@@ -165,8 +165,9 @@ impl tower_service::Service<Uri> for Connector {
             let Some(tls) = tls else {
                 return Err("https:// without a CA file to verify the server with".into());
             };
+            let generation = tls.current_generation();
             let stream = tls.connect(&host, tcp).await?;
-            Ok(TokioIo::new(Stream::Tls(Box::new(stream), tls)))
+            Ok(TokioIo::new(Stream::Tls(Box::new(stream), tls, generation)))
         })
     }
 }
@@ -174,15 +175,16 @@ impl tower_service::Service<Uri> for Connector {
 /// A connection of [`Connector`].
 pub enum Stream {
     Plain(TcpStream),
-    /// With the client that made it, to count a refusal that arrives after the handshake.
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>, Arc<ClientTls>),
+    /// With the client that made it (to count a refusal that arrives after the handshake) and
+    /// the generation of the files it was verified with.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>, Arc<ClientTls>, u64),
 }
 
 impl Connection for Stream {
     fn connected(&self) -> Connected {
         match self {
             Stream::Plain(tcp) => tcp.connected(),
-            Stream::Tls(tls, _) => tls.get_ref().0.connected(),
+            Stream::Tls(tls, _, _) => tls.get_ref().0.connected(),
         }
     }
 }
@@ -191,7 +193,7 @@ impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Stream::Tls(stream, tls) => {
+            Stream::Tls(stream, tls, _) => {
                 let polled = Pin::new(stream.as_mut()).poll_read(cx, buf);
                 if let Poll::Ready(Err(e)) = &polled {
                     tls.failed(e);
@@ -206,21 +208,29 @@ impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Stream::Tls(stream, _) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+            // A new request on a connection verified with files since replaced: refused, so the
+            // pool drops it and the next request verifies a new one.
+            Stream::Tls(_, tls, generation) if *generation != tls.current_generation() => {
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "TLS files rotated since this connection was made",
+                )))
+            }
+            Stream::Tls(stream, _, _) => Pin::new(stream.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            Stream::Tls(stream, _) => Pin::new(stream.as_mut()).poll_flush(cx),
+            Stream::Tls(stream, _, _) => Pin::new(stream.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Stream::Tls(stream, _) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+            Stream::Tls(stream, _, _) => Pin::new(stream.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -62,6 +62,10 @@ pub fn reload_once(state: &State) {
     ] {
         let Some(tls) = tls else { continue };
         if counted(&m.tls_reloads, "outbound TLS files", tls.reload_if_changed()).is_some() {
+            if component == "inventory_tls" {
+                // Owners answered by a server the old CA vouched for must not outlive it.
+                state.ownership.invalidate_all();
+            }
             tracing::info!(peer = tls.peer(), "outbound TLS CA and client certificate reloaded");
         }
         m.set_reload_successful(component, tls.last_error().is_none());

@@ -15,7 +15,7 @@
 //! kept for `/readyz`; none of this carries key material.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -78,6 +78,9 @@ pub struct ClientTls {
     failures: Failures,
     /// The last connection's outcome: `Some(reason)` while the last handshake failed.
     last_failure: Mutex<Option<&'static str>>,
+    /// Bumped by each reload that changes the files in force: a connection made before it is not
+    /// used for another request (see [`Self::current_generation`]).
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -102,6 +105,7 @@ impl ClientTls {
             config,
             failures,
             last_failure: Mutex::new(None),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -124,7 +128,17 @@ impl ClientTls {
         let reloaded = self
             .config
             .reload(|| self.files.paths(), || client_config(self.peer, &self.files))?;
+        if reloaded.is_ok() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
         Some(reloaded.map(drop))
+    }
+
+    /// Which files a connection was verified with: a pooled connection of an older generation
+    /// may have been verified against a CA the rotation removed, so it refuses new requests
+    /// (kept alive under steady load, it would otherwise never be checked again).
+    pub fn current_generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// The TLS handshake over `tcp` to `host` (the URL's host: the name the certificate must be

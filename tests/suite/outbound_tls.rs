@@ -356,6 +356,12 @@ async fn a_rotated_ca_file_is_picked_up_without_a_restart() {
     assert!(s.state.inventory_tls.as_ref().unwrap().last_error().is_some());
     s.state.ownership.invalidate_all();
     assert_owner_views(&served(&s).await);
+
+    // The new CA withdrawn: neither cached owners nor pooled connections it vouched for outlive it.
+    std::fs::write(s.dir.path().join("inventory-ca.pem"), &old.pem).unwrap();
+    reload(&s.state);
+    assert_eq!(s.state.inventory_tls.as_ref().unwrap().last_error(), None);
+    assert_no_owner_views(&served(&s).await);
 }
 
 #[tokio::test]
@@ -491,6 +497,96 @@ async fn plain_http_is_refused_off_the_loopback_and_https_needs_a_ca() {
             (Ok(()), None) => {}
             (Err(e), Some(p)) => assert!(e.starts_with(p), "{args:?}: {e}"),
             (got, want) => panic!("{args:?}: got {got:?}, wanted {want:?}"),
+        }
+    }
+}
+
+/// A TLS front for the plain upstream `to`, as an SSI off the pod's loopback would be: requires a
+/// client certificate of `clients`.
+async fn tls_front(server: &Pair, clients: &Ca, to: std::net::SocketAddr) -> String {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(server.cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(server.key.as_bytes()).unwrap();
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(clients.pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = ServerConfig::builder()
+        .with_client_cert_verifier(WebPkiClientVerifier::builder(Arc::new(roots)).build().unwrap())
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let (Ok(mut tls), Ok(mut plain)) =
+                    (acceptor.accept(tcp).await, tokio::net::TcpStream::connect(to).await)
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    format!("https://localhost:{port}")
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_verified_like_the_inventory() {
+    let (ca, other, clients) = (Ca::new("SSI CA"), Ca::new("another CA"), Ca::new("client CA"));
+    let client = clients.issue(&["satgate"], false);
+    let up = start_upstream().await;
+    let front = tls_front(&ca.issue(&["localhost"], false), &clients, up.addr).await;
+    for (trusted, ok) in [(&ca, true), (&other, false)] {
+        let (ca_pem, cert, key) = (trusted.pem.clone(), client.cert.clone(), client.key.clone());
+        let s = start_sidecar_with(front.clone(), move |cfg, dir| {
+            let files = [
+                ("upstream-ca.pem", ca_pem),
+                ("upstream-client.pem", cert),
+                ("upstream-client.key", key),
+            ]
+            .map(|(name, text)| {
+                std::fs::write(dir.join(name), text).unwrap();
+                dir.join(name)
+            });
+            let [ca, cert, key] = files;
+            cfg.upstream_tls = Some(ClientTlsFiles {
+                ca,
+                client: Some((cert, key)),
+            });
+        })
+        .await;
+        let (sub, role, party) = users().remove(0);
+        let (status, body, _) = get(
+            s.addr,
+            &format!("/sat/records?mode=ok&n={N}"),
+            Some(&token(&sub, &role, &party, 300)),
+        )
+        .await;
+        if ok {
+            assert_eq!(status, 200);
+            assert!(body == expected_for(&sub, &role, &party, N));
+        } else {
+            assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+            let failed = s.state.metrics.outbound_tls_failures.get_or_create(&FailureLabel {
+                peer: "upstream",
+                reason: "unknown_ca",
+            });
+            assert_eq!(failed.get(), 1);
+            let (status, body, _) = get(s.addr, "/readyz", None).await;
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                (status, &body["upstream"]["tls"]["lastFailure"]),
+                (503, &json!("unknown_ca")),
+                "{body}"
+            );
         }
     }
 }
