@@ -154,6 +154,10 @@ pub struct ServeArgs {
     /// PEM public key(s): RSA for RS256 or EC P-256 for ES256.
     #[arg(long, env = "SATGATE_JWT_PUBLIC_KEY_FILE")]
     pub jwt_public_key_file: Option<PathBuf>,
+    /// The identity provider's JWKS document (RFC 7517): RS256 and ES256 signing keys, each token
+    /// verified by the key its `kid` names. Reloaded when it changes.
+    #[arg(long, env = "SATGATE_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
     /// Required `iss` claim.
     #[arg(long, env = "SATGATE_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
@@ -574,16 +578,17 @@ fn policies_dir(dir: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
 }
 
 fn jwt_key(s: &ServeArgs) -> Result<JwtKey, ConfigError> {
-    match (&s.jwt_hs256_secret_file, &s.jwt_public_key_file) {
-        (Some(f), None) => Ok(JwtKey::Hs256SecretFile(file("jwt-hs256-secret-file", f.clone())?)),
-        (None, Some(f)) => Ok(JwtKey::PublicKeyFile(file("jwt-public-key-file", f.clone())?)),
-        (None, None) => Err(problem(
+    match (&s.jwt_hs256_secret_file, &s.jwt_public_key_file, &s.jwt_jwks_file) {
+        (Some(f), None, None) => Ok(JwtKey::Hs256SecretFile(file("jwt-hs256-secret-file", f.clone())?)),
+        (None, Some(f), None) => Ok(JwtKey::PublicKeyFile(file("jwt-public-key-file", f.clone())?)),
+        (None, None, Some(f)) => Ok(JwtKey::JwksFile(file("jwt-jwks-file", f.clone())?)),
+        (None, None, None) => Err(problem(
             "jwt",
-            "one of --jwt-hs256-secret-file or --jwt-public-key-file is required",
+            "one of --jwt-hs256-secret-file, --jwt-public-key-file or --jwt-jwks-file is required",
         )),
-        (Some(_), Some(_)) => Err(problem(
+        _ => Err(problem(
             "jwt",
-            "give only one of --jwt-hs256-secret-file and --jwt-public-key-file",
+            "give only one of --jwt-hs256-secret-file, --jwt-public-key-file and --jwt-jwks-file",
         )),
     }
 }

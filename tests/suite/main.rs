@@ -9,6 +9,7 @@ mod deploy;
 mod faults;
 mod guard_proof;
 mod hardening;
+mod jwks;
 mod layers;
 mod memo;
 mod monitoring;
