@@ -194,9 +194,12 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
             Stream::Tls(stream, tls, _) => {
+                let before = buf.filled().len();
                 let polled = Pin::new(stream.as_mut()).poll_read(cx, buf);
-                if let Poll::Ready(Err(e)) = &polled {
-                    tls.failed(e);
+                match &polled {
+                    Poll::Ready(Err(e)) => tls.failed(e),
+                    Poll::Ready(Ok(())) if buf.filled().len() > before => tls.succeeded(),
+                    _ => {}
                 }
                 polled
             }

@@ -15,8 +15,8 @@
 //! kept for `/readyz`; none of this carries key material.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -76,8 +76,9 @@ pub struct ClientTls {
     files: ClientTlsFiles,
     config: Reloadable<ClientConfig>,
     failures: Failures,
-    /// The last connection's outcome: `Some(reason)` while the last handshake failed.
-    last_failure: Mutex<Option<&'static str>>,
+    /// The last TLS outcome: 0 after a handshake or a read that succeeded, `i + 1` after a
+    /// failure for `REASONS[i]`.
+    last_failure: AtomicUsize,
     /// Bumped by each reload that changes the files in force: a connection made before it is not
     /// used for another request (see [`Self::current_generation`]).
     generation: AtomicU64,
@@ -104,7 +105,7 @@ impl ClientTls {
             files,
             config,
             failures,
-            last_failure: Mutex::new(None),
+            last_failure: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
         })
     }
@@ -118,9 +119,19 @@ impl ClientTls {
         self.config.last_error()
     }
 
-    /// Why the last connection's handshake failed; `None` when it succeeded (or none was made).
+    /// Why the last TLS exchange failed; `None` once a handshake or a read has succeeded since
+    /// (or none was made), so a pooled connection that keeps working clears an old failure.
     pub fn last_failure(&self) -> Option<&'static str> {
-        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner())
+        let n = self.last_failure.load(Ordering::Relaxed);
+        n.checked_sub(1).and_then(|i| REASONS.get(i).copied())
+    }
+
+    /// Notes that data arrived over TLS (a cheap load on the read path; a store only after a
+    /// failure).
+    pub fn succeeded(&self) {
+        if self.last_failure.load(Ordering::Relaxed) != 0 {
+            self.last_failure.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Reloads if any file changed and all have settled: `Some(Ok(()))` on success.
@@ -157,14 +168,13 @@ impl ClientTls {
         });
         let result = TlsConnector::from(Arc::new(config)).connect(name, tcp).await;
         let result = match result {
-            Ok(_) if wants_client_cert && !asked.load(Ordering::SeqCst) => Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                "the server did not ask for satgate's client certificate",
-            )),
+            Ok(_) if wants_client_cert && !asked.load(Ordering::SeqCst) => {
+                Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, NotRequested))
+            }
             other => other,
         };
         match &result {
-            Ok(_) => *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = None,
+            Ok(_) => self.succeeded(),
             Err(e) => self.failed(e),
         }
         result
@@ -181,7 +191,8 @@ impl ClientTls {
                 reason,
             })
             .inc();
-        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        let index = REASONS.iter().position(|r| *r == reason).unwrap_or(REASONS.len() - 1);
+        self.last_failure.store(index + 1, Ordering::Relaxed);
         // The error names certificates and alerts, never key material.
         tracing::warn!(peer = self.peer, reason, error = %e.to_string().escape_debug(), "outbound TLS failed");
     }
@@ -190,10 +201,11 @@ impl ClientTls {
 /// The reason label of a TLS failure; `None` for an I/O error that is not one.
 pub fn reason(e: &std::io::Error) -> Option<&'static str> {
     use rustls::{AlertDescription as A, CertificateError as C, Error as R};
-    if e.kind() == std::io::ErrorKind::PermissionDenied {
+    let inner = e.get_ref()?;
+    if inner.is::<NotRequested>() {
         return Some("client_cert_not_requested");
     }
-    let tls = e.get_ref()?.downcast_ref::<R>()?;
+    let tls = inner.downcast_ref::<R>()?;
     Some(match tls {
         R::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => "unknown_ca",
         R::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => "wrong_name",
@@ -213,6 +225,11 @@ pub fn reason(e: &std::io::Error) -> Option<&'static str> {
         _ => "other",
     })
 }
+
+/// A server that completed the handshake without asking for the client certificate.
+#[derive(Debug, thiserror::Error)]
+#[error("the server did not ask for satgate's client certificate")]
+struct NotRequested;
 
 /// Wraps the client certificate resolver to note that the server asked for a certificate (rustls
 /// calls it only then).
