@@ -166,3 +166,33 @@ fn an_unusable_jwks_is_refused_at_start() {
         None
     );
 }
+
+#[test]
+fn the_jwks_file_is_one_of_the_three_key_settings() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: satgate::config::ServeArgs,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, "{}").unwrap();
+    let resolve = |extra: &[&str]| {
+        let mut argv = vec![
+            "satgate",
+            "--upstream=http://127.0.0.1:1",
+            "--inventory=tests/data/inventory.json",
+        ];
+        argv.extend(extra);
+        satgate::config::ServeConfig::resolve(&Cli::parse_from(argv).serve).map(|c| c.jwt_key)
+    };
+    let flag = format!("--jwt-jwks-file={}", jwks.display());
+    assert_eq!(resolve(&[&flag]).unwrap(), JwtKey::JwksFile(jwks.clone()));
+    let both = resolve(&[&flag, "--jwt-hs256-secret-file=Cargo.toml"])
+        .unwrap_err()
+        .to_string();
+    assert!(both.starts_with("jwt: give only one"), "{both}");
+    let none = resolve(&[]).unwrap_err().to_string();
+    assert!(none.contains("--jwt-jwks-file"), "{none}");
+}
