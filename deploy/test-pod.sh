@@ -7,7 +7,8 @@
 # What the test changes in the rendered manifests, and why, is all in patch_manifests below:
 # the image names (built here, nothing can be pulled), the SSI container (satgate's own sample
 # upstream, `satgate sample serve`), one replica with host ports for curl, a test satgate.toml
-# (HS256 tokens the test mints, an inventory file instead of the inventory service), and the
+# (HS256 tokens the test mints; the inventory service is the SSI stand-in's HTTPS one, with a
+# test CA and client certificate, on the pod's loopback), and the
 # policies volume laid out on the host the way kubelet lays out a ConfigMap, because podman's
 # ConfigMap volumes are not updated in place: the test swaps its `..data` link as kubelet does.
 # Everything it starts is torn down at the end, pass or fail.
@@ -37,10 +38,11 @@ EOF
 export CONTAINERS_CONF="$work/containers.conf"
 
 pod_yaml="$work/pod.yaml"
+secret_names="satgate-tls satgate-jwt satgate-admin satgate-inventory-ca satgate-inventory-client test-inventory-server"
 # podman keeps secret and ConfigMap volumes by name across runs, contents included.
 clear_volumes() {
-  for s in satgate-tls satgate-jwt satgate-admin; do podman secret rm "$s" >/dev/null 2>&1 || true; done
-  for v in satgate-tls satgate-jwt satgate-admin satgate-config satgate-schema satgate-inventory; do
+  for s in $secret_names; do podman secret rm "$s" >/dev/null 2>&1 || true; done
+  for v in $secret_names satgate-config satgate-schema; do
     podman volume rm -f "$v" >/dev/null 2>&1 || true
   done
 }
@@ -133,6 +135,20 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
   -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
 secret=$(openssl rand -hex 32)
 admin=$(openssl rand -hex 16)
+# The inventory service's CA and certificate (for localhost), and the CA of satgate's client
+# certificate, which the stand-in requires: mutual TLS as the manifests configure it.
+pki() { # name subject-alt-name issuer-name -> $work/name.{crt,key}, signed by issuer
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
+    -keyout "$work/$1.key" -out "$work/$1.csr" 2>/dev/null
+  openssl x509 -req -in "$work/$1.csr" -CA "$work/$3.crt" -CAkey "$work/$3.key" -CAcreateserial -days 1 \
+    -extfile <(printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\n' "$2") -out "$work/$1.crt" 2>/dev/null
+}
+for ca in inventory-ca client-ca; do
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=test $ca" \
+    -keyout "$work/$ca.key" -out "$work/$ca.crt" 2>/dev/null
+done
+pki inventory-server DNS:localhost inventory-ca
+pki satgate-client DNS:satgate client-ca
 
 patch_manifests() {
   python3 - "$work" "$sat_port" "$ops_port" "$seed" "$records" "$secret" "$admin" <<'PY'
@@ -148,7 +164,10 @@ jwt-hs256-secret-file = "/etc/satgate/jwt/hs256.secret"
 admin-token-file = "/etc/satgate/admin/token"
 policies = "/etc/satgate/policies"
 schema = "/etc/satgate/schema/sat.cedarschema"
-inventory = "/etc/satgate/inventory/inventory.json"
+inventory-url = "https://localhost:9443"
+inventory-ca-file = "/etc/satgate/inventory-ca/ca.crt"
+inventory-client-cert-file = "/etc/satgate/inventory-client/tls.crt"
+inventory-client-key-file = "/etc/satgate/inventory-client/tls.key"
 reload-interval = "1s"
 shutdown-grace = "10s"
 log-format = "json"
@@ -171,29 +190,38 @@ for d in docs:
             if c["name"] == "ssi":
                 c.pop("env", None)
                 c["args"] = ["sample", "serve", "--listen", "127.0.0.1:9090",
-                             "--seed", seed, "--records", records]
+                             "--seed", seed, "--records", records,
+                             # The inventory service stand-in: HTTPS, satgate's certificate required.
+                             "--inventory-listen", "127.0.0.1:9443",
+                             "--inventory-tls-cert-file", "/etc/inventory-server/tls.crt",
+                             "--inventory-tls-key-file", "/etc/inventory-server/tls.key",
+                             "--inventory-client-ca-file", "/etc/inventory-server/client-ca.crt"]
+                c["volumeMounts"] = [{"name": "inventory-server", "mountPath": "/etc/inventory-server",
+                                      "readOnly": True}]
                 c["securityContext"] = {"runAsUser": 65532, "runAsGroup": 65532,
                                         "readOnlyRootFilesystem": True}
             if c["name"] == "satgate":
                 for p in c["ports"]:
                     p["hostIP"] = "127.0.0.1"
                     p["hostPort"] = int(sat_port if p["name"] == "sat-https" else ops_port)
-                c["volumeMounts"].append({"name": "inventory", "mountPath": "/etc/satgate/inventory",
-                                          "readOnly": True})
         for v in spec["volumes"]:
             if v["name"] == "policies":
                 v.pop("configMap")
                 v["hostPath"] = {"path": f"{work}/policies", "type": "Directory"}
-        spec["volumes"].append({"name": "inventory",
-                                "configMap": {"name": "satgate-inventory", "optional": False}})
+        spec["volumes"].append({"name": "inventory-server",
+                                "secret": {"secretName": "test-inventory-server", "optional": False}})
         out.append(d)
     # Service, HPA, PDB, NetworkPolicy: validated offline, not something podman runs.
-configmaps.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "satgate-inventory"},
-                   "data": {"inventory.json": open(f"{work}/market/inventory.json").read()}})
 secrets = {
     "satgate-tls": {"tls.crt": open(f"{work}/tls.crt").read(), "tls.key": open(f"{work}/tls.key").read()},
     "satgate-jwt": {"hs256.secret": secret},
     "satgate-admin": {"token": admin},
+    "satgate-inventory-ca": {"ca.crt": open(f"{work}/inventory-ca.crt").read()},
+    "satgate-inventory-client": {"tls.crt": open(f"{work}/satgate-client.crt").read(),
+                                 "tls.key": open(f"{work}/satgate-client.key").read()},
+    "test-inventory-server": {"tls.crt": open(f"{work}/inventory-server.crt").read(),
+                              "tls.key": open(f"{work}/inventory-server.key").read(),
+                              "client-ca.crt": open(f"{work}/client-ca.crt").read()},
 }
 for name, data in secrets.items():
     # podman 4.3 writes `data` values into the volume as they are (no base64 decoding) and
@@ -217,7 +245,7 @@ PY
 patch_manifests
 podman pod rm -f satgate-test-pod-0 >/dev/null 2>&1 || true
 clear_volumes
-for s in satgate-tls satgate-jwt satgate-admin; do podman secret create "$s" "$work/$s.yaml" >/dev/null; done
+for s in $secret_names; do podman secret create "$s" "$work/$s.yaml" >/dev/null; done
 
 say "podman kube play"
 configmaps=()

@@ -6,7 +6,9 @@
 //! are unusable (bad EUI-64 `sub`, unknown `role`, missing `party`) is a 403, not a 401.
 //!
 //! The key file may hold several public keys (an identity provider's current and next signing
-//! keys) and is reloaded when it changes, so keys rotate without a restart.
+//! keys) and is reloaded when it changes, so keys rotate without a restart. It may also be the
+//! identity provider's JWKS (RFC 7517): then a token's `kid` selects the one key that may verify
+//! it, and only keys for signatures (`use`) with RS256 or ES256 (`alg`, or the key type) count.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,18 +54,24 @@ pub enum JwtKey {
     /// One or more PEM public keys (or certificates), RSA (RS256) or EC P-256 (ES256): several
     /// keys let an identity provider's signing key rotate with old and new tokens both valid.
     PublicKeyFile(PathBuf),
+    /// A JWKS document (RFC 7517): keys selected by the token's `kid`.
+    JwksFile(PathBuf),
 }
 
 impl JwtKey {
     fn path(&self) -> &Path {
         match self {
-            JwtKey::Hs256SecretFile(p) | JwtKey::PublicKeyFile(p) => p,
+            JwtKey::Hs256SecretFile(p) | JwtKey::PublicKeyFile(p) | JwtKey::JwksFile(p) => p,
         }
     }
 }
 
-/// Each key with the one algorithm it may verify.
-struct KeySet(Vec<(DecodingKey, Validation)>);
+/// Each key with the one algorithm it may verify, and its `kid` when it came from a JWKS (then
+/// every key has one, and a token is tried only against the key its `kid` names).
+struct KeySet(Vec<(Option<String>, DecodingKey, Validation)>);
+
+/// A verification key as read from a file.
+type Key = (Option<String>, DecodingKey, Algorithm);
 
 /// Claims are taken as any JSON here and typed below, so a verified token with a mistyped claim
 /// is a 403 (unusable claims), not a 401.
@@ -121,10 +129,10 @@ impl Authenticator {
 
     /// One key given directly (tests, tools); nothing to reload.
     pub fn with_key(key: DecodingKey, alg: Algorithm, issuer: Option<&str>, audience: Option<&str>) -> Self {
-        Self::from_keys(vec![(key, alg)], issuer, audience)
+        Self::from_keys(vec![(None, key, alg)], issuer, audience)
     }
 
-    fn from_keys(keys: Vec<(DecodingKey, Algorithm)>, issuer: Option<&str>, audience: Option<&str>) -> Self {
+    fn from_keys(keys: Vec<Key>, issuer: Option<&str>, audience: Option<&str>) -> Self {
         let issuer = issuer.map(str::to_owned);
         let audience = audience.map(str::to_owned);
         let set = key_set(keys, issuer.as_deref(), audience.as_deref());
@@ -173,8 +181,17 @@ impl Authenticator {
             .and_then(|t| std::str::from_utf8(t).ok())
             .ok_or_else(|| Refusal::Unauthenticated("expected an Authorization: Bearer token".into()))?;
         let keys = self.current();
+        // With a JWKS, only the key the token names; a token without a `kid`, or naming a key
+        // not in the set, meets no key.
+        let kid = match keys.0.first() {
+            Some((Some(_), _, _)) => Some(jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid)),
+            _ => None,
+        };
         let mut refusal: Option<jsonwebtoken::errors::Error> = None;
-        for (key, validation) in &keys.0 {
+        for (key_id, key, validation) in &keys.0 {
+            if kid.as_ref().is_some_and(|kid| kid.is_none() || kid != key_id) {
+                continue;
+            }
             match jsonwebtoken::decode::<Claims>(token, key, validation) {
                 Ok(data) => return identity(data.claims),
                 // Report the most telling failure: an expired token signed by a known key says
@@ -259,10 +276,10 @@ fn unusable(claim: &str) -> String {
 }
 
 /// Every key pinned to its own algorithm: `alg: none` and any other algorithm are refused.
-fn key_set(keys: Vec<(DecodingKey, Algorithm)>, issuer: Option<&str>, audience: Option<&str>) -> KeySet {
+fn key_set(keys: Vec<Key>, issuer: Option<&str>, audience: Option<&str>) -> KeySet {
     let entries = keys
         .into_iter()
-        .map(|(key, alg)| {
+        .map(|(kid, key, alg)| {
             let mut validation = Validation::new(alg);
             validation.algorithms = vec![alg];
             validation.set_required_spec_claims(&["exp"]);
@@ -279,17 +296,17 @@ fn key_set(keys: Vec<(DecodingKey, Algorithm)>, issuer: Option<&str>, audience: 
                 }
                 None => validation.validate_aud = false,
             }
-            (key, validation)
+            (kid, key, validation)
         })
         .collect();
     KeySet(entries)
 }
 
-fn read_keys(file: &JwtKey) -> Result<Vec<(DecodingKey, Algorithm)>, KeyError> {
+fn read_keys(file: &JwtKey) -> Result<Vec<Key>, KeyError> {
     keys_in(file).map_err(KeyError)
 }
 
-fn keys_in(file: &JwtKey) -> Result<Vec<(DecodingKey, Algorithm)>, String> {
+fn keys_in(file: &JwtKey) -> Result<Vec<Key>, String> {
     let path = file.path();
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     match file {
@@ -298,8 +315,9 @@ fn keys_in(file: &JwtKey) -> Result<Vec<(DecodingKey, Algorithm)>, String> {
             if secret.len() < 32 {
                 return Err(format!("{}: an HS256 secret must be at least 32 bytes", path.display()));
             }
-            Ok(vec![(DecodingKey::from_secret(secret), Algorithm::HS256)])
+            Ok(vec![(None, DecodingKey::from_secret(secret), Algorithm::HS256)])
         }
+        JwtKey::JwksFile(_) => jwks(&bytes).map_err(|e| format!("{}: {e}", path.display())),
         JwtKey::PublicKeyFile(_) => {
             let text = String::from_utf8(bytes).map_err(|_| format!("{}: not a PEM file", path.display()))?;
             let blocks = pem_blocks(&text);
@@ -320,7 +338,7 @@ fn keys_in(file: &JwtKey) -> Result<Vec<(DecodingKey, Algorithm)>, String> {
                         ));
                     }
                     if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
-                        Ok((key, Algorithm::RS256))
+                        Ok((None, key, Algorithm::RS256))
                     } else if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
                         // jsonwebtoken takes any curve here; ES256 is P-256 only, and a key on
                         // another curve would refuse every token instead of failing start-up.
@@ -331,7 +349,7 @@ fn keys_in(file: &JwtKey) -> Result<Vec<(DecodingKey, Algorithm)>, String> {
                                 i + 1
                             ));
                         }
-                        Ok((key, Algorithm::ES256))
+                        Ok((None, key, Algorithm::ES256))
                     } else {
                         Err(format!(
                             "{}: key {}: not an RSA or EC (P-256) public key in PEM",
@@ -343,6 +361,75 @@ fn keys_in(file: &JwtKey) -> Result<Vec<(DecodingKey, Algorithm)>, String> {
                 .collect()
         }
     }
+}
+
+/// The signing keys of a JWKS document (RFC 7517) that verify RS256 or ES256 tokens, each with
+/// its `kid`. Keys for encryption (`use` other than `sig`) or for another algorithm (`alg`, or a
+/// key type and curve that are neither RSA nor P-256) are not used: a token naming one is
+/// refused. A usable key without a `kid` (it could never be selected), two with one `kid`, private
+/// key members, or no usable key at all make the document unusable.
+fn jwks(bytes: &[u8]) -> Result<Vec<Key>, String> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+    #[derive(Deserialize)]
+    struct Document {
+        keys: Vec<serde_json::Value>,
+    }
+    let doc: Document = serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut keys: Vec<Key> = Vec::new();
+    for (i, raw) in doc.keys.iter().enumerate() {
+        let n = i + 1;
+        // Verification needs only public keys; private members here would spread a signing key
+        // to every sidecar (RFC 7518 §6.2.2, §6.3.2, §6.4.1).
+        if ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
+            .iter()
+            .any(|m| raw.get(m).is_some())
+        {
+            return Err(format!(
+                "key {n}: holds private or secret key material; publish public keys only"
+            ));
+        }
+        let not_for_signatures = raw.get("use").is_some_and(|u| u != "sig");
+        let named_alg = raw.get("alg").and_then(|a| a.as_str());
+        if not_for_signatures || named_alg.is_some_and(|a| a != "RS256" && a != "ES256") {
+            continue;
+        }
+        let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
+            if named_alg.is_some() {
+                return Err(format!("key {n}: not a usable {} key", named_alg.unwrap_or_default()));
+            }
+            continue;
+        };
+        let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
+            (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
+            (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES256))
+                if ec.curve == EllipticCurve::P256 =>
+            {
+                Algorithm::ES256
+            }
+            (_, None) => continue,
+            (_, Some(_)) => return Err(format!("key {n}: its alg does not match its key type")),
+        };
+        if jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != PublicKeyUse::Signature)
+        {
+            continue;
+        }
+        let Some(kid) = jwk.common.key_id.clone() else {
+            return Err(format!("key {n}: no kid (tokens select their key by kid)"));
+        };
+        if keys.iter().any(|(k, _, _)| k.as_deref() == Some(kid.as_str())) {
+            return Err(format!("key {n}: kid {kid:?} given twice"));
+        }
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("key {n} ({kid:?}): {e}"))?;
+        keys.push((Some(kid), key, alg));
+    }
+    if keys.is_empty() {
+        return Err("no RS256 or ES256 signing key in the set".into());
+    }
+    Ok(keys)
 }
 
 /// Whether a PEM public key or certificate names the P-256 curve (its OID, 1.2.840.10045.3.1.7).

@@ -28,7 +28,8 @@
 //!   [`ownership::SourceConfig::open`], the one builder `serve`, `filter` and `activity` use.
 //! - [`model`]: identifiers, roles, message types, field classes.
 //!
-//! - [`upstream`] and [`ownership::HttpSource`] share [`net`] (base URLs, the HTTP client).
+//! - [`upstream`] and [`ownership::HttpSource`] share [`net`] (base URLs, the HTTP client) and,
+//!   for `https://`, [`tls::client`] (pinned CA, client certificate, reloaded on change).
 //!
 //! Around it: [`cmd`] (one module per subcommand; `main.rs` only dispatches), [`review`]
 //! (policy tests, access matrix, diff, symbolic proofs), [`bundle`] (signed policy bundles,

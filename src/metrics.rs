@@ -77,7 +77,7 @@ pub struct ComponentLabel {
 }
 
 /// What satgate reloads from files, as `satgate_last_reload_successful{component}` names it.
-pub const RELOADED_COMPONENTS: [&str; 4] = ["policy", "inventory", "tls", "jwt_key"];
+pub const RELOADED_COMPONENTS: [&str; 6] = ["policy", "inventory", "tls", "jwt_key", "inventory_tls", "upstream_tls"];
 
 pub struct Metrics {
     registry: Registry,
@@ -95,6 +95,8 @@ pub struct Metrics {
     pub tls_reloads: Family<ResultLabel, Counter>,
     pub jwt_key_reloads: Family<ResultLabel, Counter>,
     pub tls_handshake_failures: Counter,
+    /// TLS failures of satgate's own calls (inventory service, upstream), by peer and reason.
+    pub outbound_tls_failures: crate::tls::client::Failures,
     /// 1 while the newest files of a component are the ones in force; 0 while they fail to load
     /// and the last good ones serve. A failed load is counted once per change, so only this
     /// state tells an alert that the failure is still there.
@@ -190,6 +192,11 @@ impl Metrics {
                 &mut r,
                 "tls_handshake_failures",
                 "Client connections that failed or timed out in the TLS handshake",
+            ),
+            outbound_tls_failures: register(
+                &mut r,
+                "outbound_tls_failures",
+                "TLS failures of satgate's calls, by peer (inventory, upstream) and reason (unknown_ca, wrong_name, expired, client_cert_refused, client_cert_not_requested, other); an inventory failure means no owner view for the Devices asked about",
             ),
             last_reload_successful: register(
                 &mut r,

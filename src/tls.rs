@@ -4,6 +4,10 @@
 //!
 //! Bearer tokens cross this connection, so it is TLS 1.2 or 1.3 only (rustls' defaults: no
 //! legacy versions or ciphers) and HTTP/1.1 by ALPN.
+//!
+//! [`client`]: TLS the other way, to the services satgate calls.
+
+pub mod client;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

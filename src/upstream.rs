@@ -1,16 +1,17 @@
 //! The call to the SSI audit endpoint: `GET {upstream}/sat/records?{query}`, with the query
 //! passed on unchanged, and bounded waits for connecting and for the response headers.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::Empty;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
-use crate::net::{BaseUrl, UrlError};
+use crate::net::{error_chain, BaseUrl, Connector, UrlError};
+use crate::tls::client::ClientTls;
 
 /// Why the upstream gave no usable response. Maps to 502 or 504 (docs/contract.md §5).
 #[derive(Debug, thiserror::Error)]
@@ -41,18 +42,25 @@ pub struct Timeouts {
 
 pub struct Upstream {
     base: BaseUrl,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<Connector, Empty<Bytes>>,
     timeouts: Timeouts,
 }
 
 impl Upstream {
-    /// `base` is an `http://host:port[/prefix]` URL.
-    pub fn new(base: &str, timeouts: Timeouts) -> Result<Self, UrlError> {
+    /// `base` is an `http(s)://host:port[/prefix]` URL; `https://` is verified with `tls`.
+    pub fn new(base: &str, timeouts: Timeouts, tls: Option<Arc<ClientTls>>) -> Result<Self, UrlError> {
+        let base = BaseUrl::parse(base)?;
+        if base.is_https() && tls.is_none() {
+            return Err(UrlError {
+                url: base.join(""),
+                problem: "https:// needs a CA file to verify the upstream with".into(),
+            });
+        }
         Ok(Self {
-            base: BaseUrl::parse(base)?,
+            base,
             // The read buffer caps each upstream frame, so a stream holds little when its caller
             // stalls (server::limits).
-            client: crate::net::client(timeouts.connect, crate::stream::UPSTREAM_BUFFER_BYTES),
+            client: crate::net::client(timeouts.connect, crate::stream::UPSTREAM_BUFFER_BYTES, tls),
             timeouts,
         })
     }
@@ -111,14 +119,4 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
         source = err.source();
     }
     false
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(err) = source {
-        parts.push(err.to_string());
-        source = err.source();
-    }
-    parts.join(": ")
 }

@@ -92,7 +92,9 @@ pub fn run_filter<S: Sink>(
         (None, None) => return Err("one of --inventory or --inventory-url is required".into()),
     };
     // One run reads the file once: how long a failing reload may keep it in force is moot.
-    let opened = config.open(InventoryFile::DEFAULT_MAX_AGE).map_err(|e| e.to_string())?;
+    let opened = config
+        .open(InventoryFile::DEFAULT_MAX_AGE, &Default::default())
+        .map_err(|e| e.to_string())?;
     for w in &opened.warnings {
         eprintln!("warning: inventory {w}");
     }

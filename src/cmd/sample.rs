@@ -46,18 +46,44 @@ pub enum Serve {
         listen: SocketAddr,
         #[command(flatten)]
         market: MarketArgs,
+        #[command(flatten)]
+        inventory: InventoryServiceArgs,
     },
+}
+
+/// The market's inventory service too (`GET /devices/{deviceId}`), over HTTP or HTTPS.
+#[derive(clap::Args, Debug, Clone)]
+pub struct InventoryServiceArgs {
+    /// Also serve the market's inventory service on this address.
+    #[arg(long)]
+    pub inventory_listen: Option<SocketAddr>,
+    /// Serve it over TLS with this PEM certificate chain (needs --inventory-tls-key-file).
+    #[arg(long, requires_all = ["inventory_listen", "inventory_tls_key_file"])]
+    pub inventory_tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of --inventory-tls-cert-file.
+    #[arg(long, requires = "inventory_tls_cert_file")]
+    pub inventory_tls_key_file: Option<PathBuf>,
+    /// Require a client certificate of this PEM CA (mutual TLS).
+    #[arg(long, requires = "inventory_tls_cert_file")]
+    pub inventory_client_ca_file: Option<PathBuf>,
 }
 
 pub fn run(args: &Args) -> Result<Exit, CmdError> {
     match (&args.serve, &args.out) {
-        (Some(Serve::Serve { listen, market }), _) => serve(*listen, market),
+        (
+            Some(Serve::Serve {
+                listen,
+                market,
+                inventory,
+            }),
+            _,
+        ) => serve(*listen, market, inventory),
         (None, Some(out)) => write(out, &args.market),
         (None, None) => Err(CmdError::new("--out DIR is required")),
     }
 }
 
-fn serve(listen: SocketAddr, args: &MarketArgs) -> Result<Exit, CmdError> {
+fn serve(listen: SocketAddr, args: &MarketArgs, inventory: &InventoryServiceArgs) -> Result<Exit, CmdError> {
     super::serve::init_logging(crate::config::LogFormat::Text, "info");
     let market = Market::generate(args.premises, args.seed);
     let lines: Vec<String> = market
@@ -74,6 +100,32 @@ fn serve(listen: SocketAddr, args: &MarketArgs) -> Result<Exit, CmdError> {
             .await
             .map_err(|e| CmdError::new(format!("listen: cannot bind {listen}: {e}")))?;
         tracing::info!(%listen, records = lines.len(), "sample SSI audit endpoint serving");
+        if let Some(addr) = inventory.inventory_listen {
+            let document: serde_json::Value = serde_json::from_str(&market.inventory_json)
+                .map_err(|e| CmdError::new(format!("the generated inventory: {e}")))?;
+            let acceptor = match (&inventory.inventory_tls_cert_file, &inventory.inventory_tls_key_file) {
+                (Some(cert), Some(key)) => Some(
+                    crate::sample::inventory_service::acceptor(
+                        cert,
+                        key,
+                        inventory.inventory_client_ca_file.as_deref(),
+                    )
+                    .map_err(|e| CmdError::new(format!("inventory TLS: {e}")))?,
+                ),
+                _ => None,
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| CmdError::new(format!("inventory-listen: cannot bind {addr}: {e}")))?;
+            tracing::info!(%addr, tls = acceptor.is_some(), "sample inventory service serving");
+            let document = Arc::new(document);
+            tokio::spawn(async move {
+                match acceptor {
+                    None => crate::sample::inventory_service::serve(listener, document).await,
+                    Some(a) => crate::sample::inventory_service::serve_tls(listener, document, a).await,
+                }
+            });
+        }
         tokio::select! {
             () = crate::sample::upstream::serve(listener, Arc::new(lines)) => {}
             () = super::serve::shutdown_signal() => tracing::info!("sample SSI audit endpoint stopping"),

@@ -15,6 +15,7 @@ use crate::ownership::{CachedSource, OpenError};
 use crate::server::decision_log::{DecisionLog, Settings};
 use crate::server::limits::StreamBudget;
 use crate::server::{self, Listeners, State};
+use crate::tls::client::ClientTls;
 use crate::tls::{ServerTls, TlsError};
 use crate::upstream::{Timeouts, Upstream};
 
@@ -78,7 +79,9 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), Star
     let metrics = Arc::new(Metrics::new());
     let policies = PolicyStore::open(policy_source(config)?, metrics.decisions.clone())?;
     metrics.set_policy(policies.current().identity());
-    let opened = config.ownership.open(config.inventory_max_age)?;
+    let opened = config
+        .ownership
+        .open(config.inventory_max_age, &metrics.outbound_tls_failures)?;
     server::reload::log_left_out(&opened.warnings);
     let ownership = Arc::new(CachedSource::new(
         opened.source,
@@ -96,7 +99,15 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), Star
         first_byte: config.first_byte_timeout,
         idle: config.idle_timeout,
     };
-    let upstream = Upstream::new(&config.upstream, timeouts).map_err(StartError::Upstream)?;
+    let upstream_tls = match &config.upstream_tls {
+        None => None,
+        Some(files) => Some(Arc::new(ClientTls::load(
+            "upstream",
+            files.clone(),
+            metrics.outbound_tls_failures.clone(),
+        )?)),
+    };
+    let upstream = Upstream::new(&config.upstream, timeouts, upstream_tls.clone()).map_err(StartError::Upstream)?;
     let tls = config.tls.clone().map(ServerTls::load).transpose()?;
     let worst = server::limits::worst_case_bytes(
         &config.stream_limits,
@@ -128,6 +139,8 @@ pub async fn start(config: &ServeConfig) -> Result<(Arc<State>, Listeners), Star
         inventory: opened.file,
         ownership,
         inventory_service: opened.service,
+        inventory_tls: opened.service_tls,
+        upstream_tls,
         upstream,
         metrics,
         max_line_bytes: config.max_line_bytes,

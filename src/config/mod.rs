@@ -18,6 +18,7 @@ pub use crate::auth::JwtKey;
 use crate::net::BaseUrl;
 use crate::ownership::{CacheSettings, HttpSettings};
 use crate::server::StreamLimits;
+use crate::tls::client::ClientTlsFiles;
 use crate::tls::TlsFiles;
 
 /// A setting that cannot be used, and why.
@@ -55,15 +56,52 @@ pub struct ServeArgs {
     /// Address for /healthz, /readyz, /metrics and /admin; then --listen serves only /sat/*.
     #[arg(long, env = "SATGATE_OPS_LISTEN")]
     pub ops_listen: Option<String>,
-    /// Base URL of the SSI audit endpoint, e.g. http://127.0.0.1:9090.
+    /// Base URL of the SSI audit endpoint, e.g. http://127.0.0.1:9090. Plain http:// only to the
+    /// pod's loopback unless --upstream-allow-plaintext; https:// needs --upstream-ca-file.
     #[arg(long, env = "SATGATE_UPSTREAM")]
     pub upstream: Option<String>,
+    /// PEM CA certificate(s) an https:// upstream's certificate must chain to (the only trust
+    /// anchors; for the system's, name its bundle, e.g. /etc/ssl/certs/ca-certificates.crt).
+    /// Reloaded when it changes.
+    #[arg(long, env = "SATGATE_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// PEM client certificate chain satgate presents to an https:// upstream (mutual TLS; needs
+    /// --upstream-client-key-file). Reloaded when it changes.
+    #[arg(long, env = "SATGATE_UPSTREAM_CLIENT_CERT_FILE")]
+    pub upstream_client_cert_file: Option<PathBuf>,
+    /// PEM private key of --upstream-client-cert-file.
+    #[arg(long, env = "SATGATE_UPSTREAM_CLIENT_KEY_FILE")]
+    pub upstream_client_key_file: Option<PathBuf>,
+    /// Accept a plain http:// upstream that is not on the loopback (readable and answerable by
+    /// anyone on the network path).
+    #[arg(long, env = "SATGATE_UPSTREAM_ALLOW_PLAINTEXT", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub upstream_allow_plaintext: Option<bool>,
     /// Inventory JSON file (docs/contract.md §2), reloaded when it changes.
     #[arg(long, env = "SATGATE_INVENTORY")]
     pub inventory: Option<PathBuf>,
     /// Inventory service base URL (`GET {url}/devices/{deviceId}`), instead of --inventory.
+    /// https:// needs --inventory-ca-file; plain http:// only to the pod's loopback unless
+    /// --inventory-allow-plaintext.
     #[arg(long, env = "SATGATE_INVENTORY_URL")]
     pub inventory_url: Option<String>,
+    /// PEM CA certificate(s) the inventory service's certificate must chain to (the only trust
+    /// anchors; for the system's, name its bundle, e.g. /etc/ssl/certs/ca-certificates.crt).
+    /// Reloaded when it changes.
+    #[arg(long, env = "SATGATE_INVENTORY_CA_FILE")]
+    pub inventory_ca_file: Option<PathBuf>,
+    /// PEM client certificate chain satgate presents to the inventory service (mutual TLS; needs
+    /// --inventory-client-key-file). Reloaded when it changes.
+    #[arg(long, env = "SATGATE_INVENTORY_CLIENT_CERT_FILE")]
+    pub inventory_client_cert_file: Option<PathBuf>,
+    /// PEM private key of --inventory-client-cert-file.
+    #[arg(long, env = "SATGATE_INVENTORY_CLIENT_KEY_FILE")]
+    pub inventory_client_key_file: Option<PathBuf>,
+    /// Accept a plain http:// inventory service that is not on the loopback: whoever can answer
+    /// on its address could then say that any Party owns any Device.
+    #[arg(long, env = "SATGATE_INVENTORY_ALLOW_PLAINTEXT", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub inventory_allow_plaintext: Option<bool>,
     #[arg(long, env = "SATGATE_INVENTORY_TIMEOUT",
           help = help("Inventory service timeout per call, connect included", defaults::show(defaults::INVENTORY_TIMEOUT)))]
     pub inventory_timeout: Option<String>,
@@ -116,6 +154,10 @@ pub struct ServeArgs {
     /// PEM public key(s): RSA for RS256 or EC P-256 for ES256.
     #[arg(long, env = "SATGATE_JWT_PUBLIC_KEY_FILE")]
     pub jwt_public_key_file: Option<PathBuf>,
+    /// The identity provider's JWKS document (RFC 7517): RS256 and ES256 signing keys, each token
+    /// verified by the key its `kid` names. Reloaded when it changes.
+    #[arg(long, env = "SATGATE_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
     /// Required `iss` claim.
     #[arg(long, env = "SATGATE_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
@@ -214,6 +256,8 @@ pub struct ServeConfig {
     /// The operations listener; `None`: operations endpoints are served on `listen`.
     pub ops_listen: Option<SocketAddr>,
     pub upstream: String,
+    /// TLS to an `https://` upstream.
+    pub upstream_tls: Option<ClientTlsFiles>,
     pub ownership: OwnershipSourceConfig,
     pub ownership_cache: CacheSettings,
     /// See [`defaults::INVENTORY_MAX_AGE`].
@@ -252,6 +296,7 @@ impl ServeConfig {
             listen,
             ops_listen: None,
             upstream,
+            upstream_tls: None,
             ownership,
             ownership_cache: CacheSettings::default(),
             inventory_max_age: defaults::INVENTORY_MAX_AGE,
@@ -292,7 +337,16 @@ impl ServeConfig {
             .upstream
             .clone()
             .ok_or(problem("upstream", "required (--upstream URL)"))?;
-        BaseUrl::parse(&upstream).map_err(|e| problem("upstream", e))?;
+        let upstream_tls = client_tls(
+            Peer::UPSTREAM,
+            &upstream,
+            [
+                &s.upstream_ca_file,
+                &s.upstream_client_cert_file,
+                &s.upstream_client_key_file,
+            ],
+            s.upstream_allow_plaintext,
+        )?;
         let policy_bundle = policy_bundle(&s)?;
         // With a bundle, the directory settings are not used (and were refused if given).
         let (policies, schema) = match &policy_bundle {
@@ -306,6 +360,7 @@ impl ServeConfig {
             listen,
             ops_listen,
             upstream,
+            upstream_tls,
             ownership: ownership(&s)?,
             ownership_cache: ownership_cache(&s)?,
             inventory_max_age: duration("inventory-max-age", &s.inventory_max_age, defaults::INVENTORY_MAX_AGE)?,
@@ -405,8 +460,17 @@ fn ownership(s: &ServeArgs) -> Result<OwnershipSourceConfig, ConfigError> {
                     s.inventory_max_in_flight,
                     defaults::INVENTORY_MAX_IN_FLIGHT,
                 )?,
+                tls: client_tls(
+                    Peer::INVENTORY,
+                    url,
+                    [
+                        &s.inventory_ca_file,
+                        &s.inventory_client_cert_file,
+                        &s.inventory_client_key_file,
+                    ],
+                    s.inventory_allow_plaintext,
+                )?,
             };
-            BaseUrl::parse(url).map_err(|e| problem("inventory-url", e))?;
             Ok(OwnershipSourceConfig::Http(url.clone(), settings))
         }
         (None, None) => Err(problem(
@@ -415,6 +479,76 @@ fn ownership(s: &ServeArgs) -> Result<OwnershipSourceConfig, ConfigError> {
         )),
         (Some(_), Some(_)) => Err(problem("inventory", "give only one of --inventory and --inventory-url")),
     }
+}
+
+/// The setting names of one outbound service's URL and TLS files.
+struct Peer {
+    url: &'static str,
+    ca: &'static str,
+    cert: &'static str,
+    key: &'static str,
+    allow_plaintext: &'static str,
+}
+
+impl Peer {
+    const UPSTREAM: Self = Self {
+        url: "upstream",
+        ca: "upstream-ca-file",
+        cert: "upstream-client-cert-file",
+        key: "upstream-client-key-file",
+        allow_plaintext: "upstream-allow-plaintext",
+    };
+    const INVENTORY: Self = Self {
+        url: "inventory-url",
+        ca: "inventory-ca-file",
+        cert: "inventory-client-cert-file",
+        key: "inventory-client-key-file",
+        allow_plaintext: "inventory-allow-plaintext",
+    };
+}
+
+/// Checks an outbound URL against its TLS settings: `https://` needs a CA file; plain `http://`
+/// is accepted to the loopback, elsewhere only when explicitly allowed (on a network, anyone on
+/// the path can read the calls and answer them); TLS files with `http://` would be silently
+/// unused, so they are refused.
+fn client_tls(
+    peer: Peer,
+    url: &str,
+    [ca, cert, key]: [&Option<PathBuf>; 3],
+    allow_plaintext: Option<bool>,
+) -> Result<Option<ClientTlsFiles>, ConfigError> {
+    let base = BaseUrl::parse(url).map_err(|e| problem(peer.url, e))?;
+    let client = match (cert, key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some((file(peer.cert, c.clone())?, file(peer.key, k.clone())?)),
+        (Some(_), None) => return Err(problem(peer.key, format!("required with --{}", peer.cert))),
+        (None, Some(_)) => return Err(problem(peer.cert, format!("required with --{}", peer.key))),
+    };
+    if !base.is_https() {
+        if ca.is_some() || client.is_some() {
+            return Err(problem(
+                peer.url,
+                "TLS files are given but the URL is http://, not https://",
+            ));
+        }
+        if !base.is_loopback() && allow_plaintext != Some(true) {
+            return Err(problem(
+                peer.url,
+                format!(
+                    "plain http:// to a host other than the loopback can be read and answered by anyone on the network path: use https:// with --{}, or set --{} to accept that",
+                    peer.ca, peer.allow_plaintext
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    let Some(ca) = ca else {
+        return Err(problem(peer.ca, format!("required with an https:// {}", peer.url)));
+    };
+    Ok(Some(ClientTlsFiles {
+        ca: file(peer.ca, ca.clone())?,
+        client,
+    }))
 }
 
 fn ownership_cache(s: &ServeArgs) -> Result<CacheSettings, ConfigError> {
@@ -487,16 +621,17 @@ fn policies_dir(dir: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
 }
 
 fn jwt_key(s: &ServeArgs) -> Result<JwtKey, ConfigError> {
-    match (&s.jwt_hs256_secret_file, &s.jwt_public_key_file) {
-        (Some(f), None) => Ok(JwtKey::Hs256SecretFile(file("jwt-hs256-secret-file", f.clone())?)),
-        (None, Some(f)) => Ok(JwtKey::PublicKeyFile(file("jwt-public-key-file", f.clone())?)),
-        (None, None) => Err(problem(
+    match (&s.jwt_hs256_secret_file, &s.jwt_public_key_file, &s.jwt_jwks_file) {
+        (Some(f), None, None) => Ok(JwtKey::Hs256SecretFile(file("jwt-hs256-secret-file", f.clone())?)),
+        (None, Some(f), None) => Ok(JwtKey::PublicKeyFile(file("jwt-public-key-file", f.clone())?)),
+        (None, None, Some(f)) => Ok(JwtKey::JwksFile(file("jwt-jwks-file", f.clone())?)),
+        (None, None, None) => Err(problem(
             "jwt",
-            "one of --jwt-hs256-secret-file or --jwt-public-key-file is required",
+            "one of --jwt-hs256-secret-file, --jwt-public-key-file or --jwt-jwks-file is required",
         )),
-        (Some(_), Some(_)) => Err(problem(
+        _ => Err(problem(
             "jwt",
-            "give only one of --jwt-hs256-secret-file and --jwt-public-key-file",
+            "give only one of --jwt-hs256-secret-file, --jwt-public-key-file and --jwt-jwks-file",
         )),
     }
 }

@@ -1,4 +1,4 @@
-//! An inventory service over HTTP: `GET {base}/devices/{deviceId}`.
+//! An inventory service over HTTP or HTTPS: `GET {base}/devices/{deviceId}`.
 //!
 //! The service answers `200` with an inventory document (docs/contract.md §2) holding that one
 //! Device and the meter points it is linked to, so the same validation applies as for the file;
@@ -14,13 +14,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use tokio::sync::Semaphore;
 
 use super::{Inventory, LookupResult, OwnershipSource, SourceError};
 use crate::model::Eui64;
-use crate::net::{BaseUrl, UrlError};
+use crate::net::{BaseUrl, Connector, UrlError};
+use crate::tls::client::{ClientTls, ClientTlsFiles};
 
 /// Largest response accepted for one Device.
 const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -30,6 +30,8 @@ pub struct HttpSettings {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
+    /// For an `https://` service: the CA to verify it with, and satgate's client certificate.
+    pub tls: Option<ClientTlsFiles>,
 }
 
 impl HttpSettings {
@@ -38,6 +40,7 @@ impl HttpSettings {
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(2),
         max_in_flight: 32,
+        tls: None,
     };
 }
 
@@ -49,24 +52,33 @@ impl Default for HttpSettings {
 
 pub struct HttpSource {
     base: BaseUrl,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<Connector, Empty<Bytes>>,
     permits: Semaphore,
     request_timeout: Duration,
 }
 
 impl HttpSource {
-    /// `base` is an `http://host:port[/prefix]` URL.
+    /// `base` is an `http://host:port[/prefix]` URL (`https://` needs [`Self::with_tls`]).
     pub fn new(base: &str, settings: HttpSettings) -> Result<Self, UrlError> {
+        Self::with_tls(base, settings, None)
+    }
+
+    /// `base` is an `http(s)://host:port[/prefix]` URL; `https://` is verified with `tls`.
+    pub fn with_tls(base: &str, settings: HttpSettings, tls: Option<Arc<ClientTls>>) -> Result<Self, UrlError> {
         let base = BaseUrl::parse(base)?;
+        let problem = |problem: &str| UrlError {
+            url: base.join(""),
+            problem: problem.into(),
+        };
         if settings.max_in_flight == 0 {
-            return Err(UrlError {
-                url: base.join(""),
-                problem: "at least one call in flight is needed".into(),
-            });
+            return Err(problem("at least one call in flight is needed"));
+        }
+        if base.is_https() && tls.is_none() {
+            return Err(problem("https:// needs a CA file to verify the service with"));
         }
         Ok(Self {
+            client: crate::net::client(settings.connect_timeout, MAX_BODY_BYTES, tls),
             base,
-            client: crate::net::client(settings.connect_timeout, MAX_BODY_BYTES),
             permits: Semaphore::new(settings.max_in_flight),
             request_timeout: settings.request_timeout,
         })
@@ -118,7 +130,7 @@ impl HttpSource {
             .client
             .request(req)
             .await
-            .map_err(|e| SourceError(format!("{url}: {e}")))?;
+            .map_err(|e| SourceError(format!("{url}: {}", crate::net::error_chain(&e))))?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
             .collect()

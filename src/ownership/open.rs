@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use super::{HttpSettings, HttpSource, InventoryError, InventoryFile, OwnershipSource};
 use crate::net::UrlError;
+use crate::tls::client::{ClientTls, Failures};
+use crate::tls::TlsError;
 
 /// Where ownership comes from: `--inventory FILE` or `--inventory-url URL`.
 #[derive(Debug, Clone)]
@@ -22,6 +24,8 @@ pub enum OpenError {
     Inventory(#[from] InventoryError),
     #[error("inventory-url: {0}")]
     InventoryUrl(#[from] UrlError),
+    #[error("{0}")]
+    InventoryTls(#[from] TlsError),
 }
 
 /// An opened source, with what reloads, readiness and the operator need besides look-ups.
@@ -31,14 +35,17 @@ pub struct Opened {
     pub file: Option<Arc<InventoryFile>>,
     /// The inventory service's `host:port`, when ownership comes from one (readiness).
     pub service: Option<String>,
+    /// TLS to the inventory service, when it is `https://` (reloads, readiness).
+    pub service_tls: Option<Arc<ClientTls>>,
     /// The inventory entries left out at load (the caller reports them as it reports things).
     pub warnings: Vec<String>,
 }
 
 impl SourceConfig {
     /// Opens the source. `max_age`: how long a changed file that keeps failing to load may leave
-    /// the last good one in force (see [`InventoryFile::DEFAULT_MAX_AGE`]).
-    pub fn open(&self, max_age: Duration) -> Result<Opened, OpenError> {
+    /// the last good one in force (see [`InventoryFile::DEFAULT_MAX_AGE`]). `tls_failures`
+    /// counts the inventory service's TLS failures.
+    pub fn open(&self, max_age: Duration, tls_failures: &Failures) -> Result<Opened, OpenError> {
         match self {
             SourceConfig::File(path) => {
                 let (file, warnings) = InventoryFile::load(path)?;
@@ -47,16 +54,26 @@ impl SourceConfig {
                     source: Arc::clone(&file) as Arc<dyn OwnershipSource>,
                     file: Some(file),
                     service: None,
+                    service_tls: None,
                     warnings,
                 })
             }
             SourceConfig::Http(url, settings) => {
-                let http = HttpSource::new(url, settings.clone())?;
+                let tls = match &settings.tls {
+                    None => None,
+                    Some(files) => Some(Arc::new(ClientTls::load(
+                        "inventory",
+                        files.clone(),
+                        tls_failures.clone(),
+                    )?)),
+                };
+                let http = HttpSource::with_tls(url, settings.clone(), tls.clone())?;
                 let service = http.authority().to_owned();
                 Ok(Opened {
                     source: Arc::new(http),
                     file: None,
                     service: Some(service),
+                    service_tls: tls,
                     warnings: Vec::new(),
                 })
             }

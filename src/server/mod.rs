@@ -37,6 +37,7 @@ use crate::auth::Authenticator;
 use crate::decision::PolicyStore;
 use crate::metrics::Metrics;
 use crate::ownership::{CachedSource, InventoryFile};
+use crate::tls::client::ClientTls;
 use crate::tls::ServerTls;
 use crate::upstream::Upstream;
 
@@ -50,6 +51,10 @@ pub struct State {
     pub ownership: Arc<CachedSource>,
     /// `host:port` of the inventory service, when ownership comes from one (readiness probe).
     pub inventory_service: Option<String>,
+    /// TLS to the inventory service, when it is `https://` (reloads, readiness).
+    pub inventory_tls: Option<Arc<ClientTls>>,
+    /// TLS to the upstream, when it is `https://` (reloads, readiness).
+    pub upstream_tls: Option<Arc<ClientTls>>,
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     pub max_line_bytes: usize,

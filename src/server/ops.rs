@@ -98,7 +98,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 pub async fn readyz(state: &State) -> Response<ResponseBody> {
-    let upstream_ok = reachable(Some(state.upstream.authority().to_owned())).await;
+    let upstream_reachable = reachable(Some(state.upstream.authority().to_owned())).await;
     let engine = state.policies.current();
     let (inventory, inventory_ok) = match (&state.inventory, &state.inventory_service) {
         (Some(file), _) => (
@@ -113,13 +113,17 @@ pub async fn readyz(state: &State) -> Response<ResponseBody> {
             true,
         ),
         (None, service) => {
-            let ok = reachable(service.clone()).await;
-            (
-                json!({"source": "http", "reachable": ok, "cachedDevices": state.ownership.stats().entries.get()}),
-                ok,
-            )
+            let reachable = reachable(service.clone()).await;
+            // A service that answers TCP but fails TLS gives no owner views: not ready.
+            let tls_failing = state.inventory_tls.as_ref().and_then(|t| t.last_failure());
+            let mut body = json!({"source": "http", "reachable": reachable, "cachedDevices": state.ownership.stats().entries.get()});
+            if let Some(tls) = &state.inventory_tls {
+                body["tls"] = outbound_tls(tls);
+            }
+            (body, reachable && tls_failing.is_none())
         }
     };
+    let upstream_ok = upstream_reachable && state.upstream_tls.as_ref().is_none_or(|t| t.last_failure().is_none());
     let identity = engine.identity();
     let mut body = json!({
         "policies": {
@@ -139,13 +143,16 @@ pub async fn readyz(state: &State) -> Response<ResponseBody> {
             "lastReloadRefusal": state.policies.last_refusal(),
         },
         "inventory": inventory,
-        "upstream": {"reachable": upstream_ok},
+        "upstream": {"reachable": upstream_reachable},
         "auth": {"keys": state.auth.key_count(), "lastReloadError": state.auth.last_error()},
         "streams": {"inFlight": state.streams.in_flight(), "max": state.streams.limits().max_streams},
         "decisionLog": state.decision_log.status(),
     });
     if let Some(tls) = &state.tls {
         body["tls"] = json!({"loaded": true, "lastReloadError": tls.last_error()});
+    }
+    if let Some(tls) = &state.upstream_tls {
+        body["upstream"]["tls"] = outbound_tls(tls);
     }
     // A failed reload is reported but not fatal: the last good policies and inventory serve.
     // A required decision log that cannot be written is: every request is refused meanwhile.
@@ -156,6 +163,12 @@ pub async fn readyz(state: &State) -> Response<ResponseBody> {
         StatusCode::SERVICE_UNAVAILABLE
     };
     json_response(status, body)
+}
+
+/// An outbound TLS client's state: why its last handshake failed (null: it succeeded, or none
+/// was made yet) and its last reload error.
+fn outbound_tls(tls: &crate::tls::client::ClientTls) -> serde_json::Value {
+    json!({"lastFailure": tls.last_failure(), "lastReloadError": tls.last_error()})
 }
 
 /// Whether a TCP connection to `addr` opens within a second.

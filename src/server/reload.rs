@@ -56,6 +56,20 @@ pub fn reload_once(state: &State) {
         }
         m.set_reload_successful("tls", tls.last_error().is_none());
     }
+    for (tls, component) in [
+        (&state.inventory_tls, "inventory_tls"),
+        (&state.upstream_tls, "upstream_tls"),
+    ] {
+        let Some(tls) = tls else { continue };
+        if counted(&m.tls_reloads, "outbound TLS files", tls.reload_if_changed()).is_some() {
+            if component == "inventory_tls" {
+                // Owners answered by a server the old CA vouched for must not outlive it.
+                state.ownership.invalidate_all();
+            }
+            tracing::info!(peer = tls.peer(), "outbound TLS CA and client certificate reloaded");
+        }
+        m.set_reload_successful(component, tls.last_error().is_none());
+    }
     let Some(inventory) = &state.inventory else { return };
     if let Some(warnings) = counted(&m.inventory_reloads, "inventory", inventory.reload_if_changed()) {
         // Owners cached from the old file must not outlive it.

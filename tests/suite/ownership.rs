@@ -277,6 +277,7 @@ async fn http_source_answers_known_unknown_and_fails_closed() {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_millis(300),
         max_in_flight: 4,
+        tls: None,
     };
     let http = HttpSource::new(&base, settings).unwrap();
     let known = http.lookup(id(ESME)).await.unwrap().unwrap();
