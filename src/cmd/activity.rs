@@ -29,9 +29,10 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
         max_span_days: args.max_span_days,
         ..Limits::DEFAULT
     };
+    let caller = args.input.principal.principal().map_err(|e| e.to_string())?.user_id;
     let filter = run_filter(
         &args.input,
-        Activity::new(limits),
+        Activity::new(limits).for_caller(caller),
         &mut std::io::stdin().lock(),
         &mut std::io::sink(),
     )?;

@@ -31,7 +31,7 @@ use super::State;
 use crate::auth::{Identity, Refusal};
 use crate::decision::PolicyIdentity;
 use crate::metrics::ReasonLabel;
-use crate::model::Principal;
+use crate::model::{Eui64, Principal};
 use crate::ownership::OwnershipSource;
 use crate::stream::{Chunks, FilterStats, RecordFilter, RecordStream, Sink, StreamError};
 use crate::views::{Activity, Format, Limits, Records, CSV_TYPE};
@@ -163,6 +163,15 @@ trait Answer: Sink + Send + Sync + 'static {
 
     fn content_type(&self, format: Format) -> &'static str;
 
+    /// The view for `caller`, once it is known (a view that tells the caller's own records from
+    /// other Users' needs it).
+    fn for_caller(self, _caller: Eui64) -> Self
+    where
+        Self: Sized,
+    {
+        self
+    }
+
     /// At the end, for a view that answers then: a refusal in place of the answer.
     fn refusal(&self) -> Option<Reject> {
         None
@@ -202,6 +211,10 @@ impl<V: Answer> Answer for Shown<V> {
 impl Answer for Activity {
     const LIVE: bool = false;
 
+    fn for_caller(self, caller: Eui64) -> Self {
+        Activity::for_caller(self, caller)
+    }
+
     fn content_type(&self, format: Format) -> &'static str {
         match format {
             Format::Json => "application/json",
@@ -236,7 +249,7 @@ async fn answer<V: Answer>(
             return reject.into_response();
         }
     };
-    let view = Shown::new(identity.principal.user_id, view);
+    let view = Shown::new(identity.principal.user_id, view.for_caller(identity.principal.user_id));
     let started = match start(state, &identity, &access, view).await {
         Ok(started) => started,
         Err(reject) => {

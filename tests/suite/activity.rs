@@ -8,27 +8,33 @@ use crate::support::sidecar::{get, get_accepting, start_sidecar};
 use crate::support::upstream::start_upstream;
 use crate::support::{token, users};
 use crate::views::{fields, titles_of};
+use satgate::model::Eui64;
 use satgate::views::activity::{Activity, Limits};
 
 fn caller(role: &str, party: &str) -> String {
+    user(role, party).1
+}
+
+/// A sample User with that role and party: its User ID and a token for it.
+fn user(role: &str, party: &str) -> (Eui64, String) {
     let (sub, role, party) = users()
         .into_iter()
         .find(|u| u.1 == role && u.2 == party)
         .expect("a sample User with that role and party");
-    token(&sub, &role, &party, 300)
+    (Eui64::parse(&sub).unwrap(), token(&sub, &role, &party, 300))
 }
 
 #[tokio::test]
 async fn the_summary_counts_exactly_what_the_records_view_shows() {
     let up = start_upstream().await;
     let s = start_sidecar(format!("http://{}", up.addr)).await;
-    for t in [caller("IS", "SUPA"), caller("ED", "DNO1"), caller("GT", "GT1")] {
+    for (sub, t) in [user("IS", "SUPA"), user("ED", "DNO1"), user("GT", "GT1")] {
         let (st, body, _) = get(s.addr, "/sat/records?mode=ok&n=500", Some(&t)).await;
         assert_eq!(st, 200);
         let text = String::from_utf8(body).unwrap();
         let mut expected = Activity::new(Limits::DEFAULT);
         for line in text.lines() {
-            expected.add(&titles_of(&fields(line)));
+            expected.add(&titles_of(&fields(line), sub));
         }
         let expected = serde_json::to_value(expected.summary()).unwrap();
 
@@ -39,6 +45,12 @@ async fn the_summary_counts_exactly_what_the_records_view_shows() {
         assert_eq!(got["records"].as_u64(), Some(text.lines().count() as u64));
         assert_eq!(got["totals"]["records"], got["records"]);
         assert!(got["devices"].as_array().is_some_and(|d| !d.is_empty()));
+        // Every sample caller sees records other Users sent (the owner view), so the new
+        // dimension is exercised, not all zeros.
+        let others: u64 = got["totals"]["byDayOtherUsers"]
+            .as_object()
+            .map_or(0, |days| days.values().filter_map(Value::as_u64).sum());
+        assert!(others > 0, "no other Users' records counted");
         for secret in ["payload", "metadata", "userId", "requestId"] {
             assert!(
                 !String::from_utf8_lossy(&body).contains(secret),
