@@ -34,7 +34,7 @@ use crate::metrics::ReasonLabel;
 use crate::model::{Eui64, Principal};
 use crate::ownership::OwnershipSource;
 use crate::stream::{Chunks, FilterStats, RecordFilter, RecordStream, Sink, StreamError};
-use crate::views::{Activity, Format, Limits, Records, CSV_TYPE};
+use crate::views::{activity_pieces, html, Activity, Format, Limits, Records, CSV_TYPE};
 
 /// Which view of the records a request asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,11 +126,17 @@ pub async fn serve(
     };
     let request_id = HeaderValue::from_str(&access.correlation.request_id).ok();
     let own_id = HeaderValue::from_str(&access.correlation.own_id).ok();
-    let format = negotiate::format(req.headers());
+    let format = |page| negotiate::format(req.headers(), page);
     // The one place a view is picked: from here on its type says which it is.
     let mut resp = match view {
-        View::Records => answer(state, req, access, Records::new(format), format).await,
-        View::Activity => answer(state, req, access, Activity::new(Limits::DEFAULT), format).await,
+        View::Records => {
+            let format = format(Records::has_page());
+            answer(state, req, access, Records::new(format), format).await
+        }
+        View::Activity => {
+            let format = format(Activity::has_page());
+            answer(state, req, access, Activity::new(Limits::DEFAULT), format).await
+        }
     };
     if let Some(id) = request_id {
         resp.headers_mut().insert(REQUEST_ID, id);
@@ -181,6 +187,14 @@ trait Answer: Sink + Send + Sync + 'static {
     fn pieces(&self, _format: Format) -> impl Iterator<Item = Vec<u8>> + Send + '_ {
         std::iter::empty()
     }
+
+    /// Whether the view has a page for a browser (`Accept: text/html`).
+    fn has_page() -> bool
+    where
+        Self: Sized,
+    {
+        false
+    }
 }
 
 impl Answer for Records {
@@ -219,7 +233,12 @@ impl Answer for Activity {
         match format {
             Format::Json => "application/json",
             Format::Csv => CSV_TYPE,
+            Format::Html => html::CONTENT_TYPE,
         }
+    }
+
+    fn has_page() -> bool {
+        true
     }
 
     /// 422 when the summary went over a cap.
@@ -230,7 +249,7 @@ impl Answer for Activity {
 
     /// Streamed in pieces, so the answer's size adds nothing to the tallies' memory.
     fn pieces(&self, format: Format) -> impl Iterator<Item = Vec<u8>> + Send + '_ {
-        self.render(format)
+        activity_pieces(self, format)
     }
 }
 
@@ -594,6 +613,13 @@ async fn finished<V: Answer>(
 fn headers(resp: &mut Response<ResponseBody>, content_type: &'static str, policy: HeaderValue) {
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if content_type == html::CONTENT_TYPE {
+        // A page holds upstream text: no script, no loads, not sniffed as anything else, and
+        // saved under a name of its own.
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(html::CSP));
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static(html::DISPOSITION));
+    }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // Which reviewed policy set decided this answer (the bundle's SHA-256 and revision).
     headers.insert(POLICY_HEADER, policy);

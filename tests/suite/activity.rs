@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::support::sidecar::{get, get_accepting, start_sidecar};
+use crate::support::sidecar::{get, get_accepting, get_with_headers, start_sidecar};
 use crate::support::upstream::start_upstream;
 use crate::support::{token, users};
 use crate::views::{fields, titles_of};
@@ -118,4 +118,46 @@ async fn a_cap_gives_422_naming_it_and_refusals_match_records() {
     assert!(!String::from_utf8_lossy(&body).contains("UPSTREAM-SECRET"));
     let (st, _, _) = get(s.addr, "/sat/activity?mode=status500", Some(&t)).await;
     assert_eq!(st, 502);
+}
+
+/// A browser's `Accept` gets the page on `/sat/activity`, inert by its headers, with the JSON's
+/// numbers; `/sat/records` has no page and answers NDJSON as before.
+#[tokio::test]
+async fn a_browser_gets_a_page_of_the_same_summary() {
+    let up = start_upstream().await;
+    let s = start_sidecar(format!("http://{}", up.addr)).await;
+    let t = caller("IS", "SUPA");
+    let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    let (st, h, body) = get_with_headers(s.addr, "/sat/activity?mode=ok&n=500", &t, browser).await;
+    assert_eq!(st, 200);
+    let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(header("content-type"), "text/html; charset=utf-8");
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    let csp = header("content-security-policy");
+    assert!(
+        csp.starts_with("default-src 'none'") && !csp.contains("script"),
+        "{csp}"
+    );
+    assert_eq!(
+        header("content-disposition"),
+        "inline; filename=\"satgate-activity.html\""
+    );
+    let page = String::from_utf8(body).unwrap();
+    let (_, _, json) = get_accepting(s.addr, "/sat/activity?mode=ok&n=500", &t, "application/json").await;
+    let summary: Value = serde_json::from_slice(&json).unwrap();
+    let doc = scraper::Html::parse_document(&page);
+    let overview: String = doc
+        .select(&scraper::Selector::parse("#overview").unwrap())
+        .flat_map(|e| e.text())
+        .collect();
+    assert!(
+        overview.starts_with(&format!("{} records", summary["records"])),
+        "{overview}"
+    );
+    for secret in ["payload", "metadata", "userId", "requestId"] {
+        assert!(!page.contains(secret), "{secret} in the page");
+    }
+
+    let (st, content_type, _) = get_accepting(s.addr, "/sat/records?mode=ok&n=50", &t, browser).await;
+    assert_eq!((st, content_type.as_str()), (200, "application/x-ndjson"));
 }

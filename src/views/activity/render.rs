@@ -179,6 +179,15 @@ impl Activity {
         self.summary_of(ranked.into_iter().map(|(id, u)| self.device(id, u)).collect(), flagged)
     }
 
+    /// The summary without its Devices (`devices` empty, the rest filled), and its Devices in rank
+    /// order, each made only when asked for: for renderings other than JSON and CSV.
+    pub fn ranked_devices(&self) -> (Summary, impl Iterator<Item = DeviceSummary> + Send + '_) {
+        let ranked = self.ranked();
+        let flagged = flagged(&ranked);
+        let shell = self.summary_of(Vec::new(), flagged);
+        (shell, ranked.into_iter().map(|(id, u)| self.device(id, u)))
+    }
+
     /// The summary around `devices`: the one place its fields are filled.
     fn summary_of(&self, devices: Vec<DeviceSummary>, devices_flagged: usize) -> Summary {
         Summary {
@@ -192,13 +201,14 @@ impl Activity {
         }
     }
 
-    /// The summary in `format`, in pieces of about [`PIECE_BYTES`]: only one Device's counts are
+    /// The summary in `format` (JSON or CSV: the page is [`crate::views::html`]'s, and `Html`
+    /// here gives the JSON), in pieces of about [`PIECE_BYTES`]: only one Device's counts are
     /// rendered at a time, so memory stays near the tallies' whatever the answer's size.
     pub fn render(&self, format: Format) -> Rendering<'_> {
         let ranked = self.ranked();
         let flagged = flagged(&ranked);
         let (head, tail) = match format {
-            Format::Json => json_around_devices(&self.summary_of(Vec::new(), flagged)),
+            Format::Json | Format::Html => json_around_devices(&self.summary_of(Vec::new(), flagged)),
             Format::Csv => (Vec::new(), Vec::new()),
         };
         Rendering {
@@ -486,14 +496,14 @@ fn json_around_devices(shell: &Summary) -> (Vec<u8>, Vec<u8>) {
 impl Rendering<'_> {
     fn head(&mut self, out: &mut Vec<u8>) {
         match self.format {
-            Format::Json => out.extend_from_slice(&self.head),
+            Format::Json | Format::Html => out.extend_from_slice(&self.head),
             Format::Csv => self.csv.row(CSV_HEADER, out),
         }
     }
 
     fn device(&mut self, d: &DeviceSummary, first: bool, out: &mut Vec<u8>) {
         match self.format {
-            Format::Json => {
+            Format::Json | Format::Html => {
                 if !first {
                     out.push(b',');
                 }
@@ -512,7 +522,7 @@ impl Rendering<'_> {
 
     fn tail(&mut self, out: &mut Vec<u8>) {
         match self.format {
-            Format::Json => out.extend_from_slice(&self.tail),
+            Format::Json | Format::Html => out.extend_from_slice(&self.tail),
             Format::Csv => {
                 let without = self.activity.counts(&self.activity.without_device);
                 for row in counts_rows("", &without, &BTreeMap::new()) {
