@@ -181,7 +181,7 @@ fn head(s: &Summary, out: &mut String) {
     let _ = write!(
         out,
         "</style></head><body><header><h1>Device activity, {window}</h1>\
-         <p id=\"overview\">{} records; <strong>{} Devices flagged</strong>, listed first. \
+         <p id=\"overview\">{} records; <strong>Devices flagged: {}</strong>, listed first. \
          {} records about no Device.</p>\
          <p class=\"rule\">A day is flagged on a dimension (all records, alerts, other Users' records) when its \
          count is above max({} &times; median, median + {} &times; MAD, median + {}) of the Device's days, \
@@ -420,11 +420,12 @@ fn chart(d: &DeviceSummary, days: &[String], flagged: &BTreeSet<String>, quiet: 
         let _ = write!(
             out,
             "<line class=\"threshold\" x1=\"{LEFT}\" y1=\"{0:.2}\" x2=\"{1}\" y2=\"{0:.2}\"/>\
-             <text x=\"{1}\" y=\"{2:.2}\" text-anchor=\"end\">threshold {3}</text>",
+             <text x=\"{4}\" y=\"{2:.2}\">threshold {3}</text>",
             y(t),
             width - 4.0,
             y(t) - 3.0,
-            num(t)
+            num(t),
+            LEFT + 4.0
         );
     }
     out.push_str("</svg></figure>");
