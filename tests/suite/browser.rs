@@ -3,7 +3,7 @@
 //! from a file as an analyst would open it. Checked on the DOM Chromium reports after parsing
 //! (`--dump-dom`), not on our own bytes: the flagged Device comes first, its chart has one bar
 //! group per day with the burst day marked, and no hostile title became an element or an
-//! attribute. A screenshot is kept in `target/browser/` to look at.
+//! attribute, and nothing was requested from a local listener the titles point at. A screenshot is kept in `target/browser/` to look at.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -56,8 +56,19 @@ fn run_chromium(browser: &Path, profile: &Path, page: &Path, args: &[&str]) -> s
 }
 
 /// The demo's records (2,000 over November 2026 and a burst of 60 on day 28 about a Device of
-/// Supplier A), the burst's titles made hostile; with the inventory and the Supplier's claims.
-fn demo_data() -> (String, String, [String; 3], String) {
+/// Supplier A), the burst's titles made hostile (some of them loading from `trap`, a local
+/// listener no request may reach); with the inventory and the Supplier's claims.
+fn demo_data(trap: &str) -> (String, String, [String; 3], String) {
+    let loads = [
+        format!("<img src=\"http://{trap}/img\">"),
+        format!("<link rel=stylesheet href=\"http://{trap}/css\">"),
+        format!("\" style=\"background:url(http://{trap}/bg)\" x=\""),
+    ];
+    let hostile: Vec<&str> = HOSTILE
+        .iter()
+        .copied()
+        .chain(loads.iter().map(String::as_str))
+        .collect();
     let market = Market::generate(8, 2026);
     let supplier = market
         .users
@@ -72,7 +83,7 @@ fn demo_data() -> (String, String, [String; 3], String) {
     let mut text = market.ndjson(2_000, 2026);
     for (i, line) in market.burst(device, 28, 60, 2_000, 7).lines().enumerate() {
         let mut record: Value = serde_json::from_str(line).unwrap();
-        record["srvTitle"] = Value::from(HOSTILE[i % HOSTILE.len()]);
+        record["srvTitle"] = Value::from(hostile[i % hostile.len()]);
         text.push_str(&record.to_string());
         text.push('\n');
     }
@@ -93,7 +104,11 @@ fn the_page_in_chromium_shows_the_burst_first_and_stays_inert() {
         return;
     }
     let browser = browser.unwrap();
-    let (records, inventory, [sub, role, party], burst_device) = demo_data();
+    // Anything the page loaded would connect here.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let trap_addr = trap.local_addr().unwrap().to_string();
+    let (records, inventory, [sub, role, party], burst_device) = demo_data(&trap_addr);
     let dir = tempfile::tempdir().unwrap();
     let inventory_file = dir.path().join("inventory.json");
     std::fs::write(&inventory_file, inventory).unwrap();
@@ -124,7 +139,7 @@ fn the_page_in_chromium_shows_the_burst_first_and_stays_inert() {
     // No hostile title ran (it would have set the title) or became markup.
     let title: String = dom.select(&select("title")).next().unwrap().text().collect();
     assert!(title.starts_with("Device activity"), "{title}");
-    for tag in ["script", "img", "iframe"] {
+    for tag in ["script", "img", "iframe", "link"] {
         assert_eq!(dom.select(&select(tag)).count(), 0, "a <{tag}> in the DOM");
     }
     assert_eq!(dom.select(&select("style")).count(), 1);
@@ -155,6 +170,11 @@ fn the_page_in_chromium_shows_the_burst_first_and_stays_inert() {
     let burst = days.last().unwrap();
     assert!(burst.select(&select("rect")).count() > 0, "the burst day has bars");
     assert_eq!(first.select(&select("svg line.threshold")).count(), 1);
+    // Nothing on the page asked for anything.
+    assert!(
+        matches!(trap.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the page made a request"
+    );
 
     // A screenshot to look at, kept where CI can collect it.
     let shot = dir.path().join("activity.png");
