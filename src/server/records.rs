@@ -34,6 +34,7 @@ use crate::metrics::ReasonLabel;
 use crate::model::{Eui64, Principal};
 use crate::ownership::OwnershipSource;
 use crate::stream::{Chunks, FilterStats, RecordFilter, RecordStream, Sink, StreamError};
+use crate::views::html::timeline::{self, Timeline};
 use crate::views::{activity_pieces, html, Activity, Format, Limits, Records, CSV_TYPE};
 
 /// Which view of the records a request asked for.
@@ -130,11 +131,15 @@ pub async fn serve(
     // The one place a view is picked: from here on its type says which it is.
     let mut resp = match view {
         View::Records => {
-            let format = format(Records::has_page());
-            answer(state, req, access, Records::new(format), format).await
+            // A page only for a query naming one Device: its timeline.
+            let device = timeline::device_of(req.uri().query());
+            match (format(device.is_some()), device) {
+                (Format::Html, Some(device)) => answer(state, req, access, Timeline::new(device), Format::Html).await,
+                (format, _) => answer(state, req, access, Records::new(format), format).await,
+            }
         }
         View::Activity => {
-            let format = format(Activity::has_page());
+            let format = format(true);
             answer(state, req, access, Activity::new(Limits::DEFAULT), format).await
         }
     };
@@ -187,14 +192,6 @@ trait Answer: Sink + Send + Sync + 'static {
     fn pieces(&self, _format: Format) -> impl Iterator<Item = Vec<u8>> + Send + '_ {
         std::iter::empty()
     }
-
-    /// Whether the view has a page for a browser (`Accept: text/html`).
-    fn has_page() -> bool
-    where
-        Self: Sized,
-    {
-        false
-    }
 }
 
 impl Answer for Records {
@@ -222,6 +219,36 @@ impl<V: Answer> Answer for Shown<V> {
     }
 }
 
+impl Answer for Timeline {
+    const LIVE: bool = false;
+
+    fn for_caller(self, caller: Eui64) -> Self {
+        Timeline::for_caller(self, caller)
+    }
+
+    fn content_type(&self, _format: Format) -> &'static str {
+        html::CONTENT_TYPE
+    }
+
+    /// 422 past the page's cap on records.
+    fn refusal(&self) -> Option<Reject> {
+        self.overflow().then(|| {
+            Reject::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too_many_records",
+                format!(
+                    "more than {} records about this Device; narrow the query's date range",
+                    timeline::MAX_ENTRIES
+                ),
+            )
+        })
+    }
+
+    fn pieces(&self, _format: Format) -> impl Iterator<Item = Vec<u8>> + Send + '_ {
+        std::iter::once(self.page())
+    }
+}
+
 impl Answer for Activity {
     const LIVE: bool = false;
 
@@ -235,10 +262,6 @@ impl Answer for Activity {
             Format::Csv => CSV_TYPE,
             Format::Html => html::CONTENT_TYPE,
         }
-    }
-
-    fn has_page() -> bool {
-        true
     }
 
     /// 422 when the summary went over a cap.

@@ -4,7 +4,8 @@
 //! - [`ndjson`]: the records as NDJSON lines, only the allowed fields (the allowlist);
 //! - [`csv`]: the same records as CSV rows;
 //! - [`activity`]: per-Device tallies of the same records, answered at the end;
-//! - [`html`]: the activity summary as a page for a browser (it reads [`activity`]'s summary).
+//! - [`html`]: the activity summary as a page for a browser (it reads [`activity`]'s summary),
+//!   and one Device's timeline.
 //!
 //! Every view is fed after the same decision, so none can show more than another. A new view is
 //! a file here (a type implementing [`Sink`]) and an arm in the server's route.
@@ -33,8 +34,8 @@ pub enum Format {
     #[default]
     Json,
     Csv,
-    /// A page for a browser: only views that have one are answered so (see
-    /// [`activity_pieces`]); the server asks for it only there.
+    /// A page for a browser: the activity page ([`activity_pieces`]) or one Device's timeline
+    /// ([`html::timeline`]); the server asks for it only where there is one.
     Html,
 }
 
@@ -60,7 +61,8 @@ pub enum Records {
 impl Records {
     pub fn new(format: Format) -> Self {
         match format {
-            // The records have no page yet: a browser gets NDJSON.
+            // A page of records is one Device's timeline (`html::timeline`), picked by the server
+            // when the query names one; otherwise a browser gets NDJSON.
             Format::Json | Format::Html => Records::Ndjson(Ndjson),
             Format::Csv => Records::Csv(Box::default()),
         }

@@ -161,3 +161,43 @@ async fn a_browser_gets_a_page_of_the_same_summary() {
     let (st, content_type, _) = get_accepting(s.addr, "/sat/records?mode=ok&n=50", &t, browser).await;
     assert_eq!((st, content_type.as_str()), (200, "application/x-ndjson"));
 }
+
+/// A browser asking `/sat/records` about one Device gets its timeline page: the same records the
+/// NDJSON answer holds about it, inert by its headers; without one `deviceId`, NDJSON.
+#[tokio::test]
+async fn a_browser_gets_one_devices_timeline() {
+    let up = start_upstream().await;
+    let s = start_sidecar(format!("http://{}", up.addr)).await;
+    let t = caller("IS", "SUPA");
+    let (_, ndjson, _) = get(s.addr, "/sat/records?mode=ok&n=500", Some(&t)).await;
+    let text = String::from_utf8(ndjson).unwrap();
+    let device = text
+        .lines()
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l).ok()?["deviceId"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .expect("a record about a Device");
+    let about = text
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).unwrap()["deviceId"] == device.as_str())
+        .count();
+
+    let browser = "text/html,application/xhtml+xml,*/*;q=0.8";
+    let path = format!("/sat/records?mode=ok&n=500&deviceId={device}");
+    let (st, h, body) = get_with_headers(s.addr, &path, &t, browser).await;
+    assert_eq!(st, 200);
+    let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(header("content-type"), "text/html; charset=utf-8");
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert!(header("content-security-policy").starts_with("default-src 'none'"));
+    let doc = scraper::Html::parse_document(&String::from_utf8(body).unwrap());
+    let rows = doc
+        .select(&scraper::Selector::parse("tbody > tr:not(.before)").unwrap())
+        .count();
+    assert_eq!(rows, about, "the timeline holds the Device's visible records");
+
+    let (st, content_type, _) = get_accepting(s.addr, "/sat/records?mode=ok&n=50", &t, browser).await;
+    assert_eq!((st, content_type.as_str()), (200, "application/x-ndjson"));
+}

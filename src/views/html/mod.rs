@@ -10,6 +10,8 @@
 //! in a URL, a style or an unquoted attribute. The numbers are the JSON summary's
 //! ([`Activity::ranked_devices`] is the same summary, Device by Device).
 
+pub mod timeline;
+
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
