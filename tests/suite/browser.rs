@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use satgate::sample::Market;
+use satgate::stream::{filter_all, RecordFilter};
+use satgate::views::html::timeline::Timeline;
 use scraper::{ElementRef, Html, Selector};
 use serde_json::Value;
 
@@ -191,4 +193,79 @@ fn the_page_in_chromium_shows_the_burst_first_and_stays_inert() {
     std::fs::create_dir_all(&kept).unwrap();
     std::fs::write(kept.join("activity.png"), &png).unwrap();
     std::fs::write(kept.join("activity.html"), &out.stdout).unwrap();
+}
+
+/// The burst Device's timeline, as `/sat/records?deviceId=...` gives a browser the Supplier: in
+/// Chromium's DOM, the rows are in time order and each alert is followed by the other Users'
+/// records of the hour before it, every one of them earlier than the alert.
+#[test]
+fn the_timeline_in_chromium_puts_each_alert_after_what_preceded_it() {
+    let browser = chromium();
+    if !crate::support::tools::available(
+        "browser::the_timeline_in_chromium_puts_each_alert_after_what_preceded_it",
+        browser.is_some(),
+        "SATGATE_REQUIRE_TOOLS",
+        "chromium is not installed (apt-get install chromium)",
+    ) {
+        return;
+    }
+    let browser = browser.unwrap();
+    let (records, inventory, [sub, role, party], burst_device) = demo_data("127.0.0.1:9");
+    let principal = satgate::model::Principal::from_claims(&sub, &role, &party).unwrap();
+    let (inventory, _) = satgate::ownership::Inventory::parse(&inventory).unwrap();
+    let device = satgate::model::Eui64::parse(&burst_device).unwrap();
+    let timeline = Timeline::new(device).for_caller(principal.user_id);
+    let filter = RecordFilter::new(crate::support::engine().for_principal(&principal), timeline);
+    let (_, filter) = filter_all(filter, records.as_bytes(), |id| inventory.get(id).cloned());
+
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("timeline.html");
+    std::fs::write(&page, filter.sink().page()).unwrap();
+    let dumped = run_chromium(&browser, &dir.path().join("profile"), &page, &["--dump-dom"]);
+    assert!(dumped.status.success(), "{}", String::from_utf8_lossy(&dumped.stderr));
+    let dom = Html::parse_document(&String::from_utf8(dumped.stdout).unwrap());
+    let select = |s: &str| Selector::parse(s).unwrap();
+    assert_eq!(dom.select(&select("script")).count(), 0);
+
+    let rows: Vec<ElementRef> = dom.select(&select("tbody > tr")).collect();
+    let time_of = |row: &ElementRef| -> String { row.select(&select("td")).next().unwrap().text().collect() };
+    let mut last = String::new();
+    let mut alerts_with_requests_before = 0;
+    for (i, row) in rows.iter().enumerate() {
+        if row.value().classes().any(|c| c == "before") {
+            continue;
+        }
+        let at = time_of(row);
+        assert!(at >= last, "rows out of time order: {at} after {last}");
+        last = at.clone();
+        if !row.value().classes().any(|c| c == "alert") {
+            continue;
+        }
+        let before = rows.get(i + 1).expect("a list after each alert");
+        assert!(before.value().classes().any(|c| c == "before"));
+        let listed: Vec<String> = before.select(&select("li")).map(|li| li.text().collect()).collect();
+        for item in &listed {
+            let when = item.split(' ').next().unwrap();
+            assert!(when <= at.as_str(), "{item} listed before an alert at {at}");
+        }
+        if !listed.is_empty() {
+            alerts_with_requests_before += 1;
+        }
+    }
+    assert!(
+        alerts_with_requests_before > 0,
+        "the burst's alerts follow other Users' records"
+    );
+
+    let shot = dir.path().join("timeline.png");
+    let taken = run_chromium(
+        &browser,
+        &dir.path().join("profile"),
+        &page,
+        &[&format!("--screenshot={}", shot.display()), "--window-size=900,1100"],
+    );
+    assert!(taken.status.success(), "{}", String::from_utf8_lossy(&taken.stderr));
+    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::copy(&shot, kept.join("timeline.png")).unwrap();
 }
