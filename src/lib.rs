@@ -15,7 +15,8 @@
 //! - [`auth`]: `Authorization: Bearer` JWT to a [`model::Principal`], or 401/403.
 //! - [`upstream`]: the call to the SAT endpoint, with timeouts.
 //! - [`views`]: what a caller gets of the records it may see, each a [`stream::Sink`]: NDJSON
-//!   ([`views::ndjson`]), CSV ([`views::csv`]), the activity tallies ([`views::activity`]).
+//!   ([`views::ndjson`]), CSV ([`views::csv`]), the activity tallies ([`views::activity`]) and
+//!   their page for a browser ([`views::html`]).
 //! - [`stream`]: the record pipeline, transport-free ([`stream::pipeline`]: frames in, chunks
 //!   out), NDJSON framing ([`stream::lines`]), the field table ([`stream::fields`]), the scanner
 //!   ([`stream::scan`]) and one record ([`stream::record`]), the per-record decision

@@ -1,18 +1,27 @@
 //! `satgate activity`: the investigation view, offline. Reads an NDJSON export on stdin and
 //! writes, as one principal may see it, the per-Device activity summary `GET /sat/activity`
-//! answers (JSON, or CSV with `--format csv`).
+//! answers (JSON, CSV with `--format csv`, or the page a browser gets with `--format html`: one
+//! self-contained file, its Content-Security-Policy in a `<meta>` element).
 
 use std::io::Write;
 
-use super::filter::{run_filter, FormatArg, InputArgs};
+use super::filter::{run_filter, InputArgs};
 use super::{CmdError, Exit};
-use crate::views::{Activity, Format, Limits};
+use crate::views::{activity_pieces, Activity, Format, Limits};
+
+/// `--format` of `activity`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatArg {
+    Json,
+    Csv,
+    Html,
+}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     pub input: InputArgs,
-    /// Output format: JSON or CSV (one row per counter).
+    /// Output format: JSON, CSV (one row per counter) or HTML (a page to open in a browser).
     #[arg(long, value_enum, default_value_t = FormatArg::Json)]
     pub format: FormatArg,
     /// Most distinct Devices in one summary.
@@ -29,9 +38,10 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
         max_span_days: args.max_span_days,
         ..Limits::DEFAULT
     };
+    let caller = args.input.principal.principal().map_err(|e| e.to_string())?.user_id;
     let filter = run_filter(
         &args.input,
-        Activity::new(limits),
+        Activity::new(limits).for_caller(caller),
         &mut std::io::stdin().lock(),
         &mut std::io::sink(),
     )?;
@@ -46,7 +56,8 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
             serde_json::to_writer_pretty(&mut out, &summary).map_err(|e| format!("writing the summary: {e}"))?;
             out.push(b'\n');
         }
-        FormatArg::Csv => out.extend(activity.render(Format::Csv).flatten()),
+        FormatArg::Csv => out.extend(activity_pieces(activity, Format::Csv).flatten()),
+        FormatArg::Html => out.extend(activity_pieces(activity, Format::Html).flatten()),
     }
     let mut stdout = std::io::stdout().lock();
     stdout

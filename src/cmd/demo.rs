@@ -249,6 +249,19 @@ async fn walkthrough(setup: &Setup, base: &str) -> Result<usize, CmdError> {
         out!("The same as CSV ({rows} rows with the header; `Accept: text/csv` works on /sat/records too):");
     }
     out!("  curl -s -H 'Accept: text/csv' -H 'Authorization: Bearer {token}' '{url}'");
+    // A browser cannot send the Bearer token by itself: the page is fetched here and saved, and
+    // its file URL printed, beside the curl line that fetches it the same way.
+    if let Some(body) = check("activity page", fetch(&url, &token, Some("text/html")).await) {
+        let page = setup.dir.join("activity.html");
+        match std::fs::write(&page, &body) {
+            Ok(()) => out!(
+                "The same as a page for a browser (`Accept: text/html`), saved to open: file://{}",
+                page.display()
+            ),
+            Err(e) => out!("activity page: cannot save {}: {e}", page.display()),
+        }
+    }
+    out!("  curl -s -H 'Accept: text/html' -H 'Authorization: Bearer {token}' '{url}'");
     if let Some(device) = setup.burst_device() {
         let url = format!("{base}/sat/records?deviceId={}&from=2026-11-{BURST_DAY:02}", device.id);
         if let Some(body) = check("one Device", fetch(&url, &token, None).await) {

@@ -30,7 +30,7 @@ pub struct Args {
     pub format: FormatArg,
 }
 
-/// `--format` of `filter` and `activity`.
+/// `--format` of `filter`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FormatArg {
     #[value(alias = "ndjson")]

@@ -1,5 +1,5 @@
-//! Which format the caller asked for: CSV when `Accept` prefers `text/csv`, the JSON form
-//! otherwise. Lenient on purpose: an `Accept` we cannot serve gets the default, as before CSV
+//! Which format the caller asked for: CSV when `Accept` prefers `text/csv`, a page when it
+//! prefers `text/html` (a browser) and the view has one, the JSON form otherwise. Lenient on purpose: an `Accept` we cannot serve gets the default, as before CSV
 //! existed, rather than 406.
 
 use http::{header, HeaderMap};
@@ -7,9 +7,12 @@ use http::{header, HeaderMap};
 use crate::views::Format;
 
 /// The format for a `/sat/*` answer: `text/csv` if the caller gives it a higher quality than
-/// any JSON type or wildcard it also lists; JSON on a tie.
-pub fn format(headers: &HeaderMap) -> Format {
+/// any JSON type or wildcard it also lists; JSON on a tie. With `page` (the view has one),
+/// `text/html` likewise, ahead of CSV on a tie (a browser's `Accept` lists `text/html` first
+/// and `*/*` lower).
+pub fn format(headers: &HeaderMap, page: bool) -> Format {
     let mut csv = 0.0f32;
+    let mut html = 0.0f32;
     let mut json = 0.0f32;
     for value in headers.get_all(header::ACCEPT) {
         let Ok(value) = value.to_str() else { continue };
@@ -23,12 +26,15 @@ pub fn format(headers: &HeaderMap) -> Format {
                 .clamp(0.0, 1.0);
             match media.as_str() {
                 "text/csv" => csv = csv.max(q),
+                "text/html" if page => html = html.max(q),
                 "application/x-ndjson" | "application/json" | "application/*" | "*/*" => json = json.max(q),
                 _ => {}
             }
         }
     }
-    if csv > 0.0 && csv > json {
+    if html > 0.0 && html > json && html >= csv {
+        Format::Html
+    } else if csv > 0.0 && csv > json {
         Format::Csv
     } else {
         Format::Json
@@ -39,12 +45,32 @@ pub fn format(headers: &HeaderMap) -> Format {
 mod tests {
     use super::*;
 
-    fn pick(accept: &[&str]) -> Format {
+    fn headers(accept: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for a in accept {
             h.append(header::ACCEPT, a.parse().unwrap());
         }
-        format(&h)
+        h
+    }
+
+    fn pick(accept: &[&str]) -> Format {
+        format(&headers(accept), false)
+    }
+
+    #[test]
+    fn a_page_only_for_a_view_with_one_when_preferred() {
+        let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+        assert_eq!(format(&headers(&[browser]), true), Format::Html);
+        assert_eq!(format(&headers(&[browser]), false), Format::Json);
+        assert_eq!(format(&headers(&["text/html, text/csv"]), true), Format::Html);
+        assert_eq!(format(&headers(&["text/html;q=0.5, text/csv"]), true), Format::Csv);
+        assert_eq!(
+            format(&headers(&["text/html, application/json"]), true),
+            Format::Json,
+            "a tie keeps JSON"
+        );
+        assert_eq!(format(&headers(&["text/html;q=0"]), true), Format::Json);
+        assert_eq!(format(&headers(&[]), true), Format::Json);
     }
 
     #[test]

@@ -31,10 +31,11 @@ use super::State;
 use crate::auth::{Identity, Refusal};
 use crate::decision::PolicyIdentity;
 use crate::metrics::ReasonLabel;
-use crate::model::Principal;
+use crate::model::{Eui64, Principal};
 use crate::ownership::OwnershipSource;
 use crate::stream::{Chunks, FilterStats, RecordFilter, RecordStream, Sink, StreamError};
-use crate::views::{Activity, Format, Limits, Records, CSV_TYPE};
+use crate::views::html::timeline::{self, Timeline};
+use crate::views::{activity_pieces, html, Activity, Format, Limits, Records, CSV_TYPE};
 
 /// Which view of the records a request asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,11 +127,21 @@ pub async fn serve(
     };
     let request_id = HeaderValue::from_str(&access.correlation.request_id).ok();
     let own_id = HeaderValue::from_str(&access.correlation.own_id).ok();
-    let format = negotiate::format(req.headers());
+    let format = |page| negotiate::format(req.headers(), page);
     // The one place a view is picked: from here on its type says which it is.
     let mut resp = match view {
-        View::Records => answer(state, req, access, Records::new(format), format).await,
-        View::Activity => answer(state, req, access, Activity::new(Limits::DEFAULT), format).await,
+        View::Records => {
+            // A page only for a query naming one Device: its timeline.
+            let device = timeline::device_of(req.uri().query());
+            match (format(device.is_some()), device) {
+                (Format::Html, Some(device)) => answer(state, req, access, Timeline::new(device), Format::Html).await,
+                (format, _) => answer(state, req, access, Records::new(format), format).await,
+            }
+        }
+        View::Activity => {
+            let format = format(true);
+            answer(state, req, access, Activity::new(Limits::DEFAULT), format).await
+        }
     };
     if let Some(id) = request_id {
         resp.headers_mut().insert(REQUEST_ID, id);
@@ -162,6 +173,15 @@ trait Answer: Sink + Send + Sync + 'static {
     const LIVE: bool;
 
     fn content_type(&self, format: Format) -> &'static str;
+
+    /// The view for `caller`, once it is known (a view that tells the caller's own records from
+    /// other Users' needs it).
+    fn for_caller(self, _caller: Eui64) -> Self
+    where
+        Self: Sized,
+    {
+        self
+    }
 
     /// At the end, for a view that answers then: a refusal in place of the answer.
     fn refusal(&self) -> Option<Reject> {
@@ -199,13 +219,48 @@ impl<V: Answer> Answer for Shown<V> {
     }
 }
 
+impl Answer for Timeline {
+    const LIVE: bool = false;
+
+    fn for_caller(self, caller: Eui64) -> Self {
+        Timeline::for_caller(self, caller)
+    }
+
+    fn content_type(&self, _format: Format) -> &'static str {
+        html::CONTENT_TYPE
+    }
+
+    /// 422 past the page's cap on records.
+    fn refusal(&self) -> Option<Reject> {
+        self.overflow().then(|| {
+            Reject::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too_many_records",
+                format!(
+                    "more than {} records about this Device; narrow the query's date range",
+                    timeline::MAX_ENTRIES
+                ),
+            )
+        })
+    }
+
+    fn pieces(&self, _format: Format) -> impl Iterator<Item = Vec<u8>> + Send + '_ {
+        std::iter::once(self.page())
+    }
+}
+
 impl Answer for Activity {
     const LIVE: bool = false;
+
+    fn for_caller(self, caller: Eui64) -> Self {
+        Activity::for_caller(self, caller)
+    }
 
     fn content_type(&self, format: Format) -> &'static str {
         match format {
             Format::Json => "application/json",
             Format::Csv => CSV_TYPE,
+            Format::Html => html::CONTENT_TYPE,
         }
     }
 
@@ -217,7 +272,7 @@ impl Answer for Activity {
 
     /// Streamed in pieces, so the answer's size adds nothing to the tallies' memory.
     fn pieces(&self, format: Format) -> impl Iterator<Item = Vec<u8>> + Send + '_ {
-        self.render(format)
+        activity_pieces(self, format)
     }
 }
 
@@ -236,7 +291,7 @@ async fn answer<V: Answer>(
             return reject.into_response();
         }
     };
-    let view = Shown::new(identity.principal.user_id, view);
+    let view = Shown::new(identity.principal.user_id, view.for_caller(identity.principal.user_id));
     let started = match start(state, &identity, &access, view).await {
         Ok(started) => started,
         Err(reject) => {
@@ -581,6 +636,13 @@ async fn finished<V: Answer>(
 fn headers(resp: &mut Response<ResponseBody>, content_type: &'static str, policy: HeaderValue) {
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if content_type == html::CONTENT_TYPE {
+        // A page holds upstream text: no script, no loads, not sniffed as anything else, and
+        // saved under a name of its own.
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(html::CSP));
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static(html::DISPOSITION));
+    }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // Which reviewed policy set decided this answer (the bundle's SHA-256 and revision).
     headers.insert(POLICY_HEADER, policy);

@@ -3,7 +3,9 @@
 //!
 //! - [`ndjson`]: the records as NDJSON lines, only the allowed fields (the allowlist);
 //! - [`csv`]: the same records as CSV rows;
-//! - [`activity`]: per-Device tallies of the same records, answered at the end.
+//! - [`activity`]: per-Device tallies of the same records, answered at the end;
+//! - [`html`]: the activity summary as a page for a browser (it reads [`activity`]'s summary),
+//!   and one Device's timeline.
 //!
 //! Every view is fed after the same decision, so none can show more than another. A new view is
 //! a file here (a type implementing [`Sink`]) and an arm in the server's route.
@@ -12,6 +14,7 @@ pub mod activity;
 pub mod csv;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
+pub mod html;
 pub mod ndjson;
 
 use std::sync::Arc;
@@ -31,6 +34,17 @@ pub enum Format {
     #[default]
     Json,
     Csv,
+    /// A page for a browser: the activity page ([`activity_pieces`]) or one Device's timeline
+    /// ([`html::timeline`]); the server asks for it only where there is one.
+    Html,
+}
+
+/// The activity summary's bytes in `format`, in pieces.
+pub fn activity_pieces(activity: &Activity, format: Format) -> Box<dyn Iterator<Item = Vec<u8>> + Send + '_> {
+    match format {
+        Format::Html => Box::new(html::page(activity)),
+        Format::Json | Format::Csv => Box::new(activity.render(format)),
+    }
 }
 
 /// The content type of CSV answers (records or summary).
@@ -47,7 +61,9 @@ pub enum Records {
 impl Records {
     pub fn new(format: Format) -> Self {
         match format {
-            Format::Json => Records::Ndjson(Ndjson),
+            // A page of records is one Device's timeline (`html::timeline`), picked by the server
+            // when the query names one; otherwise a browser gets NDJSON.
+            Format::Json | Format::Html => Records::Ndjson(Ndjson),
             Format::Csv => Records::Csv(Box::default()),
         }
     }

@@ -277,6 +277,14 @@ fn activity_and_csv_offline() {
         .stdout
         .starts_with(b"deviceId,dimension,key,srvTitle,records,score\r\n"));
 
+    // The page, as a file to open: whole, and as inert as the served one (its CSP in a meta).
+    let o = run(&["activity", "--format", "html"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let page = String::from_utf8(o.stdout.clone()).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>") && page.ends_with("</html>\n"));
+    assert!(page.contains("http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'"));
+    assert!(page.contains(&format!("<p id=\"overview\">{} records;", lines.len())));
+
     let o = run(&["activity", "--max-devices", "2"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(o.stdout.is_empty());

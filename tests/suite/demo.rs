@@ -43,17 +43,24 @@ fn every_curl_line_the_demo_prints_works() {
             .unwrap(),
     );
     let mut curls = Vec::new();
+    let mut page_file = None;
     for line in BufReader::new(demo.0.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if line.starts_with("Serving until Ctrl-C") {
             break;
+        }
+        if let Some((_, path)) = line.split_once("file://") {
+            page_file = Some(path.to_owned());
         }
         if let Some(cmd) = line.trim_start().strip_prefix("curl ") {
             curls.push(format!("curl --max-time 20 -w '\\n%{{http_code}}' {cmd}"));
         }
     }
     assert!(curls.len() >= 8, "the demo printed {} curl lines", curls.len());
-    let (mut activity, mut csv, mut records) = (0, 0, 0);
+    // The page's file URL, printed for a browser: the page, with the erratic Device first.
+    let page = std::fs::read_to_string(page_file.expect("the demo prints the page's file URL")).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    let (mut activity, mut csv, mut html, mut records) = (0, 0, 0, 0);
     for cmd in &curls {
         let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
         assert!(out.status.success(), "{cmd}");
@@ -67,6 +74,14 @@ fn every_curl_line_the_demo_prints_works() {
         if cmd.contains("/sat/activity") && cmd.contains("text/csv") {
             assert!(body.starts_with("deviceId,dimension,key,srvTitle,records,score\r\n"));
             csv += 1;
+        } else if cmd.contains("/sat/activity") && cmd.contains("text/html") {
+            assert!(
+                body.starts_with("<!DOCTYPE html>") && body.trim_end().ends_with("</html>"),
+                "{cmd}"
+            );
+            let first = body.find("<section class=\"device\"").expect("a flagged Device");
+            assert!(body[first..].contains("2026-11-28 ("), "the erratic Device's burst day");
+            html += 1;
         } else if cmd.contains("/sat/activity") {
             let v: Value = serde_json::from_str(body).unwrap();
             assert!(v["records"].as_u64().unwrap() > 0);
@@ -81,6 +96,6 @@ fn every_curl_line_the_demo_prints_works() {
             records += 1;
         }
     }
-    assert_eq!((activity, csv), (1, 1));
+    assert_eq!((activity, csv, html), (1, 1, 1));
     assert!(records >= 5, "{records} records examples");
 }

@@ -3,6 +3,7 @@
 mod abuse;
 mod activity;
 mod audit;
+mod browser;
 mod bundle;
 mod cli;
 mod demo;

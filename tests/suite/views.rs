@@ -49,8 +49,9 @@ pub(crate) fn fields(line: &str) -> BTreeMap<String, &RawValue> {
     serde_json::from_str(line).expect("written lines are JSON objects")
 }
 
-/// The title fields of a written line, read as any client would.
-pub(crate) fn titles_of<'a>(f: &'a BTreeMap<String, &'a RawValue>) -> Titles<'a> {
+/// The title fields of a written line, read as any client would; `caller`: the User reading
+/// them, whose own records show their `userId` (every other record is another User's).
+pub(crate) fn titles_of<'a>(f: &'a BTreeMap<String, &'a RawValue>, caller: Eui64) -> Titles<'a> {
     let text = |name: &str| -> Option<Cow<'a, str>> {
         serde_json::from_str::<Option<String>>(f.get(name)?.get())
             .unwrap()
@@ -65,6 +66,7 @@ pub(crate) fn titles_of<'a>(f: &'a BTreeMap<String, &'a RawValue>) -> Titles<'a>
         response_code: text("responseCode"),
         device_id: text("deviceId").map(|d| Eui64::parse(&d).unwrap()),
         user_role: text("userRole"),
+        other_user: text("userId").and_then(|u| Eui64::parse(&u).ok()) != Some(caller),
     }
 }
 
@@ -76,7 +78,7 @@ proptest! {
         let (principal, inventory, input) = setup(&case);
         let (records, ndjson) = run(&principal, &inventory, &input, Ndjson);
         let (viewed, written) = run(
-            &principal, &inventory, &input, Activity::new(Limits::DEFAULT));
+            &principal, &inventory, &input, Activity::new(Limits::DEFAULT).for_caller(principal.user_id));
         prop_assert!(written.is_empty(), "the activity output writes nothing while it counts");
         prop_assert_eq!(&viewed.stats, &records.stats);
 
@@ -84,7 +86,7 @@ proptest! {
         let mut expected = Activity::new(Limits::DEFAULT);
         let text = String::from_utf8(ndjson).unwrap();
         for line in text.lines() {
-            expected.add(&titles_of(&fields(line)));
+            expected.add(&titles_of(&fields(line), principal.user_id));
         }
         let got = viewed.sink();
         prop_assert_eq!(got.records(), records.stats.records_out);

@@ -30,6 +30,10 @@ pub struct Titles<'a> {
     pub response_code: Option<Cow<'a, str>>,
     pub device_id: Option<Eui64>,
     pub user_role: Option<Cow<'a, str>>,
+    /// Whether another User than the caller sent or received the record. Not a field the caller
+    /// may lack: its own records always show it everything (`userId` included), so "not mine"
+    /// is what `/sat/records` shows it too. False when the view was not told who the caller is.
+    pub other_user: bool,
 }
 
 impl<'a> Titles<'a> {
@@ -48,6 +52,7 @@ impl<'a> Titles<'a> {
             response_code: text(Field::ResponseCode),
             device_id: record.device_id,
             user_role: text(Field::UserRole),
+            other_user: false,
         }
     }
 }
@@ -113,6 +118,10 @@ enum Cell {
     ResponseCode(KeyId),
     UserRole(KeyId),
     Day(i64),
+    /// A day's records of one message type (its index in [`MessageType::ALL`]).
+    TypeDay(u8, i64),
+    /// A day's records another User sent or received.
+    OtherDay(i64),
 }
 
 /// Counts for one Device, or for the records without one.
@@ -132,7 +141,7 @@ impl Tally {
         &mut self,
         mt: Option<MessageType>,
         at: Option<time::Instant>,
-        cells: [Option<Cell>; 5],
+        cells: [Option<Cell>; 7],
         bytes: &mut usize,
     ) {
         self.records += 1;
@@ -160,6 +169,8 @@ impl Tally {
 #[derive(Debug, Default)]
 pub struct Activity {
     limits: Limits,
+    /// The caller's User ID, to tell its own records from other Users'.
+    caller: Option<Eui64>,
     /// Every record, with or without a Device.
     totals: Tally,
     devices: FxHashMap<Eui64, Tally>,
@@ -178,6 +189,12 @@ impl Activity {
             limits,
             ..Self::default()
         }
+    }
+
+    /// Tells records of `caller` (the User asking) from those of other Users.
+    pub fn for_caller(mut self, caller: Eui64) -> Self {
+        self.caller = Some(caller);
+        self
     }
 
     /// The cap this answer went over, if any; once set, nothing more is counted.
@@ -221,8 +238,10 @@ impl Activity {
             .as_deref()
             .map(|s| Cell::ResponseCode(self.intern(Some(s))));
         let role = t.user_role.as_deref().map(|s| Cell::UserRole(self.intern(Some(s))));
-        let day = at.map(|at| Cell::Day(at.day()));
-        let cells = [srv, alert, response, role, day];
+        let day = at.map(|at| at.day());
+        let type_day = t.message_type.zip(day).map(|(mt, day)| Cell::TypeDay(mt as u8, day));
+        let other_day = day.filter(|_| t.other_user).map(Cell::OtherDay);
+        let cells = [srv, alert, response, role, day.map(Cell::Day), type_day, other_day];
 
         let tally = match t.device_id {
             None => &mut self.without_device,
@@ -266,7 +285,9 @@ impl Activity {
 /// written until the end; once a cap is passed, reading on is pointless.
 impl Sink for Activity {
     fn visible(&mut self, record: &Record<'_>, _allowed: Classes, _out: &mut Vec<u8>) {
-        self.add(&Titles::of(record));
+        let mut titles = Titles::of(record);
+        titles.other_user = self.caller.is_some_and(|caller| record.user_id != caller);
+        self.add(&titles);
     }
 
     fn stopped(&self) -> bool {
@@ -288,6 +309,7 @@ mod tests {
             response_code: None,
             device_id: device.map(Eui64::from_u64),
             user_role: Some(Cow::Borrowed("IS")),
+            other_user: false,
         }
     }
 

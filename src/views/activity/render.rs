@@ -16,7 +16,8 @@ use crate::views::Format;
 pub struct Summary {
     /// Visible records, with or without a Device.
     pub records: u64,
-    /// Devices flagged for more activity than usual.
+    /// Devices flagged on any dimension (more records, alerts or other Users' records than usual,
+    /// or gone quiet).
     pub devices_flagged: usize,
     /// Most unusual first: see [`rank`].
     pub devices: Vec<DeviceSummary>,
@@ -44,6 +45,9 @@ pub struct Rule {
     pub m: f64,
     pub min_excess: f64,
     pub min_days: usize,
+    pub quiet_fraction: f64,
+    pub quiet_min_median: f64,
+    pub quiet_min_run: usize,
 }
 
 const RULE: Rule = Rule {
@@ -51,7 +55,19 @@ const RULE: Rule = Rule {
     m: unusual::M,
     min_excess: unusual::MIN_EXCESS,
     min_days: unusual::MIN_DAYS,
+    quiet_fraction: unusual::QUIET_FRACTION,
+    quiet_min_median: unusual::QUIET_MIN_MEDIAN,
+    quiet_min_run: unusual::QUIET_MIN_RUN,
 };
+
+/// The dimensions a Device is judged on, as verdicts name them.
+pub const RECORDS: &str = "records";
+pub const ALERTS: &str = "alerts";
+pub const OTHER_USERS: &str = "otherUsers";
+pub const QUIET: &str = "quiet";
+
+/// The message types counted as alerts the Device raised.
+pub const ALERT_TYPES: [MessageType; 2] = [MessageType::DeviceAlert, MessageType::DccAlert];
 
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -77,6 +93,10 @@ pub struct Counts {
     pub by_response_code: BTreeMap<String, u64>,
     pub by_user_role: BTreeMap<String, u64>,
     pub by_day: BTreeMap<String, u64>,
+    /// Per day, records by message type (what the page's charts stack).
+    pub by_day_message_type: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    /// Per day, records another User than the caller sent or received.
+    pub by_day_other_users: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -87,10 +107,13 @@ pub struct SrvCount {
     pub records: u64,
 }
 
-/// A Device's verdict ([`unusual`]).
+/// A Device's verdict ([`unusual`]): the fields up to `days` judge its records, then the same rule
+/// judges its alerts and other Users' records, and [`unusual::quiet`] whether it went quiet.
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Unusual {
+    /// The dimensions that fired, of `records`, `alerts`, `otherUsers`, `quiet` (in that order).
+    pub fired: Vec<&'static str>,
     /// Days judged: from the Device's first record to the window's last day.
     pub baseline_days: usize,
     /// Absent below `rule.minDays` days.
@@ -101,6 +124,43 @@ pub struct Unusual {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
     pub days: Vec<FlaggedDay>,
+    /// Alerts the Device raised per day (DeviceAlert and DCCAlert records).
+    pub alerts: Series,
+    /// Records another User than the caller sent or received per day.
+    pub other_users: Series,
+    /// Absent unless the Device has a usual (`rule.minDays` days, a median day of at least
+    /// `rule.quietMinMedian`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiet: Option<QuietVerdict>,
+}
+
+/// The robust rule over one daily series; `records` of a flagged day counts that series.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Series {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub median: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mad: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    pub days: Vec<FlaggedDay>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QuietVerdict {
+    pub median: f64,
+    /// Days with fewer records than this are quiet.
+    pub below: f64,
+    pub runs: Vec<QuietDays>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct QuietDays {
+    pub first: String,
+    pub last: String,
+    pub days: usize,
+    pub records: u64,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -119,6 +179,15 @@ impl Activity {
         self.summary_of(ranked.into_iter().map(|(id, u)| self.device(id, u)).collect(), flagged)
     }
 
+    /// The summary without its Devices (`devices` empty, the rest filled), and its Devices in rank
+    /// order, each made only when asked for: for renderings other than JSON and CSV.
+    pub fn ranked_devices(&self) -> (Summary, impl Iterator<Item = DeviceSummary> + Send + '_) {
+        let ranked = self.ranked();
+        let flagged = flagged(&ranked);
+        let shell = self.summary_of(Vec::new(), flagged);
+        (shell, ranked.into_iter().map(|(id, u)| self.device(id, u)))
+    }
+
     /// The summary around `devices`: the one place its fields are filled.
     fn summary_of(&self, devices: Vec<DeviceSummary>, devices_flagged: usize) -> Summary {
         Summary {
@@ -132,13 +201,14 @@ impl Activity {
         }
     }
 
-    /// The summary in `format`, in pieces of about [`PIECE_BYTES`]: only one Device's counts are
+    /// The summary in `format` (JSON or CSV: the page is [`crate::views::html`]'s, and `Html`
+    /// here gives the JSON), in pieces of about [`PIECE_BYTES`]: only one Device's counts are
     /// rendered at a time, so memory stays near the tallies' whatever the answer's size.
     pub fn render(&self, format: Format) -> Rendering<'_> {
         let ranked = self.ranked();
         let flagged = flagged(&ranked);
         let (head, tail) = match format {
-            Format::Json => json_around_devices(&self.summary_of(Vec::new(), flagged)),
+            Format::Json | Format::Html => json_around_devices(&self.summary_of(Vec::new(), flagged)),
             Format::Csv => (Vec::new(), Vec::new()),
         };
         Rendering {
@@ -209,6 +279,15 @@ impl Activity {
                 Cell::ResponseCode(id) => _ = c.by_response_code.insert(keyed(id), n),
                 Cell::UserRole(id) => _ = c.by_user_role.insert(keyed(id), n),
                 Cell::Day(day) => _ = c.by_day.insert(time::day_to_string(day), n),
+                Cell::TypeDay(mt, day) => {
+                    if let Some(mt) = MessageType::ALL.get(usize::from(mt)) {
+                        c.by_day_message_type
+                            .entry(time::day_to_string(day))
+                            .or_default()
+                            .insert(mt.as_str(), n);
+                    }
+                }
+                Cell::OtherDay(day) => _ = c.by_day_other_users.insert(time::day_to_string(day), n),
             }
         }
         c.by_srv.sort_by(|a, b| {
@@ -219,65 +298,121 @@ impl Activity {
         c
     }
 
-    /// Judges a Device's days from its first record to `last_day`, zeros included.
+    /// Judges a Device's days from its first record to `last_day`, zeros included, on each
+    /// dimension.
     fn unusual(&self, t: &Tally, last_day: i64) -> Unusual {
         let Some(first_day) = t.first.map(time::Instant::day) else {
             return Unusual::none(0);
         };
         let span = (last_day - first_day + 1).max(0) as usize;
-        let mut daily = vec![0u64; span];
+        let (mut daily, mut alerts, mut others) = (vec![0u64; span], vec![0u64; span], vec![0u64; span]);
+        let index = |day: i64| usize::try_from(day - first_day).ok().filter(|&i| i < span);
         for (cell, &n) in &t.cells {
-            if let Cell::Day(day) = *cell {
-                if let Some(slot) = usize::try_from(day - first_day).ok().and_then(|i| daily.get_mut(i)) {
-                    *slot = n;
+            match *cell {
+                Cell::Day(day) => index(day).into_iter().for_each(|i| daily[i] = n),
+                Cell::OtherDay(day) => index(day).into_iter().for_each(|i| others[i] = n),
+                Cell::TypeDay(mt, day) if ALERT_TYPES.iter().any(|a| *a as u8 == mt) => {
+                    index(day).into_iter().for_each(|i| alerts[i] += n)
                 }
+                _ => {}
             }
         }
-        let verdict = unusual::assess(&daily);
-        let Some(b) = verdict.baseline else {
-            return Unusual::none(span);
+        let day_name = |i: usize| time::day_to_string(first_day + i as i64);
+        let series = |daily: &[u64]| {
+            let verdict = unusual::assess(daily);
+            Series {
+                median: verdict.baseline.map(|b| b.median),
+                mad: verdict.baseline.map(|b| b.mad),
+                threshold: verdict.baseline.map(|b| b.threshold),
+                days: verdict
+                    .flags
+                    .iter()
+                    .map(|f| FlaggedDay {
+                        day: day_name(f.day),
+                        records: f.count,
+                        score: f.score,
+                    })
+                    .collect(),
+            }
         };
-        Unusual {
-            baseline_days: span,
-            median: Some(b.median),
-            mad: Some(b.mad),
-            threshold: Some(b.threshold),
-            days: verdict
-                .flags
+        let records = series(&daily);
+        let quiet = unusual::quiet(&daily).map(|q| QuietVerdict {
+            median: q.median,
+            below: q.below,
+            runs: q
+                .runs
                 .iter()
-                .map(|f| FlaggedDay {
-                    day: time::day_to_string(first_day + f.day as i64),
-                    records: f.count,
-                    score: f.score,
+                .map(|r| QuietDays {
+                    first: day_name(r.first),
+                    last: day_name(r.first + r.days - 1),
+                    days: r.days,
+                    records: r.records,
                 })
                 .collect(),
-        }
+        });
+        let mut u = Unusual {
+            fired: Vec::new(),
+            baseline_days: span,
+            median: records.median,
+            mad: records.mad,
+            threshold: records.threshold,
+            days: records.days,
+            alerts: series(&alerts),
+            other_users: series(&others),
+            quiet,
+        };
+        u.fired = [
+            (RECORDS, !u.days.is_empty()),
+            (ALERTS, !u.alerts.days.is_empty()),
+            (OTHER_USERS, !u.other_users.days.is_empty()),
+            (QUIET, u.quiet.as_ref().is_some_and(|q| !q.runs.is_empty())),
+        ]
+        .into_iter()
+        .filter_map(|(name, fired)| fired.then_some(name))
+        .collect();
+        u
     }
 }
 
 impl Unusual {
     fn none(baseline_days: usize) -> Self {
         Unusual {
+            fired: Vec::new(),
             baseline_days,
             median: None,
             mad: None,
             threshold: None,
             days: Vec::new(),
+            alerts: Series::default(),
+            other_users: Series::default(),
+            quiet: None,
         }
+    }
+
+    /// The most recent flagged day on any dimension (a quiet run by its last day, scored 0),
+    /// with the highest score of that day.
+    pub fn latest(&self) -> Option<(&str, f64)> {
+        let flagged = [&self.days, &self.alerts.days, &self.other_users.days]
+            .into_iter()
+            .flatten()
+            .map(|f| (f.day.as_str(), f.score));
+        let quiet = self.quiet.iter().flat_map(|q| &q.runs).map(|r| (r.last.as_str(), 0.0));
+        flagged
+            .chain(quiet)
+            .max_by(|a, b| a.0.cmp(b.0).then(a.1.total_cmp(&b.1)))
     }
 }
 
 fn flagged(ranked: &[(Eui64, Unusual)]) -> usize {
-    ranked.iter().filter(|(_, u)| !u.days.is_empty()).count()
+    ranked.iter().filter(|(_, u)| !u.fired.is_empty()).count()
 }
 
 /// The order of Devices (verdict, records): flagged ones first, the most recent flagged day
 /// first and, on the same day, the higher score; then the rest, busiest first. "Which Device
 /// should I look at" is about what is unusual now, so recency beats size.
 fn rank(a: (&Unusual, u64), b: (&Unusual, u64)) -> std::cmp::Ordering {
-    let key = |u: &Unusual| u.days.last().map(|f| (f.day.clone(), f.score));
-    match (key(a.0), key(b.0)) {
-        (Some((da, sa)), Some((db, sb))) => db.cmp(&da).then(sb.total_cmp(&sa)),
+    match (a.0.latest(), b.0.latest()) {
+        (Some((da, sa)), Some((db, sb))) => db.cmp(da).then(sb.total_cmp(&sa)),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => b.1.cmp(&a.1),
@@ -361,14 +496,14 @@ fn json_around_devices(shell: &Summary) -> (Vec<u8>, Vec<u8>) {
 impl Rendering<'_> {
     fn head(&mut self, out: &mut Vec<u8>) {
         match self.format {
-            Format::Json => out.extend_from_slice(&self.head),
+            Format::Json | Format::Html => out.extend_from_slice(&self.head),
             Format::Csv => self.csv.row(CSV_HEADER, out),
         }
     }
 
     fn device(&mut self, d: &DeviceSummary, first: bool, out: &mut Vec<u8>) {
         match self.format {
-            Format::Json => {
+            Format::Json | Format::Html => {
                 if !first {
                     out.push(b',');
                 }
@@ -376,7 +511,9 @@ impl Rendering<'_> {
             }
             Format::Csv => {
                 let flagged = d.unusual.days.iter().map(|f| (f.day.as_str(), f.score)).collect();
-                for row in counts_rows(&d.device_id, &d.counts, &flagged) {
+                let mut rows = counts_rows(&d.device_id, &d.counts, &flagged);
+                rows.extend(verdict_rows(&d.device_id, &d.unusual));
+                for row in rows {
                     self.csv.row(row, out);
                 }
             }
@@ -385,7 +522,7 @@ impl Rendering<'_> {
 
     fn tail(&mut self, out: &mut Vec<u8>) {
         match self.format {
-            Format::Json => out.extend_from_slice(&self.tail),
+            Format::Json | Format::Html => out.extend_from_slice(&self.tail),
             Format::Csv => {
                 let without = self.activity.counts(&self.activity.without_device);
                 for row in counts_rows("", &without, &BTreeMap::new()) {
@@ -457,6 +594,54 @@ fn counts_rows(device: &str, c: &Counts, flagged: &BTreeMap<&str, f64>) -> Vec<[
         let score = flagged.get(day.as_str()).map(f64::to_string).unwrap_or_default();
         row("day", day, "", n.to_string(), score);
     }
+    for (day, types) in &c.by_day_message_type {
+        for (mt, n) in types {
+            row(
+                "dayMessageType",
+                &format!("{day}/{mt}"),
+                "",
+                n.to_string(),
+                String::new(),
+            );
+        }
+    }
+    for (day, n) in &c.by_day_other_users {
+        row("dayOtherUsers", day, "", n.to_string(), String::new());
+    }
+    rows
+}
+
+/// A Device's flags on every dimension as CSV rows: `flag` rows keyed `dimension/day` with the
+/// day's count in that dimension and its score, then `quiet` rows keyed `first/last` with the
+/// run's records. (Flagged record days also carry their score on their `day` row, as before.)
+fn verdict_rows(device: &str, u: &Unusual) -> Vec<[String; 6]> {
+    let mut rows = Vec::new();
+    for (dim, days) in [
+        (RECORDS, &u.days),
+        (ALERTS, &u.alerts.days),
+        (OTHER_USERS, &u.other_users.days),
+    ] {
+        for f in days {
+            rows.push([
+                device.to_owned(),
+                "flag".to_owned(),
+                format!("{dim}/{}", f.day),
+                String::new(),
+                f.records.to_string(),
+                f.score.to_string(),
+            ]);
+        }
+    }
+    for r in u.quiet.iter().flat_map(|q| &q.runs) {
+        rows.push([
+            device.to_owned(),
+            QUIET.to_owned(),
+            format!("{}/{}", r.first, r.last),
+            String::new(),
+            r.records.to_string(),
+            String::new(),
+        ]);
+    }
     rows
 }
 
@@ -507,6 +692,69 @@ mod tests {
         assert_eq!(s.devices[2].counts.by_day.len(), 14);
     }
 
+    fn add_as(a: &mut Activity, device: u64, day: u32, n: usize, mt: MessageType, other_user: bool) {
+        for _ in 0..n {
+            a.add(&Titles {
+                timestamp: Some(Cow::Owned(format!("2026-11-{day:02}T10:00:00Z"))),
+                message_type: Some(mt),
+                device_id: Some(Eui64::from_u64(device)),
+                other_user,
+                ..Titles::default()
+            });
+        }
+    }
+
+    #[test]
+    fn each_dimension_fires_on_its_own_and_says_so() {
+        let mut a = Activity::new(Limits::DEFAULT);
+        for day in 1..=14 {
+            // 1: 20 own requests a day and 1 alert; on day 12, 25 alerts in place of requests,
+            // so its daily total stays 21.
+            let alerts = if day == 12 { 21 } else { 1 };
+            add_as(&mut a, 1, day, 21 - alerts, MessageType::ServiceRequest, false);
+            add_as(&mut a, 1, day, alerts, MessageType::DccAlert, false);
+            // 2: 20 records a day of its own plus 2 by other Users; 30 by others on day 13, a
+            // total of 50 that stays under the records threshold (3 x 22).
+            add_as(&mut a, 2, day, 20, MessageType::ServiceResponse, false);
+            let others = if day == 13 { 30 } else { 2 };
+            add_as(&mut a, 2, day, others, MessageType::ServiceRequest, true);
+            // 3: 20 a day, none from day 11 on.
+            if day < 11 {
+                add_as(&mut a, 3, day, 20, MessageType::ServiceRequest, false);
+            }
+        }
+        add_as(&mut a, 4, 14, 1, MessageType::ServiceRequest, false); // the window's last day
+        let s = a.summary();
+        let by_id = |n: u64| {
+            let id = Eui64::from_u64(n).to_string();
+            s.devices.iter().find(|d| d.device_id == id).unwrap()
+        };
+        let d1 = by_id(1);
+        assert_eq!(d1.unusual.fired, [ALERTS]);
+        assert_eq!(d1.unusual.alerts.days[0].day, "2026-11-12");
+        assert_eq!(d1.unusual.alerts.days[0].records, 21);
+        assert_eq!(d1.counts.by_day_message_type["2026-11-12"]["DCCAlert"], 21);
+        let d2 = by_id(2);
+        assert_eq!(d2.unusual.fired, [OTHER_USERS]);
+        assert_eq!(d2.unusual.other_users.days[0].day, "2026-11-13");
+        assert_eq!(d2.counts.by_day_other_users["2026-11-13"], 30);
+        let d3 = by_id(3);
+        assert_eq!(d3.unusual.fired, [QUIET]);
+        let q = d3.unusual.quiet.as_ref().unwrap();
+        assert_eq!(
+            (q.runs[0].first.as_str(), q.runs[0].last.as_str()),
+            ("2026-11-11", "2026-11-14")
+        );
+        assert_eq!(s.devices_flagged, 3);
+        // Most recent flag first: quiet to the last day, then day 13, then day 12.
+        let order: Vec<u64> = s
+            .devices
+            .iter()
+            .map(|d| d.device_id.as_bytes()[22] as u64 - b'0' as u64)
+            .collect();
+        assert_eq!(order, [3, 2, 1, 4]);
+    }
+
     #[test]
     fn json_names_the_contract_fields() {
         let mut a = Activity::new(Limits::DEFAULT);
@@ -520,6 +768,11 @@ mod tests {
         assert_eq!(v["withoutDevice"]["records"], 0);
         assert_eq!(v["days"]["first"], "2026-11-01");
         assert_eq!(v["rule"]["minDays"], 7);
+        assert_eq!(v["rule"]["quietMinRun"], 3);
+        assert_eq!(v["devices"][0]["byDayMessageType"]["2026-11-01"]["DeviceAlert"], 2);
+        assert_eq!(v["devices"][0]["unusual"]["fired"], serde_json::json!([]));
+        assert!(v["devices"][0]["unusual"]["alerts"]["days"].is_array());
+        assert!(v["devices"][0]["unusual"]["otherUsers"]["days"].is_array());
     }
 
     #[test]
@@ -543,6 +796,7 @@ mod tests {
                     "messageType",
                     "alertCode",
                     "day",
+                    "dayMessageType",
                 ]
                 .map(|d| (id, d)),
             );

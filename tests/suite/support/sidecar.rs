@@ -135,6 +135,21 @@ pub fn reload(state: &State) {
 
 /// Status, `Content-Type` and body of a GET with a token and an `Accept` header.
 pub async fn get_accepting(addr: SocketAddr, path: &str, token: &str, accept: &str) -> (u16, String, Vec<u8>) {
+    let (status, headers, body) = get_with_headers(addr, path, token, accept).await;
+    let content_type = headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, content_type, body)
+}
+
+/// Like [`get_accepting`], with every header of the answer.
+pub async fn get_with_headers(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    accept: &str,
+) -> (u16, http::HeaderMap, Vec<u8>) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let req = hyper::Request::get(format!("http://{addr}{path}"))
         .header("authorization", format!("Bearer {token}"))
@@ -142,12 +157,8 @@ pub async fn get_accepting(addr: SocketAddr, path: &str, token: &str, accept: &s
         .body(Empty::new())
         .unwrap();
     let resp = client.request(req).await.unwrap();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let headers = resp.headers().clone();
     let (status, body, clean) = read(resp).await;
     assert!(clean, "{path} was cut short");
-    (status, content_type, body)
+    (status, headers, body)
 }
