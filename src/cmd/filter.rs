@@ -15,6 +15,7 @@ use crate::decision::PolicyEngine;
 use crate::model::Eui64;
 use crate::ownership::{HttpSettings, InventoryFile, LookupResult, OwnershipSource, SourceConfig};
 use crate::stream::{Chunks, Frames, RecordFilter, RecordStream, Sink, StreamError};
+use crate::views::html::timeline::{self, Timeline};
 use crate::views::{Format, Records};
 
 /// Bytes read from the input at once.
@@ -24,10 +25,14 @@ const READ_BYTES: usize = 1 << 20;
 pub struct Args {
     #[command(flatten)]
     pub input: InputArgs,
-    /// Output format: JSON (NDJSON lines, as the sidecar answers by default) or CSV (RFC 4180,
-    /// a header row).
+    /// Output format: JSON (NDJSON lines, as the sidecar answers by default), CSV (RFC 4180,
+    /// a header row), or HTML (the timeline page of the Device given with --device-id, as a
+    /// browser gets it from /sat/records?deviceId=...; the input is its window).
     #[arg(long, value_enum, default_value_t = FormatArg::Json)]
     pub format: FormatArg,
+    /// The Device whose timeline `--format html` shows.
+    #[arg(long, value_name = "EUI-64", required_if_eq("format", "html"))]
+    pub device_id: Option<String>,
 }
 
 /// `--format` of `filter`.
@@ -36,6 +41,7 @@ pub enum FormatArg {
     #[value(alias = "ndjson")]
     Json,
     Csv,
+    Html,
 }
 
 /// What `filter` and `activity` read: the policy set, the inventory, the principal.
@@ -60,6 +66,7 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
     let format = match args.format {
         FormatArg::Json => Format::Json,
         FormatArg::Csv => Format::Csv,
+        FormatArg::Html => return timeline(args),
     };
     let filter = run_filter(
         &args.input,
@@ -67,12 +74,42 @@ pub fn run(args: &Args) -> Result<Exit, CmdError> {
         &mut std::io::stdin().lock(),
         &mut std::io::stdout().lock(),
     )?;
-    let s = &filter.stats;
+    summary(&filter.stats);
+    Ok(Exit::Ok)
+}
+
+/// The timeline page of one Device, offline: the records of the input the principal may see,
+/// the same page `/sat/records?deviceId=...` gives a browser.
+fn timeline(args: &Args) -> Result<Exit, CmdError> {
+    let device = args.device_id.as_deref().ok_or("--format html needs --device-id")?;
+    let device = Eui64::parse(device).map_err(|e| format!("device-id: {e}"))?;
+    let caller = args.input.principal.principal().map_err(|e| e.to_string())?.user_id;
+    let filter = run_filter(
+        &args.input,
+        Timeline::new(device).for_caller(caller),
+        &mut std::io::stdin().lock(),
+        &mut std::io::sink(),
+    )?;
+    if filter.sink().overflow() {
+        return Err(format!(
+            "more than {} records about {device}: give a shorter window of records",
+            timeline::MAX_ENTRIES
+        )
+        .into());
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&filter.sink().page())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing output: {e}"))?;
+    summary(&filter.stats);
+    Ok(Exit::Ok)
+}
+
+fn summary(s: &crate::stream::FilterStats) {
     eprintln!(
         "satgate filter: {} records in, {} out, {} not visible, {} malformed",
         s.records_in, s.records_out, s.left_out, s.malformed
     );
-    Ok(Exit::Ok)
 }
 
 /// Runs the record pipeline with `sink` over `input`, writing what it writes to `written`, and

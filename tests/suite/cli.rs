@@ -344,3 +344,30 @@ fn a_closed_output_pipe_ends_every_command_quietly() {
         );
     }
 }
+
+/// `satgate filter --format html --device-id` gives the Device's timeline page offline, as a
+/// browser gets it from `/sat/records?deviceId=...`: one whole page with a row for each record
+/// about that Device that the NDJSON answer shows, and nothing else; without the Device it is a
+/// usage error.
+#[test]
+fn filter_writes_a_devices_timeline_page_offline() {
+    let records = std::fs::read("tests/data/records.ndjson").unwrap();
+    let device = "00-DB-00-00-00-00-01-01";
+    let base = [&["filter", "--inventory", "tests/data/inventory.json"][..], &SUPPLIER].concat();
+    let json = satgate(&base, &records);
+    let about = format!("\"deviceId\":\"{device}\"");
+    let expected = String::from_utf8(json.stdout).unwrap().lines().filter(|l| l.contains(&about)).count();
+    assert!(expected > 0, "the sample shows the Supplier records about {device}");
+    let html = satgate(&[&base[..], &["--format", "html", "--device-id", device]].concat(), &records);
+    assert!(html.status.success(), "{}", stderr(&html));
+    let page = String::from_utf8(html.stdout).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>") && page.trim_end().ends_with("</html>"));
+    assert!(page.contains(&format!("Timeline of Device {device}")));
+    let rows = page
+        .lines()
+        .filter(|l| l.starts_with("<tr><td>") || l.starts_with("<tr class=\"alert\"><td>"))
+        .count();
+    assert_eq!(rows, expected);
+    let usage = satgate(&[&base[..], &["--format", "html"]].concat(), &records);
+    assert_eq!(usage.status.code(), Some(2), "{}", stderr(&usage));
+}
