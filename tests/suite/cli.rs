@@ -352,13 +352,20 @@ fn a_closed_output_pipe_ends_every_command_quietly() {
 #[test]
 fn filter_writes_a_devices_timeline_page_offline() {
     let records = std::fs::read("tests/data/records.ndjson").unwrap();
-    let device = "00-DB-00-00-00-00-01-01";
+    let device = "00-DB-00-00-00-00-04-02";
     let base = [&["filter", "--inventory", "tests/data/inventory.json"][..], &SUPPLIER].concat();
     let json = satgate(&base, &records);
     let about = format!("\"deviceId\":\"{device}\"");
-    let expected = String::from_utf8(json.stdout).unwrap().lines().filter(|l| l.contains(&about)).count();
+    let expected = String::from_utf8(json.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&about))
+        .count();
     assert!(expected > 0, "the sample shows the Supplier records about {device}");
-    let html = satgate(&[&base[..], &["--format", "html", "--device-id", device]].concat(), &records);
+    let html = satgate(
+        &[&base[..], &["--format", "html", "--device-id", device]].concat(),
+        &records,
+    );
     assert!(html.status.success(), "{}", stderr(&html));
     let page = String::from_utf8(html.stdout).unwrap();
     assert!(page.starts_with("<!DOCTYPE html>") && page.trim_end().ends_with("</html>"));
