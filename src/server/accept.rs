@@ -16,9 +16,10 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::records::{self, View};
+use super::records;
 use super::response::{error, ResponseBody};
 use super::routes::{self, NoRoute, Route, Side};
+use super::steps::View;
 use super::{ops, State};
 use crate::metrics::StatusLabel;
 use crate::stream::IO_BUFFER_BYTES;

@@ -24,6 +24,7 @@ mod records;
 pub mod reload;
 mod response;
 mod routes;
+pub mod steps;
 
 use std::sync::Arc;
 use std::time::Duration;
