@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod demo;
 pub mod diff;
 pub mod explain;
+pub mod ext_proc;
 pub mod filter;
 pub mod matrix;
 pub mod sample;
@@ -102,6 +103,9 @@ pub enum Command {
     Demo(demo::Args),
     /// Run the sidecar in front of the SSI audit endpoint.
     Serve(Box<crate::config::ServeArgs>),
+    /// Filter inside Envoy: serve Envoy's external processing API (ext_proc) with the same
+    /// configuration as `serve`; --listen is the gRPC address (loopback only).
+    ExtProc(Box<crate::config::ServeArgs>),
     /// Write a generated sample market (inventory, Users, SAT records) to a directory.
     Sample(sample::Args),
     /// Print who may see which class, over the whole decision space the policies can see.
@@ -169,7 +173,7 @@ impl PrincipalArgs {
 impl Command {
     /// Whether the command serves on sockets (its output is a log, not something to pipe).
     pub fn serves(&self) -> bool {
-        matches!(self, Command::Serve(_) | Command::Demo(_))
+        matches!(self, Command::Serve(_) | Command::ExtProc(_) | Command::Demo(_))
     }
 }
 
@@ -194,6 +198,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Audit(args) => audit::run(&args),
         Command::Sample(args) => sample::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::ExtProc(args) => ext_proc::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Matrix(args) => matrix::run(&args),
         Command::Test(args) => test::run(&args),

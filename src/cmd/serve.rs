@@ -57,9 +57,7 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CmdError> {
         .map_err(StartError::Runtime)?;
     runtime.block_on(async {
         let (state, listeners) = start(&config).await?;
-        server::spawn_reloader(Arc::clone(&state), config.reload_interval);
-        spawn_sighup_invalidation(Arc::clone(&state));
-        spawn_sigusr1_reopen(Arc::clone(&state));
+        spawn_background(&state, config.reload_interval);
         let scheme = if config.tls.is_some() { "https" } else { "http" };
         match config.ops_listen {
             Some(ops) => tracing::info!(listen = %config.listen, scheme, %ops, upstream = %config.upstream, "satgate serving"),
@@ -71,6 +69,14 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CmdError> {
         server::run(listeners, state, shutdown_signal(), config.shutdown_grace).await;
         Ok(Exit::Ok)
     })
+}
+
+/// The tasks beside the listeners: reloads, and the signals that clear the ownership cache
+/// (SIGHUP) and reopen the decision log (SIGUSR1).
+pub fn spawn_background(state: &Arc<State>, reload_interval: std::time::Duration) {
+    server::spawn_reloader(Arc::clone(state), reload_interval);
+    spawn_sighup_invalidation(Arc::clone(state));
+    spawn_sigusr1_reopen(Arc::clone(state));
 }
 
 /// Loads everything the configuration names and binds the listeners. Any failure is a start-up

@@ -82,6 +82,19 @@ pub async fn run(
     }
 }
 
+/// Serves the operations listener alone (for `ext-proc`, whose callers come through Envoy) until
+/// `shutdown` resolves.
+pub async fn run_ops(ops: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    let (stop, stopped) = watch::channel(false);
+    let serve = accept_loop(ops, Side::Ops, OPS_MAX_CONNECTIONS, &state, &graceful, stopped);
+    let signal = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    tokio::join!(serve, signal);
+}
+
 async fn accept_loop(
     listener: TcpListener,
     side: Side,

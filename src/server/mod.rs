@@ -17,6 +17,7 @@ mod accept;
 pub mod body;
 pub mod correlation;
 pub mod decision_log;
+pub mod extproc;
 pub mod limits;
 mod negotiate;
 mod ops;
@@ -29,7 +30,7 @@ pub mod steps;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use accept::{run, Listeners};
+pub use accept::{run, run_ops, Listeners};
 pub use limits::StreamLimits;
 pub use reload::{reload_once, spawn_reloader};
 pub use response::{error, ResponseBody};

@@ -185,6 +185,11 @@ impl<F: Frames, S: Sink> RecordStream<F, S> {
         &self.filter
     }
 
+    /// Where the frames come from (what a transport learned while reading them).
+    pub fn frames(&self) -> &F {
+        &self.frames
+    }
+
     pub fn into_filter(self) -> RecordFilter<S> {
         self.filter
     }
@@ -382,6 +387,12 @@ impl<'a> Frames for SliceFrames<'a> {
 }
 
 /// Chunks gathered into one buffer.
+impl<C: Chunks> Chunks for &mut C {
+    async fn send(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        (**self).send(out).await
+    }
+}
+
 impl Chunks for Vec<u8> {
     async fn send(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
         if self.is_empty() {

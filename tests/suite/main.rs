@@ -8,6 +8,7 @@ mod bundle;
 mod cli;
 mod demo;
 mod deploy;
+mod envoy;
 mod faults;
 mod guard_proof;
 mod hardening;

@@ -36,6 +36,15 @@ pub async fn spawn(args: &[&str]) -> Satgate {
 
 /// Like [`spawn`], with the command changed by `tweak` first (its limits, its output).
 pub async fn spawn_with(args: &[&str], tweak: impl FnOnce(&mut std::process::Command)) -> Satgate {
+    spawn_command("serve", args, tweak).await
+}
+
+/// `satgate ext-proc`, as [`spawn`] starts `serve`: `listen` is its gRPC address.
+pub async fn spawn_ext_proc(args: &[&str]) -> Satgate {
+    spawn_command("ext-proc", args, |_| {}).await
+}
+
+async fn spawn_command(command_name: &str, args: &[&str], tweak: impl FnOnce(&mut std::process::Command)) -> Satgate {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, super::SECRET).unwrap();
@@ -44,7 +53,7 @@ pub async fn spawn_with(args: &[&str], tweak: impl FnOnce(&mut std::process::Com
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_satgate"));
     command
         .args([
-            "serve",
+            command_name,
             "--listen",
             &listen.to_string(),
             "--ops-listen",
@@ -72,7 +81,7 @@ pub async fn spawn_with(args: &[&str], tweak: impl FnOnce(&mut std::process::Com
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(up, "satgate serve did not start on {addr}");
+        assert!(up, "satgate {command_name} did not start on {addr}");
     }
     s
 }

@@ -3,6 +3,7 @@
 //! oracle).
 
 pub mod binary;
+pub mod envoy;
 pub mod inventory;
 pub mod oracle;
 pub mod sidecar;

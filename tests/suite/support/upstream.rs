@@ -74,6 +74,12 @@ async fn upstream_respond(
     match mode.as_str() {
         "status500" => return Ok(ndjson(500, full("{\"secret\":\"UPSTREAM-SECRET\"}\n".into()))),
         "garbage" => return Ok(ndjson(200, full("<html>UPSTREAM-SECRET</html>\n".into()))),
+        "late" => {
+            // The records, after 2 s without response headers.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let text: String = records.iter().take(n).map(|l| format!("{l}\n")).collect();
+            return Ok(ndjson(200, full(text)));
+        }
         "slowheaders" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             return Ok(ndjson(200, full(String::new())));

