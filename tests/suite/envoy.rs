@@ -418,3 +418,206 @@ async fn satgate_killed_mid_body_cuts_the_answer_short() {
         }
     }
 }
+
+/// Everything in Envoy's loaded configuration (its admin config dump) that could let a byte
+/// pass without satgate, by name; empty for a configuration that cannot fail open.
+///
+/// Complete by construction over what it covers, because it is an allowlist, not a list of bad
+/// settings: a config dump lists every field that is not at its default, so
+/// - the HTTP filters of every listener must be exactly ext_proc then the router (any filter
+///   added before or after, or either one missing, is named), and each filter entry may hold only
+///   its name and config (`disabled`, `is_optional` are named);
+/// - ext_proc's config may hold only the fields below, with these values; any other field set
+///   (`failure_mode_allow`, `observability_mode`, `allow_mode_override`, `allowed_override_modes`,
+///   `disable_immediate_response`, `send_body_without_waiting_for_header_response`,
+///   `forward_rules`, `max_message_timeout`, `http_service`, `status_on_error`,
+///   `processing_request_modifier`, `on_processing_response`, ... and whatever a later Envoy adds)
+///   is named, whatever its value;
+/// - a per-route override (`typed_per_filter_config`: `ExtProcPerRoute` can disable the filter
+///   or change its modes) and a protocol upgrade (`upgrade_configs`: a WebSocket's bytes are not
+///   HTTP bodies) are named wherever they appear in a listener.
+fn opening_settings(dump: &Value) -> Vec<String> {
+    const EXT_PROC: &str = "envoy.filters.http.ext_proc";
+    const ALLOWED: [&str; 6] = [
+        "@type",
+        "grpc_service",
+        "message_timeout",
+        "processing_mode",
+        "request_attributes",
+        "mutation_rules",
+    ];
+    let mut found = Vec::new();
+    let listeners = dump["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["@type"].as_str().is_some_and(|t| t.ends_with("ListenersConfigDump")))
+        .unwrap();
+    for l in listeners["static_listeners"].as_array().into_iter().flatten() {
+        let name = l["listener"]["name"].as_str().unwrap_or("?");
+        let chains = l["listener"]["filter_chains"].as_array().cloned().unwrap_or_default();
+        if chains.is_empty() {
+            found.push(format!("{name}: no filter chain"));
+        }
+        for chain in chains {
+            for f in chain["filters"].as_array().into_iter().flatten() {
+                let hcm = &f["typed_config"];
+                if f["name"] != "envoy.filters.network.http_connection_manager" {
+                    found.push(format!("{name}: network filter {}", f["name"]));
+                    continue;
+                }
+                let text = hcm.to_string();
+                for key in ["typed_per_filter_config", "upgrade_configs"] {
+                    if text.contains(&format!("\"{key}\"")) {
+                        found.push(format!("{name}: {key}"));
+                    }
+                }
+                let filters = hcm["http_filters"].as_array().cloned().unwrap_or_default();
+                let names: Vec<&str> = filters.iter().map(|f| f["name"].as_str().unwrap_or("?")).collect();
+                if names != [EXT_PROC, "envoy.filters.http.router"] {
+                    found.push(format!("{name}: http_filters {names:?}"));
+                }
+                for f in &filters {
+                    for key in f.as_object().unwrap().keys() {
+                        if key != "name" && key != "typed_config" {
+                            found.push(format!("{name}: {} {key}", f["name"]));
+                        }
+                    }
+                }
+                let Some(ext) = filters.iter().find(|f| f["name"] == EXT_PROC) else {
+                    continue;
+                };
+                let config = ext["typed_config"].as_object().unwrap();
+                for key in config.keys() {
+                    if !ALLOWED.contains(&key.as_str()) {
+                        found.push(format!("{name}: ext_proc {key}"));
+                    }
+                }
+                let mode = serde_json::json!({
+                    "request_header_mode": "SEND",
+                    "response_header_mode": "SEND",
+                    "response_body_mode": "FULL_DUPLEX_STREAMED",
+                    "request_trailer_mode": "SKIP",
+                    "response_trailer_mode": "SEND",
+                });
+                if config.get("processing_mode") != Some(&mode) {
+                    found.push(format!(
+                        "{name}: ext_proc processing_mode {:?}",
+                        config.get("processing_mode")
+                    ));
+                }
+                if config.get("grpc_service").map(|g| &g["envoy_grpc"]["cluster_name"]) != Some(&Value::from("satgate"))
+                {
+                    found.push(format!("{name}: ext_proc grpc_service"));
+                }
+            }
+        }
+    }
+    found
+}
+
+async fn config_dump(envoy: &Envoy) -> Value {
+    serde_json::from_str(&envoy.admin_get("/config_dump").await.unwrap()).unwrap()
+}
+
+/// The shipped configuration, as Envoy loaded it, has nothing that could let a byte pass without
+/// satgate; and each setting that matters, changed, is named (the check can fail).
+#[tokio::test]
+async fn the_shipped_envoy_configuration_cannot_fail_open() {
+    if !envoy::available("the_shipped_envoy_configuration_cannot_fail_open") {
+        return;
+    }
+    let shipped = Envoy::start(1, 2).await;
+    assert_eq!(opening_settings(&config_dump(&shipped).await), Vec::<String>::new());
+    drop(shipped);
+    let edits: [(&str, &str, &str); 7] = [
+        ("failure_mode_allow: false", "failure_mode_allow: true", "failure_mode_allow"),
+        ("observability_mode: false", "observability_mode: true", "observability_mode"),
+        ("allow_mode_override: false", "allow_mode_override: true", "allow_mode_override"),
+        (
+            "response_body_mode: FULL_DUPLEX_STREAMED",
+            "response_body_mode: NONE",
+            "processing_mode",
+        ),
+        ("response_header_mode: SEND", "response_header_mode: SKIP", "processing_mode"),
+        (
+            "message_timeout: 30s",
+            "message_timeout: 30s\n                      disable_immediate_response: true",
+            "disable_immediate_response",
+        ),
+        (
+            "route: { cluster: ssi, timeout: 0s }",
+            "route: { cluster: ssi, timeout: 0s }\n                          typed_per_filter_config: { envoy.filters.http.ext_proc: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute, disabled: true } }",
+            "typed_per_filter_config",
+        ),
+    ];
+    for (from, to, named) in edits {
+        let edited = Envoy::start_edited(1, 2, |c| {
+            assert!(c.contains(from), "{from}");
+            c.replacen(from, to, 1)
+        })
+        .await;
+        let found = opening_settings(&config_dump(&edited).await);
+        assert!(found.iter().any(|f| f.contains(named)), "{to}: {found:?}");
+    }
+}
+
+/// Why the check above matters: with `failure_mode_allow: true`, a satgate that is down lets the
+/// upstream's records through whole, payloads and all. The shipped setting (above, and the
+/// kill tests) refuses instead.
+#[tokio::test]
+async fn failure_mode_allow_would_leak_and_is_why_it_is_false() {
+    if !envoy::available("failure_mode_allow_would_leak_and_is_why_it_is_false") {
+        return;
+    }
+    let up = start_upstream().await;
+    let dead = binary::free_port();
+    let open = Envoy::start_edited(up.addr.port(), dead, |c| {
+        c.replace("failure_mode_allow: false", "failure_mode_allow: true")
+    })
+    .await;
+    let (sub, role, party) = &users()[0];
+    let auth = bearer(&token(sub, role, party, 600));
+    let a = curl(&open.url("/sat/records?n=50"), &[("authorization", &auth)]).await;
+    assert_eq!(a.status, 200);
+    assert!(
+        String::from_utf8_lossy(&a.body).contains("\"payload\":\""),
+        "the raw records pass"
+    );
+    let closed = Envoy::start(up.addr.port(), dead).await;
+    let a = curl(&closed.url("/sat/records?n=50"), &[("authorization", &auth)]).await;
+    assert!(
+        a.status >= 500 && !String::from_utf8_lossy(&a.body).contains("recordId"),
+        "{a:?}"
+    );
+}
+
+/// satgate's own guard, for what a config check cannot see at run time: an Envoy whose
+/// ext_proc would not send the body (or would not wait) is refused at the request headers,
+/// before the upstream is asked.
+#[tokio::test]
+async fn satgate_refuses_an_envoy_that_would_not_let_it_filter() {
+    if !envoy::available("satgate_refuses_an_envoy_that_would_not_let_it_filter") {
+        return;
+    }
+    let l = layout(&[]).await;
+    let (sub, role, party) = &users()[0];
+    let auth = bearer(&token(sub, role, party, 600));
+    for (from, to) in [
+        ("response_body_mode: FULL_DUPLEX_STREAMED", "response_body_mode: NONE"),
+        (
+            "response_body_mode: FULL_DUPLEX_STREAMED",
+            "response_body_mode: STREAMED",
+        ),
+        (
+            "response_body_mode: FULL_DUPLEX_STREAMED",
+            "response_body_mode: BUFFERED",
+        ),
+    ] {
+        let envoy = Envoy::start_edited(l.up.addr.port(), l.satgate.listen.port(), |c| c.replacen(from, to, 1)).await;
+        let a = curl(&envoy.url("/sat/records?n=50"), &[("authorization", &auth)]).await;
+        assert_eq!(a.status, 500, "{to}: {a:?}");
+        assert_eq!(error_of(&a).0, "misconfigured", "{to}");
+    }
+    assert_eq!(l.up.sent_bytes.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
