@@ -56,12 +56,17 @@ pub enum JwtKey {
     PublicKeyFile(PathBuf),
     /// A JWKS document (RFC 7517): keys selected by the token's `kid`.
     JwksFile(PathBuf),
+    /// No key: Envoy's `jwt_authn` filter verifies the token in front of `ext-proc` and hands
+    /// over the verified payload as dynamic metadata ([`Authenticator::identify_verified`]),
+    /// which a caller cannot set. Never for `serve`, whose callers reach it directly.
+    EnvoyJwtAuthn,
 }
 
 impl JwtKey {
-    fn path(&self) -> &Path {
+    fn path(&self) -> Option<&Path> {
         match self {
-            JwtKey::Hs256SecretFile(p) | JwtKey::PublicKeyFile(p) | JwtKey::JwksFile(p) => p,
+            JwtKey::Hs256SecretFile(p) | JwtKey::PublicKeyFile(p) | JwtKey::JwksFile(p) => Some(p),
+            JwtKey::EnvoyJwtAuthn => None,
         }
     }
 }
@@ -116,7 +121,13 @@ enum Claim {
 
 impl Authenticator {
     pub fn new(file: JwtKey, issuer: Option<&str>, audience: Option<&str>) -> Result<Self, KeyError> {
-        let keys = Reloadable::load(&[file.path().to_path_buf()], || {
+        let Some(path) = file.path() else {
+            // Verified by Envoy: no key here, so no bearer token verifies (`identify` refuses all).
+            let mut auth = Self::from_keys(Vec::new(), issuer, audience);
+            auth.file = Some(file);
+            return Ok(auth);
+        };
+        let keys = Reloadable::load(&[path.to_path_buf()], || {
             read_keys(&file).map(|keys| key_set(keys, issuer, audience))
         })?;
         Ok(Self {
@@ -158,8 +169,9 @@ impl Authenticator {
     /// broken file keeps the keys in force: refusing every token would take the service down.
     pub fn reload_if_changed(&self) -> Option<Result<usize, KeyError>> {
         let file = self.file.as_ref()?;
+        let path = file.path()?.to_path_buf();
         let reloaded = self.keys.reload(
-            || vec![file.path().to_path_buf()],
+            || vec![path.clone()],
             || read_keys(file).map(|keys| key_set(keys, self.issuer.as_deref(), self.audience.as_deref())),
         )?;
         Some(reloaded.map(|set| set.0.len()))
@@ -207,6 +219,64 @@ impl Authenticator {
             "invalid token: {}",
             refusal.map_or("no verification key", |e| why(e.kind()))
         )))
+    }
+}
+
+impl Authenticator {
+    /// Whether tokens are verified by Envoy's `jwt_authn` in front (`--jwt-from-envoy`).
+    pub fn verified_by_envoy(&self) -> bool {
+        self.file == Some(JwtKey::EnvoyJwtAuthn)
+    }
+
+    /// The principal for a token payload Envoy's `jwt_authn` has verified (its dynamic metadata,
+    /// which a caller cannot set, unlike a header). Only when configured so: otherwise, and
+    /// without a payload, 401. The payload's claims are then held to the same rules as a token's
+    /// here: `exp` required and not past, `nbf` not ahead, `iss` and `aud` when configured, and
+    /// the same principal claims (403 when unusable).
+    pub fn identify_verified(&self, payload: Option<&serde_json::Value>) -> Result<Identity, Refusal> {
+        let unauthenticated = |why: &str| Refusal::Unauthenticated(why.into());
+        if !self.verified_by_envoy() {
+            return Err(unauthenticated("missing bearer token"));
+        }
+        let payload = payload.ok_or_else(|| unauthenticated("missing bearer token"))?;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let leeway = LEEWAY_SECONDS as f64;
+        match payload.get("exp").and_then(serde_json::Value::as_f64) {
+            None => {
+                return Err(unauthenticated(
+                    "invalid token: a required claim (exp, iss or aud) is missing",
+                ))
+            }
+            Some(exp) if exp + leeway < now => return Err(unauthenticated("invalid token: expired")),
+            Some(_) => {}
+        }
+        if payload
+            .get("nbf")
+            .and_then(serde_json::Value::as_f64)
+            .is_some_and(|nbf| nbf > now + leeway)
+        {
+            return Err(unauthenticated("invalid token: not valid yet (nbf)"));
+        }
+        if let Some(iss) = &self.issuer {
+            if payload.get("iss").and_then(serde_json::Value::as_str) != Some(iss) {
+                return Err(unauthenticated("invalid token: wrong issuer"));
+            }
+        }
+        if let Some(aud) = &self.audience {
+            let ok = match payload.get("aud") {
+                Some(serde_json::Value::String(a)) => a == aud,
+                Some(serde_json::Value::Array(all)) => all.iter().any(|a| a.as_str() == Some(aud)),
+                _ => false,
+            };
+            if !ok {
+                return Err(unauthenticated("invalid token: wrong audience"));
+            }
+        }
+        let claims = Claims::deserialize(payload).map_err(|_| unauthenticated("invalid token: malformed"))?;
+        identity(claims)
     }
 }
 
@@ -307,7 +377,9 @@ fn read_keys(file: &JwtKey) -> Result<Vec<Key>, KeyError> {
 }
 
 fn keys_in(file: &JwtKey) -> Result<Vec<Key>, String> {
-    let path = file.path();
+    let Some(path) = file.path() else {
+        return Ok(Vec::new());
+    };
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     match file {
         JwtKey::Hs256SecretFile(_) => {
@@ -318,6 +390,7 @@ fn keys_in(file: &JwtKey) -> Result<Vec<Key>, String> {
             Ok(vec![(None, DecodingKey::from_secret(secret), Algorithm::HS256)])
         }
         JwtKey::JwksFile(_) => jwks(&bytes).map_err(|e| format!("{}: {e}", path.display())),
+        JwtKey::EnvoyJwtAuthn => Ok(Vec::new()),
         JwtKey::PublicKeyFile(_) => {
             let text = String::from_utf8(bytes).map_err(|_| format!("{}: not a PEM file", path.display()))?;
             let blocks = pem_blocks(&text);
@@ -466,6 +539,38 @@ mod tests {
     use serde_json::json;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    /// A payload verified by Envoy is held to the rules a token is held to here, and is taken
+    /// only when satgate is configured to take it.
+    #[test]
+    fn a_verified_payload_meets_the_token_rules_and_only_when_configured() {
+        let envoy = Authenticator::new(JwtKey::EnvoyJwtAuthn, Some("idp"), Some("sat")).unwrap();
+        let t = now() as f64;
+        let good = json!({"sub": "90-B3-D5-1F-30-01-00-00", "role": "IS", "party": "SUPA", "exp": t + 60.0, "iss": "idp", "aud": ["x", "sat"]});
+        let id = envoy.identify_verified(Some(&good)).unwrap();
+        assert_eq!(id.principal.party.to_string(), "SUPA");
+        assert!(id.expires.is_some());
+        let with = |k: &str, v: serde_json::Value| {
+            let mut p = good.clone();
+            p[k] = v;
+            envoy.identify_verified(Some(&p))
+        };
+        let unauthenticated = |r: Result<Identity, Refusal>| matches!(r, Err(Refusal::Unauthenticated(_)));
+        assert!(unauthenticated(with("exp", json!(t - 600.0))), "expired");
+        assert!(unauthenticated(with("exp", json!("soon"))), "exp not a number");
+        assert!(unauthenticated(with("nbf", json!(t + 600.0))), "not yet valid");
+        assert!(unauthenticated(with("iss", json!("other"))), "issuer");
+        assert!(unauthenticated(with("aud", json!("other"))), "audience");
+        assert!(unauthenticated(envoy.identify_verified(None)), "no payload");
+        assert!(matches!(with("role", json!("NOPE")), Err(Refusal::Forbidden(_))));
+        assert!(matches!(with("party", json!(7)), Err(Refusal::Forbidden(_))));
+        // No bearer token verifies in this mode: there is no key.
+        let token = encode(&Header::new(Algorithm::HS256), &good, &EncodingKey::from_secret(SECRET)).unwrap();
+        assert!(envoy.identify(Some(format!("Bearer {token}").as_bytes())).is_err());
+        // And a satgate that checks tokens itself never takes a payload.
+        let own = Authenticator::with_key(DecodingKey::from_secret(SECRET), Algorithm::HS256, None, None);
+        assert!(unauthenticated(own.identify_verified(Some(&good))));
+    }
 
     fn now() -> u64 {
         std::time::SystemTime::now()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use super::{CmdError, Exit};
-use crate::auth::{Authenticator, KeyError};
+use crate::auth::{Authenticator, JwtKey, KeyError};
 use crate::config::{ConfigError, LogFormat, ServeArgs, ServeConfig};
 use crate::decision::store::PolicySource;
 use crate::decision::{LoadError, PolicyStore};
@@ -50,6 +50,12 @@ pub enum StartError {
 
 pub fn run(args: &ServeArgs) -> Result<Exit, CmdError> {
     let config = ServeConfig::resolve(args).map_err(StartError::from)?;
+    if config.jwt_key == JwtKey::EnvoyJwtAuthn {
+        // Callers reach `serve` directly: nothing in front has verified their tokens.
+        return Err(CmdError::new(
+            "configuration: jwt-from-envoy: only for ext-proc, behind Envoy's jwt_authn filter",
+        ));
+    }
     init_logging(config.log_format, "info");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -158,6 +158,11 @@ pub struct ServeArgs {
     /// verified by the key its `kid` names. Reloaded when it changes.
     #[arg(long, env = "SATGATE_JWT_JWKS_FILE")]
     pub jwt_jwks_file: Option<PathBuf>,
+    /// ext-proc only: tokens are verified by Envoy's jwt_authn filter, whose verified payload
+    /// arrives as dynamic metadata (never from a header); in place of a key file.
+    #[arg(long, env = "SATGATE_JWT_FROM_ENVOY", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub jwt_from_envoy: Option<bool>,
     /// Required `iss` claim.
     #[arg(long, env = "SATGATE_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
@@ -621,17 +626,24 @@ fn policies_dir(dir: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
 }
 
 fn jwt_key(s: &ServeArgs) -> Result<JwtKey, ConfigError> {
-    match (&s.jwt_hs256_secret_file, &s.jwt_public_key_file, &s.jwt_jwks_file) {
-        (Some(f), None, None) => Ok(JwtKey::Hs256SecretFile(file("jwt-hs256-secret-file", f.clone())?)),
-        (None, Some(f), None) => Ok(JwtKey::PublicKeyFile(file("jwt-public-key-file", f.clone())?)),
-        (None, None, Some(f)) => Ok(JwtKey::JwksFile(file("jwt-jwks-file", f.clone())?)),
-        (None, None, None) => Err(problem(
+    let from_envoy = s.jwt_from_envoy.unwrap_or(false);
+    match (
+        &s.jwt_hs256_secret_file,
+        &s.jwt_public_key_file,
+        &s.jwt_jwks_file,
+        from_envoy,
+    ) {
+        (Some(f), None, None, false) => Ok(JwtKey::Hs256SecretFile(file("jwt-hs256-secret-file", f.clone())?)),
+        (None, Some(f), None, false) => Ok(JwtKey::PublicKeyFile(file("jwt-public-key-file", f.clone())?)),
+        (None, None, Some(f), false) => Ok(JwtKey::JwksFile(file("jwt-jwks-file", f.clone())?)),
+        (None, None, None, true) => Ok(JwtKey::EnvoyJwtAuthn),
+        (None, None, None, false) => Err(problem(
             "jwt",
             "one of --jwt-hs256-secret-file, --jwt-public-key-file or --jwt-jwks-file is required",
         )),
         _ => Err(problem(
             "jwt",
-            "give only one of --jwt-hs256-secret-file, --jwt-public-key-file and --jwt-jwks-file",
+            "give only one of --jwt-hs256-secret-file, --jwt-public-key-file, --jwt-jwks-file and --jwt-from-envoy",
         )),
     }
 }

@@ -227,11 +227,15 @@ impl Answer for Activity {
 /// 401 or 403, with texts that never quote the token.
 /// `authorization`: the request's `Authorization` header, if it has one.
 pub fn authenticate(state: &State, authorization: Option<&[u8]>) -> Result<Identity, Reject> {
-    let header = authorization;
-    state.auth.identify(header).map_err(|refusal| match refusal {
+    state.auth.identify(authorization).map_err(refused)
+}
+
+/// The answer to a caller without a usable token: 401 or 403.
+pub fn refused(refusal: Refusal) -> Reject {
+    match refusal {
         Refusal::Unauthenticated(why) => Reject::new(StatusCode::UNAUTHORIZED, "unauthenticated", why),
         Refusal::Forbidden(why) => Reject::new(StatusCode::FORBIDDEN, "forbidden", why),
-    })
+    }
 }
 
 /// A stream slot held by a started stream, and the one place that moves the active-streams

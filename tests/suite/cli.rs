@@ -226,6 +226,65 @@ fn serve_refuses_bad_configuration_and_names_the_setting() {
     }
 }
 
+/// What `ext-proc` refuses that `serve` takes, and the one setting only `ext-proc` takes: a gRPC
+/// listener off the loopback, callers' TLS, and `--jwt-from-envoy` on `serve` (whose callers
+/// reach it with nothing in front to verify their tokens).
+#[test]
+fn ext_proc_and_jwt_from_envoy_refuse_what_would_open_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
+    let secret = secret.to_str().unwrap();
+    let common = [
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--inventory",
+        "tests/data/inventory.json",
+    ];
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["ext-proc", "--listen", "0.0.0.0:0", "--jwt-hs256-secret-file", secret],
+            "not a loopback address",
+        ),
+        (
+            &[
+                "ext-proc",
+                "--listen",
+                "127.0.0.1:0",
+                "--jwt-hs256-secret-file",
+                secret,
+                "--tls-cert-file",
+                "tests/data/tls/a.crt",
+                "--tls-key-file",
+                "tests/data/tls/a.key",
+            ],
+            "Envoy terminates callers' TLS",
+        ),
+        (
+            &["serve", "--listen", "127.0.0.1:0", "--jwt-from-envoy"],
+            "jwt-from-envoy: only for ext-proc",
+        ),
+        (
+            &[
+                "ext-proc",
+                "--listen",
+                "127.0.0.1:0",
+                "--jwt-from-envoy",
+                "--jwt-hs256-secret-file",
+                secret,
+            ],
+            "give only one of",
+        ),
+        (&["ext-proc", "--listen", "127.0.0.1:0"], "jwt: one of"),
+    ];
+    for (args, named) in cases {
+        let args: Vec<&str> = args.iter().chain(&common).copied().collect();
+        let o = satgate(&args, b"");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(named), "{args:?}: {}", stderr(&o));
+    }
+}
+
 /// `satgate activity` and `satgate filter --format csv` on the shipped sample: the same pipeline
 /// as the sidecar's views, offline; a cap is an error (2) naming it, with nothing on stdout.
 #[test]

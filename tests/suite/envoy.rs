@@ -436,8 +436,17 @@ async fn satgate_killed_mid_body_cuts_the_answer_short() {
 /// - a per-route override (`typed_per_filter_config`: `ExtProcPerRoute` can disable the filter
 ///   or change its modes) and a protocol upgrade (`upgrade_configs`: a WebSocket's bytes are not
 ///   HTTP bodies) are named wherever they appear in a listener.
-fn opening_settings(dump: &Value) -> Vec<String> {
+///
+/// With `jwt_authn` (the variant with Envoy's JWT check), that filter must come first, and
+/// ext_proc may also forward its metadata namespace, exactly.
+fn opening_settings(dump: &Value, jwt_authn: bool) -> Vec<String> {
     const EXT_PROC: &str = "envoy.filters.http.ext_proc";
+    const JWT_AUTHN: &str = "envoy.filters.http.jwt_authn";
+    let expected_filters: &[&str] = if jwt_authn {
+        &[JWT_AUTHN, EXT_PROC, "envoy.filters.http.router"]
+    } else {
+        &[EXT_PROC, "envoy.filters.http.router"]
+    };
     const ALLOWED: [&str; 6] = [
         "@type",
         "grpc_service",
@@ -474,7 +483,7 @@ fn opening_settings(dump: &Value) -> Vec<String> {
                 }
                 let filters = hcm["http_filters"].as_array().cloned().unwrap_or_default();
                 let names: Vec<&str> = filters.iter().map(|f| f["name"].as_str().unwrap_or("?")).collect();
-                if names != [EXT_PROC, "envoy.filters.http.router"] {
+                if names != expected_filters {
                     found.push(format!("{name}: http_filters {names:?}"));
                 }
                 for f in &filters {
@@ -489,9 +498,16 @@ fn opening_settings(dump: &Value) -> Vec<String> {
                 };
                 let config = ext["typed_config"].as_object().unwrap();
                 for key in config.keys() {
-                    if !ALLOWED.contains(&key.as_str()) {
+                    if !ALLOWED.contains(&key.as_str()) && !(jwt_authn && key == "metadata_options") {
                         found.push(format!("{name}: ext_proc {key}"));
                     }
+                }
+                let forwarded = serde_json::json!({"forwarding_namespaces": {"untyped": [JWT_AUTHN]}});
+                if jwt_authn && config.get("metadata_options") != Some(&forwarded) {
+                    found.push(format!(
+                        "{name}: ext_proc metadata_options {:?}",
+                        config.get("metadata_options")
+                    ));
                 }
                 let mode = serde_json::json!({
                     "request_header_mode": "SEND",
@@ -528,8 +544,31 @@ async fn the_shipped_envoy_configuration_cannot_fail_open() {
         return;
     }
     let shipped = Envoy::start(1, 2).await;
-    assert_eq!(opening_settings(&config_dump(&shipped).await), Vec::<String>::new());
+    assert_eq!(
+        opening_settings(&config_dump(&shipped).await, false),
+        Vec::<String>::new()
+    );
     drop(shipped);
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        r#"{"keys":[{"kty":"oct","kid":"k","alg":"HS256","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}"#,
+    )
+    .unwrap();
+    let with_jwt = Envoy::start_file("deploy/envoy/envoy-jwt-authn.yaml", 1, 2, |c| {
+        c.replace("/etc/satgate/jwt/jwks.json", jwks.to_str().unwrap())
+    })
+    .await;
+    assert_eq!(
+        opening_settings(&config_dump(&with_jwt).await, true),
+        Vec::<String>::new()
+    );
+    assert!(
+        !opening_settings(&config_dump(&with_jwt).await, false).is_empty(),
+        "the variants differ"
+    );
+    drop(with_jwt);
     let edits: [(&str, &str, &str); 7] = [
         ("failure_mode_allow: false", "failure_mode_allow: true", "failure_mode_allow"),
         ("observability_mode: false", "observability_mode: true", "observability_mode"),
@@ -541,8 +580,8 @@ async fn the_shipped_envoy_configuration_cannot_fail_open() {
         ),
         ("response_header_mode: SEND", "response_header_mode: SKIP", "processing_mode"),
         (
-            "message_timeout: 30s",
-            "message_timeout: 30s\n                      disable_immediate_response: true",
+            "message_timeout: 5s",
+            "message_timeout: 5s\n                      disable_immediate_response: true",
             "disable_immediate_response",
         ),
         (
@@ -557,7 +596,7 @@ async fn the_shipped_envoy_configuration_cannot_fail_open() {
             c.replacen(from, to, 1)
         })
         .await;
-        let found = opening_settings(&config_dump(&edited).await);
+        let found = opening_settings(&config_dump(&edited).await, false);
         assert!(found.iter().any(|f| f.contains(named)), "{to}: {found:?}");
     }
 }
@@ -620,4 +659,170 @@ async fn satgate_refuses_an_envoy_that_would_not_let_it_filter() {
         assert_eq!(error_of(&a).0, "misconfigured", "{to}");
     }
     assert_eq!(l.up.sent_bytes.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// A satgate that hangs (SIGSTOP) rather than dies: at the request, Envoy answers 504 after
+/// `message_timeout`; mid-body, the caller's stream is cut by Envoy's `stream_idle_timeout`
+/// (shortened here to 2 s). Nothing passes either way.
+#[tokio::test]
+async fn a_hung_satgate_times_out_closed() {
+    if !envoy::available("a_hung_satgate_times_out_closed") {
+        return;
+    }
+    let (sub, role, party) = &users()[0];
+    let auth = bearer(&token(sub, role, party, 600));
+    let stop = |s: &Satgate, signal| {
+        // SAFETY: signalling a child process this test started and still owns.
+        assert_eq!(unsafe { libc::kill(s.pid() as i32, signal) }, 0);
+    };
+
+    let l = layout(&[]).await;
+    stop(&l.satgate, libc::SIGSTOP);
+    let started = std::time::Instant::now();
+    let a = curl(&l.envoy.url("/sat/records?n=50"), &[("authorization", &auth)]).await;
+    assert_eq!(a.status, 504, "{a:?}");
+    assert!(!String::from_utf8_lossy(&a.body).contains("recordId"));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "message_timeout bounds the wait"
+    );
+    stop(&l.satgate, libc::SIGCONT);
+
+    let up = start_upstream().await;
+    let upstream = format!("http://{}", up.addr);
+    let satgate = binary::spawn_ext_proc(&["--upstream", &upstream, "--inventory", "tests/data/inventory.json"]).await;
+    let envoy = Envoy::start_edited(up.addr.port(), satgate.listen.port(), |c| {
+        c.replacen("stream_idle_timeout: 300s", "stream_idle_timeout: 2s", 1)
+    })
+    .await;
+    let url = envoy.url("/sat/records?mode=slow&n=100");
+    let pending = tokio::spawn(async move { curl(&url, &[("authorization", &auth)]).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop(&satgate, libc::SIGSTOP);
+    let a = pending.await.unwrap();
+    stop(&satgate, libc::SIGCONT);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_ne!(a.exit, 0, "cut short: {a:?}");
+    only_allowed(&a.body, &allowed_lines(sub, role, party, 100));
+}
+
+/// Keys and tokens by PyJWT: `jwks.json` (RSA `rsa-1`) and tokens by name.
+const MAKE_TOKENS: &str = r#"
+import json, sys, time
+import jwt
+from jwt.algorithms import RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
+out = sys.argv[1]
+key, stranger = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+jwk.update(kid="rsa-1", use="sig", alg="RS256")
+json.dump({"keys": [jwk]}, open(f"{out}/jwks.json", "w"))
+now = int(time.time())
+def claims(**c):
+    base = {"sub": "90-B3-D5-1F-30-01-00-00", "role": "IS", "party": "SUPA", "exp": now + 600}
+    base.update(c)
+    return base
+def tok(c, k=key):
+    return jwt.encode(c, k, algorithm="RS256", headers={"kid": "rsa-1"})
+json.dump({
+    "good": tok(claims()),
+    "expired": tok(claims(exp=now - 600)),
+    "stranger": tok(claims(), stranger),
+    "bad role": tok(claims(role="NOPE")),
+}, open(f"{out}/tokens.json", "w"))
+"#;
+
+/// Envoy's `jwt_authn` in front, satgate run with `--jwt-from-envoy`: the verified payload
+/// reaches satgate as dynamic metadata, and the answers are what satgate's own check gives.
+/// Tokens Envoy refuses never reach satgate; claims Envoy accepts but satgate cannot use are
+/// satgate's 403; and satgate in that mode behind an Envoy without `jwt_authn` takes no token
+/// from a header (401 for all).
+#[tokio::test]
+async fn jwt_authn_in_front_hands_satgate_the_verified_claims() {
+    let pyjwt = std::process::Command::new("python3")
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let test = "jwt_authn_in_front_hands_satgate_the_verified_claims";
+    if !envoy::available(test)
+        || !crate::support::tools::available(test, pyjwt, "SATGATE_REQUIRE_TOOLS", "PyJWT is not installed")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("python3")
+        .args(["-c", MAKE_TOKENS])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let tokens: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("tokens.json")).unwrap()).unwrap();
+    let jwks = dir.path().join("jwks.json");
+
+    let up = start_upstream().await;
+    let upstream = format!("http://{}", up.addr);
+    let satgate = binary::spawn_command_ext_proc_without_key(&[
+        "--upstream",
+        &upstream,
+        "--inventory",
+        "tests/data/inventory.json",
+        "--jwt-from-envoy",
+    ])
+    .await;
+    let envoy = Envoy::start_file(
+        "deploy/envoy/envoy-jwt-authn.yaml",
+        up.addr.port(),
+        satgate.listen.port(),
+        |c| c.replace("/etc/satgate/jwt/jwks.json", jwks.to_str().unwrap()),
+    )
+    .await;
+    let with = |name: &str| bearer(tokens[name].as_str().unwrap());
+    let (sub, role, party) = ("90-B3-D5-1F-30-01-00-00", "IS", "SUPA");
+
+    let a = curl(&envoy.url("/sat/records?n=500"), &[("authorization", &with("good"))]).await;
+    assert_eq!((a.exit, a.status), (0, 200), "{a:?}");
+    assert_eq!(a.body, expected_for(sub, role, party, 500));
+    let a = curl(&envoy.url("/sat/activity?n=500"), &[("authorization", &with("good"))]).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&a.body).unwrap()["records"],
+        Value::from(
+            expected_for(sub, role, party, 500)
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count()
+        )
+    );
+
+    // Refused by Envoy, before satgate: no records, and the upstream is never asked.
+    let sent = up.sent_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    for name in ["expired", "stranger"] {
+        let a = curl(&envoy.url("/sat/records?n=500"), &[("authorization", &with(name))]).await;
+        assert_eq!(
+            (a.status, error_of(&a).0.as_str()),
+            (401, "unauthenticated"),
+            "{name}: {a:?}"
+        );
+        assert!(!String::from_utf8_lossy(&a.body).contains("recordId"));
+    }
+    let a = curl(&envoy.url("/sat/records?n=500"), &[]).await;
+    assert_eq!(a.status, 401, "{a:?}");
+    // Verified by Envoy, unusable to satgate: serve's 403.
+    let a = curl(
+        &envoy.url("/sat/records?n=500"),
+        &[("authorization", &with("bad role"))],
+    )
+    .await;
+    assert_eq!((a.status, error_of(&a).0.as_str()), (403, "forbidden"), "{a:?}");
+    assert_eq!(
+        up.sent_bytes.load(std::sync::atomic::Ordering::Relaxed),
+        sent,
+        "no upstream call"
+    );
+
+    // The same satgate behind an Envoy that verifies nothing: a token in a header is not taken.
+    let bare = Envoy::start(up.addr.port(), satgate.listen.port()).await;
+    let a = curl(&bare.url("/sat/records?n=500"), &[("authorization", &with("good"))]).await;
+    assert_eq!((a.status, error_of(&a).0.as_str()), (401, "unauthenticated"), "{a:?}");
 }

@@ -40,8 +40,8 @@ use crate::server::negotiate;
 use crate::server::response::Reject;
 use crate::server::routes::{self, NoRoute, Route, Side};
 use crate::server::steps::{
-    answer_headers, authenticate, finished, policy_header, read, refusal, refused_unlogged, take_slot, unlogged,
-    Access, Active, Answer, View,
+    answer_headers, authenticate, finished, policy_header, read, refusal, refused, refused_unlogged, take_slot,
+    unlogged, Access, Active, Answer, View,
 };
 use crate::server::State;
 use crate::stream::{RecordFilter, RecordStream};
@@ -58,6 +58,8 @@ struct Exchange {
     out: Out,
     access: Access,
     request: Headers,
+    /// The token payload Envoy's `jwt_authn` verified, when it sent one.
+    verified: Option<serde_json::Value>,
     /// `X-Request-Id` and `Satgate-Request-Id`, on every answer.
     ids: Vec<(HeaderName, HeaderValue)>,
 }
@@ -104,13 +106,17 @@ pub async fn exchange(state: Arc<State>, mut inbound: Streaming<ProcessingReques
         Ok(Some(first)) => first,
         _ => return,
     };
-    let Some(Phase::RequestHeaders(headers)) = &first.request else {
-        let _ = out
-            .send(Err(Status::failed_precondition(
-                "the first message must carry the request headers",
-            )))
-            .await;
-        return;
+    let headers = match &first.request {
+        Some(Phase::RequestHeaders(headers)) => headers,
+        Some(Phase::ResponseHeaders(response)) => return answered_before(&state, response, &out).await,
+        _ => {
+            let _ = out
+                .send(Err(Status::failed_precondition(
+                    "the first message must carry the request headers",
+                )))
+                .await;
+            return;
+        }
     };
     let request = Headers::read(headers.headers.as_ref());
     let correlation = Correlation::from_headers(&request.map);
@@ -149,6 +155,7 @@ pub async fn exchange(state: Arc<State>, mut inbound: Streaming<ProcessingReques
             correlation,
         },
         request,
+        verified: message::verified_payload(&first),
         ids,
     };
     if let Some(reject) = unsafe_mode(&first) {
@@ -191,6 +198,43 @@ pub async fn exchange(state: Arc<State>, mut inbound: Streaming<ProcessingReques
     }
 }
 
+/// A response satgate never saw the request of: a filter before ext_proc answered the request
+/// itself (`jwt_authn`'s 401, an RBAC 403), and only the answer passes through. No upstream was
+/// asked (a request reaches the upstream only through satgate's request phase), but satgate
+/// cannot vouch for that answer's body or headers either: it keeps only the status, in its own
+/// JSON error, as an error status (anything else is a 502).
+async fn answered_before(state: &State, response: &HttpHeaders, out: &Out) {
+    let status = Headers::read(response.headers.as_ref())
+        .status
+        .and_then(|s| StatusCode::from_bytes(s.as_bytes()).ok())
+        .filter(|s| s.is_client_error() || s.is_server_error());
+    let reject = match status {
+        Some(StatusCode::UNAUTHORIZED) => Reject::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the proxy in front of satgate refused the token",
+        ),
+        Some(StatusCode::FORBIDDEN) => Reject::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the proxy in front of satgate refused the request",
+        ),
+        Some(status) => Reject::new(
+            status,
+            "refused",
+            format!("the proxy in front of satgate answered {status}"),
+        ),
+        None => Reject::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            "the proxy answered a request satgate did not see",
+        ),
+    };
+    count(state, reject.status.as_u16());
+    tracing::info!(target: "satgate::access", status = reject.status.as_u16(), outcome = %reject.message, "request refused before satgate");
+    let _ = out.send(Ok(message::refusal(&reject, &[]))).await;
+}
+
 /// The caller's address as Envoy saw it (`request_attributes: ["source.address"]`), when sent.
 fn source_address(first: &ProcessingRequest) -> Option<SocketAddr> {
     use envoy_types::pb::google::protobuf::value::Kind;
@@ -225,8 +269,15 @@ fn count(state: &State, status: u16) {
 
 /// One request, top to bottom, as `serve` answers it.
 async fn answer<V: Answer>(mut cx: Exchange, view: V, format: Format) {
-    let authorization = cx.request.map.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    let identity = match authenticate(&cx.state, authorization) {
+    let identity = if cx.state.auth.verified_by_envoy() {
+        // Envoy verified the token (`--jwt-from-envoy`); its payload, never a header, names the
+        // caller.
+        cx.state.auth.identify_verified(cx.verified.as_ref()).map_err(refused)
+    } else {
+        let authorization = cx.request.map.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        authenticate(&cx.state, authorization)
+    };
+    let identity = match identity {
         Ok(identity) => identity,
         Err(reject) => return cx.refuse(&reject, None).await,
     };

@@ -8,9 +8,10 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     body_mutation, common_response, processing_response::Response as Answer, BodyMutation, BodyResponse,
-    CommonResponse, HeaderMutation, HeadersResponse, ImmediateResponse, ProcessingResponse, StreamedBodyResponse,
-    TrailersResponse,
+    CommonResponse, HeaderMutation, HeadersResponse, ImmediateResponse, ProcessingRequest, ProcessingResponse,
+    StreamedBodyResponse, TrailersResponse,
 };
+use envoy_types::pb::google::protobuf::{value::Kind, Value};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::server::response::Reject;
@@ -63,6 +64,35 @@ impl Headers {
             }
         }
         out
+    }
+}
+
+/// Where Envoy's `jwt_authn` filter puts a verified token's payload (`payload_in_metadata`),
+/// forwarded to satgate by ext_proc's `metadata_options`.
+pub const JWT_AUTHN: &str = "envoy.filters.http.jwt_authn";
+pub const JWT_PAYLOAD: &str = "jwt_payload";
+
+/// The verified token payload in the request's dynamic metadata, as JSON; `None` when Envoy
+/// sent none. Dynamic metadata is set by Envoy's filters, never by a caller.
+pub fn verified_payload(request: &ProcessingRequest) -> Option<serde_json::Value> {
+    let metadata = request.metadata_context.as_ref()?.filter_metadata.get(JWT_AUTHN)?;
+    let payload = metadata.fields.get(JWT_PAYLOAD)?;
+    Some(json(payload))
+}
+
+/// A protobuf `Value` as JSON (numbers are doubles, as in protobuf).
+fn json(value: &Value) -> serde_json::Value {
+    match &value.kind {
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::NumberValue(n)) => {
+            serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, serde_json::Value::Number)
+        }
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::StructValue(s)) => {
+            serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), json(v))).collect())
+        }
+        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.iter().map(json).collect()),
+        Some(Kind::NullValue(_)) | None => serde_json::Value::Null,
     }
 }
 

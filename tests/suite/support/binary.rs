@@ -44,7 +44,21 @@ pub async fn spawn_ext_proc(args: &[&str]) -> Satgate {
     spawn_command("ext-proc", args, |_| {}).await
 }
 
+/// `satgate ext-proc` with no JWT key argument of its own (`args` say how tokens are checked).
+pub async fn spawn_command_ext_proc_without_key(args: &[&str]) -> Satgate {
+    spawn_keyed("ext-proc", args, |_| {}, false).await
+}
+
 async fn spawn_command(command_name: &str, args: &[&str], tweak: impl FnOnce(&mut std::process::Command)) -> Satgate {
+    spawn_keyed(command_name, args, tweak, true).await
+}
+
+async fn spawn_keyed(
+    command_name: &str,
+    args: &[&str],
+    tweak: impl FnOnce(&mut std::process::Command),
+    keyed: bool,
+) -> Satgate {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, super::SECRET).unwrap();
@@ -59,9 +73,11 @@ async fn spawn_command(command_name: &str, args: &[&str], tweak: impl FnOnce(&mu
             "--ops-listen",
             &ops.to_string(),
         ])
-        .args(["--jwt-hs256-secret-file", secret.to_str().unwrap()])
         .args(args)
         .env("RUST_LOG", "error");
+    if keyed {
+        command.args(["--jwt-hs256-secret-file", secret.to_str().unwrap()]);
+    }
     tweak(&mut command);
     let child = command.spawn().unwrap();
     let s = Satgate {

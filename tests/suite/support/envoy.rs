@@ -43,8 +43,8 @@ pub fn available(test: &str) -> bool {
 
 /// The shipped configuration, its ports moved to `ssi` (the upstream) and `satgate` (the
 /// external processor), and the callers' and admin ports to free ones; `edit` may change more.
-pub fn shipped(ssi: u16, satgate: u16, edit: impl FnOnce(String) -> String) -> (String, u16, u16) {
-    let text = std::fs::read_to_string("deploy/envoy/envoy.yaml").unwrap();
+pub fn shipped(file: &str, ssi: u16, satgate: u16, edit: impl FnOnce(String) -> String) -> (String, u16, u16) {
+    let text = std::fs::read_to_string(file).unwrap();
     let (callers, admin) = (free_port(), free_port());
     let mut out = text;
     for (from, to) in [(8080, callers), (9901, admin), (9090, ssi), (9091, satgate)] {
@@ -62,7 +62,12 @@ impl Envoy {
     }
 
     pub async fn start_edited(ssi: u16, satgate: u16, edit: impl FnOnce(String) -> String) -> Envoy {
-        let (config, callers, admin) = shipped(ssi, satgate, edit);
+        Self::start_file("deploy/envoy/envoy.yaml", ssi, satgate, edit).await
+    }
+
+    /// Another shipped configuration (`deploy/envoy/envoy-jwt-authn.yaml`), edited by `edit`.
+    pub async fn start_file(file: &str, ssi: u16, satgate: u16, edit: impl FnOnce(String) -> String) -> Envoy {
+        let (config, callers, admin) = shipped(file, ssi, satgate, edit);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("envoy.yaml");
         std::fs::write(&file, config).unwrap();
