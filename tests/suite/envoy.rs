@@ -498,7 +498,8 @@ fn opening_settings(dump: &Value, jwt_authn: bool) -> Vec<String> {
                 };
                 let config = ext["typed_config"].as_object().unwrap();
                 for key in config.keys() {
-                    if !ALLOWED.contains(&key.as_str()) && !(jwt_authn && key == "metadata_options") {
+                    let allowed = ALLOWED.contains(&key.as_str()) || (jwt_authn && key == "metadata_options");
+                    if !allowed {
                         found.push(format!("{name}: ext_proc {key}"));
                     }
                 }
