@@ -14,133 +14,17 @@
 //! earlier commit, the run starts with three rounds of N records each direct, through that
 //! binary and through this build's, back to back.
 
-use std::convert::Infallible;
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use common::{drain, get_text, latency, peak_rss_kib, percentile, serve_upstream, HttpClient};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use satgate::sample::Market;
+use hyper_util::rt::TokioExecutor;
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret";
-
-/// 10,000 distinct records, served in 64 KiB chunks, cycled up to `n` records.
-struct Corpus {
-    chunks: Vec<(Bytes, usize)>,
-}
-
-fn serve_upstream(listener: std::net::TcpListener, corpus: Arc<Corpus>) {
-    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let corpus = Arc::clone(&corpus);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let corpus = Arc::clone(&corpus);
-                    async move {
-                        let n: usize = req
-                            .uri()
-                            .query()
-                            .and_then(|q| q.strip_prefix("n="))
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(100);
-                        let (tx, body) = satgate::server::body::channel();
-                        tokio::spawn(async move {
-                            let mut left = n;
-                            for (chunk, records) in corpus.chunks.iter().cycle() {
-                                if left == 0 {
-                                    break;
-                                }
-                                let chunk = if *records <= left {
-                                    left -= records;
-                                    chunk.clone()
-                                } else {
-                                    // The first `left` lines of this chunk.
-                                    let end = chunk
-                                        .iter()
-                                        .enumerate()
-                                        .filter(|(_, b)| **b == b'\n')
-                                        .nth(left - 1)
-                                        .map_or(0, |(i, _)| i + 1);
-                                    left = 0;
-                                    chunk.slice(..end)
-                                };
-                                if tx.send(chunk).await.is_err() {
-                                    return;
-                                }
-                            }
-                            tx.finish();
-                        });
-                        Ok::<_, Infallible>(hyper::Response::new(body))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-}
-
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
-
-/// GETs a URL, counting body bytes without keeping them.
-async fn drain(client: &HttpClient, url: &str, token: &str) -> usize {
-    let req = hyper::Request::get(url)
-        .header("authorization", format!("Bearer {token}"))
-        .body(Empty::new())
-        .expect("request");
-    let resp = client.request(req).await.expect("response");
-    assert_eq!(resp.status(), 200, "{url}");
-    let mut body = resp.into_body();
-    let mut n = 0;
-    while let Some(f) = body.frame().await {
-        n += f.expect("body").into_data().map_or(0, |d| d.len());
-    }
-    n
-}
-
-/// GETs a URL's body as text (no token: `/metrics`).
-async fn get_text(client: &HttpClient, url: &str) -> String {
-    let req = hyper::Request::get(url).body(Empty::new()).expect("request");
-    let resp = client.request(req).await.expect("response");
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
-}
-
-async fn latency(client: &HttpClient, base: &str, token: &str, clients: usize, per_client: usize) -> Vec<Duration> {
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (client, url, token) = (client.clone(), format!("{base}/sat/records?n=100"), token.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let mut v = Vec::with_capacity(per_client);
-            for _ in 0..per_client {
-                let t = Instant::now();
-                drain(&client, &url, &token).await;
-                v.push(t.elapsed());
-            }
-            v
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("client task"));
-    }
-    all.sort();
-    all
-}
 
 /// A `satgate serve` child in front of the upstream, started and listening.
 async fn spawn_satgate(dir: &std::path::Path, up_addr: SocketAddr) -> (std::process::Child, SocketAddr) {
@@ -273,39 +157,14 @@ async fn sizing(dir: &std::path::Path, up_addr: SocketAddr, token: &str, total: 
     rows
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::var("SATGATE_BENCH_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let market = Market::generate(50, 42);
-    let text = market.ndjson(10_000, 42);
-    let mut chunks = Vec::new();
-    let mut current = String::new();
-    let mut count = 0;
-    for line in text.lines() {
-        current.push_str(line);
-        current.push('\n');
-        count += 1;
-        if current.len() >= 64 * 1024 {
-            chunks.push((Bytes::from(std::mem::take(&mut current)), count));
-            count = 0;
-        }
-    }
-    chunks.push((Bytes::from(current), count));
-    let corpus = Arc::new(Corpus { chunks });
+    let (market, corpus) = common::corpus();
+    let corpus = Arc::new(corpus);
 
     let up_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     up_listener.set_nonblocking(true).expect("nonblocking");
@@ -319,18 +178,7 @@ async fn main() {
     let (mut child, sg_addr) = spawn_satgate(&dir, up_addr).await;
 
     let user = &market.users[0].principal;
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    let claims = serde_json::json!({"sub": user.user_id.to_string(), "role": user.role.as_str(), "party": user.party, "exp": exp});
-    let token = encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token");
+    let token = common::token(user, SECRET);
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(128)
         .build_http();
