@@ -105,7 +105,12 @@ impl ToEnvoy<'_> {
 impl Chunks for ToEnvoy<'_> {
     async fn send(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
         let bytes = std::mem::take(out);
-        for piece in bytes.chunks(MAX_CHUNK) {
+        if bytes.len() <= MAX_CHUNK {
+            return ToEnvoy::send(self, message::body_chunk(bytes, false)).await;
+        }
+        // Even pieces: a 70 KiB chunk is two of 35, not 64 and a sliver.
+        let pieces = bytes.len().div_ceil(MAX_CHUNK);
+        for piece in bytes.chunks(bytes.len().div_ceil(pieces)) {
             ToEnvoy::send(self, message::body_chunk(piece.to_vec(), false)).await?;
         }
         Ok(())

@@ -23,7 +23,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     processing_request::Request as Phase, HttpHeaders, ProcessingRequest, ProcessingResponse,
 };
@@ -132,17 +131,16 @@ pub async fn exchange(state: Arc<State>, mut inbound: Streaming<ProcessingReques
         Some((p, q)) => (p, Some(q.to_owned())),
         None => (target.as_str(), None),
     };
-    let route = routes::route(
-        Side::Callers,
-        &http::Method::from_bytes(request.method.as_deref().unwrap_or("").as_bytes()).unwrap_or(http::Method::GET),
-        path,
-    );
+    // A method Envoy sent that is not one (it never should) is no method: 405 for a served path.
+    let method =
+        http::Method::from_bytes(request.method.as_deref().unwrap_or("").as_bytes()).unwrap_or(http::Method::CONNECT);
+    let route = routes::route(Side::Callers, &method, path);
     let view = match route {
         Ok(Route::Records) => View::Records,
         Ok(_) => View::Activity,
         Err(_) => View::Records,
     };
-    let peer = source_address(&first).unwrap_or(grpc_peer);
+    let peer = message::source_address(&first).unwrap_or(grpc_peer);
     let cx = Exchange {
         state,
         inbound,
@@ -158,7 +156,7 @@ pub async fn exchange(state: Arc<State>, mut inbound: Streaming<ProcessingReques
         verified: message::verified_payload(&first),
         ids,
     };
-    if let Some(reject) = unsafe_mode(&first) {
+    if let Some(reject) = message::unsafe_mode(&first) {
         tracing::error!(
             "Envoy's ext_proc filter is configured to let bodies pass without satgate \
              (response_body_mode must be FULL_DUPLEX_STREAMED, without observability mode); refusing"
@@ -233,34 +231,6 @@ async fn answered_before(state: &State, response: &HttpHeaders, out: &Out) {
     count(state, reject.status.as_u16());
     tracing::info!(target: "satgate::access", status = reject.status.as_u16(), outcome = %reject.message, "request refused before satgate");
     let _ = out.send(Ok(message::refusal(&reject, &[]))).await;
-}
-
-/// The caller's address as Envoy saw it (`request_attributes: ["source.address"]`), when sent.
-fn source_address(first: &ProcessingRequest) -> Option<SocketAddr> {
-    use envoy_types::pb::google::protobuf::value::Kind;
-    first
-        .attributes
-        .values()
-        .find_map(|s| match s.fields.get("source.address")?.kind.as_ref()? {
-            Kind::StringValue(a) => a.parse().ok(),
-            _ => None,
-        })
-}
-
-/// A refusal when Envoy says it will not wait for satgate's answers, or will not send the body:
-/// then records would reach the caller unfiltered. Envoy sends its modes on the first message.
-fn unsafe_mode(first: &ProcessingRequest) -> Option<Reject> {
-    let full_duplex = first
-        .protocol_config
-        .as_ref()
-        .is_some_and(|c| c.response_body_mode == BodySendMode::FullDuplexStreamed as i32);
-    (first.observability_mode || !full_duplex).then(|| {
-        Reject::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "misconfigured",
-            "the proxy in front of satgate is misconfigured; nothing was disclosed",
-        )
-    })
 }
 
 fn count(state: &State, status: u16) {

@@ -5,6 +5,7 @@
 use envoy_types::pb::envoy::config::core::v3::{
     header_value_option::HeaderAppendAction, HeaderMap as EnvoyHeaders, HeaderValue as EnvoyHeader, HeaderValueOption,
 };
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     body_mutation, common_response, processing_response::Response as Answer, BodyMutation, BodyResponse,
@@ -12,7 +13,8 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     StreamedBodyResponse, TrailersResponse,
 };
 use envoy_types::pb::google::protobuf::{value::Kind, Value};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use std::net::SocketAddr;
 
 use crate::server::response::Reject;
 
@@ -200,6 +202,33 @@ fn answer(response: Answer) -> ProcessingResponse {
         response: Some(response),
         ..Default::default()
     }
+}
+
+/// The caller's address as Envoy saw it (`request_attributes: ["source.address"]`), when sent.
+pub fn source_address(first: &ProcessingRequest) -> Option<SocketAddr> {
+    first
+        .attributes
+        .values()
+        .find_map(|s| match s.fields.get("source.address")?.kind.as_ref()? {
+            Kind::StringValue(a) => a.parse().ok(),
+            _ => None,
+        })
+}
+
+/// A refusal when Envoy says it will not wait for satgate's answers, or will not send the body:
+/// then records would reach the caller unfiltered. Envoy sends its modes on the first message.
+pub fn unsafe_mode(first: &ProcessingRequest) -> Option<Reject> {
+    let full_duplex = first
+        .protocol_config
+        .as_ref()
+        .is_some_and(|c| c.response_body_mode == BodySendMode::FullDuplexStreamed as i32);
+    (first.observability_mode || !full_duplex).then(|| {
+        Reject::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "misconfigured",
+            "the proxy in front of satgate is misconfigured; nothing was disclosed",
+        )
+    })
 }
 
 #[cfg(test)]

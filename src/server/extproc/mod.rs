@@ -5,7 +5,8 @@
 //!
 //! - `exchange`: one request, phase by phase (the order Envoy sends them);
 //! - `body`: the response body in and out, as the pipeline's frames and chunks;
-//! - `message`: the ext_proc messages read and written.
+//! - `message`: the ext_proc messages read and written;
+//! - `fuzz`: what the `ext_proc_message` fuzz target checks of that reading.
 //!
 //! The gRPC listener has no authentication of its own: whoever can reach it can have records
 //! filtered for a token they hold, and nothing more, but it is kept to the loopback (checked at
@@ -13,6 +14,7 @@
 
 mod body;
 mod exchange;
+pub mod fuzz;
 mod message;
 
 use std::future::Future;
@@ -26,6 +28,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{ProcessingRequest, Processin
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::State;
@@ -64,10 +67,17 @@ pub async fn run(
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    // Every phase is a small message answered at once: without TCP_NODELAY, Nagle's algorithm
+    // and Envoy's delayed ACKs hold each for tens of milliseconds.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(conn)
+    });
     tonic::transport::Server::builder()
         // Envoy multiplexes every request over a few HTTP/2 connections.
         .max_concurrent_streams(None)
         .add_service(ExternalProcessorServer::new(Processor { state }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
