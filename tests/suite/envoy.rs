@@ -827,3 +827,48 @@ async fn jwt_authn_in_front_hands_satgate_the_verified_claims() {
     let a = curl(&bare.url("/sat/records?n=500"), &[("authorization", &with("good"))]).await;
     assert_eq!((a.status, error_of(&a).0.as_str()), (401, "unauthenticated"), "{a:?}");
 }
+
+/// The same logs and metrics as `serve`: a request through Envoy leaves a start and an end record
+/// in the decision log under the id the caller got as `Satgate-Request-Id`, with the counts of
+/// what was read and shown, and ext-proc's `/metrics` counts the answer and the records.
+#[tokio::test]
+async fn decision_log_and_metrics_as_serve() {
+    if !envoy::available("decision_log_and_metrics_as_serve") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.log");
+    let l = layout(&["--decision-log", log.to_str().unwrap()]).await;
+    let (sub, role, party) = &users()[0];
+    let auth = bearer(&token(sub, role, party, 600));
+    let a = curl(&l.envoy.url("/sat/records?n=200"), &[("authorization", &auth)]).await;
+    assert_eq!((a.exit, a.status), (0, 200));
+    let id = a.header("satgate-request-id").unwrap().to_owned();
+    let shown = a.body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let records: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ours: Vec<&Value> = records.iter().filter(|r| r["requestId"] == id.as_str()).collect();
+    assert_eq!(ours.len(), 2, "{text}");
+    assert_eq!(
+        (ours[0]["event"].as_str(), ours[1]["event"].as_str()),
+        (Some("start"), Some("end"))
+    );
+    assert_eq!(ours[0]["principal"]["sub"], sub.as_str());
+    assert_eq!(ours[1]["status"], 200);
+    assert_eq!(ours[1]["records"]["in"], 200);
+    assert_eq!(ours[1]["records"]["out"], shown);
+    assert!(!text.contains("payload\":\""), "no record value in the log");
+
+    let m = curl(&format!("http://{}/metrics", l.satgate.ops), &[]).await;
+    let m = String::from_utf8_lossy(&m.body);
+    let value = |name: &str| {
+        m.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {m}"))
+    };
+    assert_eq!(value("satgate_requests_total{status=\"200\"}"), 1.0);
+    assert_eq!(value("satgate_records_in_total"), 200.0);
+    assert_eq!(value("satgate_records_out_total"), shown as f64);
+    assert_eq!(value("satgate_active_streams"), 0.0);
+}
