@@ -19,10 +19,9 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{drain, latency, peak_rss_kib, percentile, serve_upstream, HttpClient};
+use common::{drain, latency, peak_rss_kib, percentile, HttpClient};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -76,24 +75,8 @@ impl Proc {
 
 /// `satgate serve` or `satgate ext-proc` on `listen`, over the bench's inventory and secret.
 async fn satgate(command: &str, dir: &std::path::Path, listen: SocketAddr, upstream: SocketAddr) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_satgate"))
-        .args([
-            command,
-            "--listen",
-            &listen.to_string(),
-            "--upstream",
-            &format!("http://{upstream}"),
-        ])
-        .arg("--inventory")
-        .arg(dir.join("inventory.json"))
-        .arg("--jwt-hs256-secret-file")
-        .arg(dir.join("secret"))
-        // One User runs every client here: room for all of them at once.
-        .args(["--max-streams", "128", "--max-streams-per-user", "128"])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("satgate (build with cargo bench)");
-    wait_for(listen).await;
+    let bin = env!("CARGO_BIN_EXE_satgate").as_ref();
+    let child = common::spawn_satgate(bin, command, dir, listen, upstream, &[]).await;
     Proc(child)
 }
 
@@ -159,22 +142,14 @@ async fn stream(client: &HttpClient, l: &Layout, token: &str, n: usize) -> Row {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("SATGATE_BENCH_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let (market, corpus) = common::corpus();
-    let up_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    up_listener.set_nonblocking(true).expect("nonblocking");
-    let up = up_listener.local_addr().expect("addr");
-    serve_upstream(up_listener, Arc::new(corpus));
-
-    let dir = std::env::temp_dir().join(format!("satgate-envoy-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(dir.join("inventory.json"), &market.inventory_json).expect("inventory");
-    std::fs::write(dir.join("secret"), SECRET).expect("secret");
+    let common::Setup {
+        n,
+        market,
+        upstream: up,
+        dir,
+        token,
+    } = common::setup("satgate-envoy-bench", SECRET);
     let user = &market.users[0].principal;
-    let token = common::token(user, SECRET);
 
     let (envoy_alone, alone_addr) = envoy(&dir, up.port(), free_port(), false).await;
     let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));

@@ -17,10 +17,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{drain, get_text, latency, peak_rss_kib, percentile, serve_upstream, HttpClient};
+use common::{drain, get_text, latency, peak_rss_kib, percentile, HttpClient};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -44,30 +43,7 @@ async fn spawn_satgate_bin(
         .expect("addr")
         .port();
     let sg_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let child = std::process::Command::new(bin)
-        .args([
-            "serve",
-            "--listen",
-            &sg_addr.to_string(),
-            "--upstream",
-            &format!("http://{up_addr}"),
-        ])
-        .arg("--inventory")
-        .arg(dir.join("inventory.json"))
-        .arg("--jwt-hs256-secret-file")
-        .arg(dir.join("secret"))
-        // One User runs every client here: room for all of them at once.
-        .args(["--max-streams", "128", "--max-streams-per-user", "128"])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("satgate serve (build with cargo bench)");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(sg_addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let child = common::spawn_satgate(bin, "serve", dir, sg_addr, up_addr, extra).await;
     (child, sg_addr)
 }
 
@@ -159,26 +135,15 @@ async fn sizing(dir: &std::path::Path, up_addr: SocketAddr, token: &str, total: 
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("SATGATE_BENCH_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let (market, corpus) = common::corpus();
-    let corpus = Arc::new(corpus);
-
-    let up_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    up_listener.set_nonblocking(true).expect("nonblocking");
-    let up_addr = up_listener.local_addr().expect("addr");
-    serve_upstream(up_listener, corpus);
-
-    let dir = std::env::temp_dir().join(format!("satgate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(dir.join("inventory.json"), &market.inventory_json).expect("inventory");
-    std::fs::write(dir.join("secret"), SECRET).expect("secret");
+    let common::Setup {
+        n,
+        market,
+        upstream: up_addr,
+        dir,
+        token,
+    } = common::setup("satgate-bench", SECRET);
     let (mut child, sg_addr) = spawn_satgate(&dir, up_addr).await;
-
     let user = &market.users[0].principal;
-    let token = common::token(user, SECRET);
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(128)
         .build_http();

@@ -176,3 +176,75 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// `satgate COMMAND` (`serve` or `ext-proc`) from `bin` on `listen`, in front of `upstream`, with
+/// the bench's inventory and secret in `dir`, once it listens.
+pub async fn spawn_satgate(
+    bin: &std::path::Path,
+    command: &str,
+    dir: &std::path::Path,
+    listen: std::net::SocketAddr,
+    upstream: std::net::SocketAddr,
+    extra: &[&std::ffi::OsStr],
+) -> std::process::Child {
+    let child = std::process::Command::new(bin)
+        .args([
+            command,
+            "--listen",
+            &listen.to_string(),
+            "--upstream",
+            &format!("http://{upstream}"),
+        ])
+        .arg("--inventory")
+        .arg(dir.join("inventory.json"))
+        .arg("--jwt-hs256-secret-file")
+        .arg(dir.join("secret"))
+        // One User runs every client here: room for all of them at once.
+        .args(["--max-streams", "128", "--max-streams-per-user", "128"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("satgate (build with cargo bench)");
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(listen).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+/// What every end-to-end bench sets up: N records a stream (`SATGATE_BENCH_RECORDS`, default
+/// 1,000,000), the market, the in-process upstream over its corpus, a directory with the
+/// inventory and the HS256 secret, and a token for the market's first User.
+pub struct Setup {
+    pub n: usize,
+    pub market: Market,
+    pub upstream: std::net::SocketAddr,
+    pub dir: std::path::PathBuf,
+    pub token: String,
+}
+
+pub fn setup(name: &str, secret: &str) -> Setup {
+    let n = std::env::var("SATGATE_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let (market, corpus) = corpus();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let upstream = listener.local_addr().expect("addr");
+    serve_upstream(listener, Arc::new(corpus));
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("inventory.json"), &market.inventory_json).expect("inventory");
+    std::fs::write(dir.join("secret"), secret).expect("secret");
+    let token = token(&market.users[0].principal, secret);
+    Setup {
+        n,
+        market,
+        upstream,
+        dir,
+        token,
+    }
+}

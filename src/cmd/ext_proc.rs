@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::serve::{init_logging, shutdown_signal, start, StartError};
+use super::serve::{runtime, shutdown_signal, start, StartError};
 use super::{CmdError, Exit};
 use crate::config::{ServeArgs, ServeConfig};
 use crate::server;
@@ -15,11 +15,7 @@ use crate::server;
 pub fn run(args: &ServeArgs) -> Result<Exit, CmdError> {
     let config = ServeConfig::resolve(args).map_err(StartError::from)?;
     check(&config)?;
-    init_logging(config.log_format, "info");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(StartError::Runtime)?;
+    let runtime = runtime(&config)?;
     runtime.block_on(async {
         let (state, listeners) = start(&config).await?;
         super::serve::spawn_background(&state, config.reload_interval);

@@ -56,11 +56,7 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CmdError> {
             "configuration: jwt-from-envoy: only for ext-proc, behind Envoy's jwt_authn filter",
         ));
     }
-    init_logging(config.log_format, "info");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(StartError::Runtime)?;
+    let runtime = runtime(&config)?;
     runtime.block_on(async {
         let (state, listeners) = start(&config).await?;
         spawn_background(&state, config.reload_interval);
@@ -75,6 +71,15 @@ pub fn run(args: &ServeArgs) -> Result<Exit, CmdError> {
         server::run(listeners, state, shutdown_signal(), config.shutdown_grace).await;
         Ok(Exit::Ok)
     })
+}
+
+/// Logging as configured, and the multi-threaded runtime a serving command runs on.
+pub fn runtime(config: &ServeConfig) -> Result<tokio::runtime::Runtime, StartError> {
+    init_logging(config.log_format, "info");
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)
 }
 
 /// The tasks beside the listeners: reloads, and the signals that clear the ownership cache

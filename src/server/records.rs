@@ -27,8 +27,8 @@ use super::decision_log::{record, Ending, Shown, Subject};
 use super::negotiate;
 use super::response::{Reject, ResponseBody};
 use super::steps::{
-    answer_headers, authenticate, finished, policy_header, read, refusal, refused_unlogged, take_slot, unlogged,
-    Access, Active, Answer, View,
+    answer_headers, authenticate, finished, policy_header, read, read_to_end, refusal, refused_unlogged, take_slot,
+    unlogged, Access, Active, Answer, View,
 };
 use super::State;
 use crate::auth::Identity;
@@ -132,18 +132,7 @@ async fn answer<V: Answer>(
         }));
     } else {
         // Everything is read first; a failure is then an ordinary error answer.
-        let result = crate::net::CORRELATION
-            .scope(correlation, read(&mut stream, deadline, &state, Nothing))
-            .await;
-        let refusal = match result {
-            Err(e) => Some(refusal(&e)),
-            Ok(()) => stream.filter().sink().refusal(),
-        };
-        let (status, outcome) = match &refusal {
-            Some(r) => (r.status.as_u16(), r.message.as_str()),
-            None => (200, "complete"),
-        };
-        let logged = finished(&state, &access, &principal, &policy, status, outcome, &stream).await;
+        let (refusal, logged) = read_to_end(&state, &access, &principal, &policy, &mut stream, deadline, Nothing).await;
         if let Some(refusal) = refusal {
             return refusal.into_response();
         }

@@ -322,6 +322,36 @@ pub async fn read<F: Frames, V: Answer>(
     result
 }
 
+/// For a view answered at the end: reads the whole stream into `chunks` (with the request's
+/// correlation on the inventory calls), then writes its end record and access-log line. Returns
+/// the refusal that replaces the answer (a stream failure, or the view's own), and whether the
+/// end record was taken (when the log is required and it was not, nothing may be sent).
+#[allow(clippy::too_many_arguments)]
+pub async fn read_to_end<F: Frames, V: Answer>(
+    state: &State,
+    access: &Access,
+    principal: &Principal,
+    policy: &PolicyIdentity,
+    stream: &mut RecordStream<F, Shown<V>>,
+    deadline: Option<Instant>,
+    chunks: impl Chunks,
+) -> (Option<Reject>, bool) {
+    let correlation = access.correlation.upstream_headers();
+    let result = crate::net::CORRELATION
+        .scope(correlation, read(stream, deadline, state, chunks))
+        .await;
+    let reject = match result {
+        Err(e) => Some(refusal(&e)),
+        Ok(()) => stream.filter().sink().refusal(),
+    };
+    let (status, outcome) = match &reject {
+        Some(r) => (r.status.as_u16(), r.message.as_str()),
+        None => (200, "complete"),
+    };
+    let logged = finished(state, access, principal, policy, status, outcome, stream).await;
+    (reject, logged)
+}
+
 /// The one mapping from a stream's failure to an error answer (before any byte was sent).
 pub fn refusal(e: &StreamError) -> Reject {
     match e {

@@ -39,8 +39,8 @@ use crate::server::negotiate;
 use crate::server::response::Reject;
 use crate::server::routes::{self, NoRoute, Route, Side};
 use crate::server::steps::{
-    answer_headers, authenticate, finished, policy_header, read, refusal, refused, refused_unlogged, take_slot,
-    unlogged, Access, Active, Answer, View,
+    answer_headers, authenticate, finished, policy_header, read, read_to_end, refusal, refused, refused_unlogged,
+    take_slot, unlogged, Access, Active, Answer, View,
 };
 use crate::server::State;
 use crate::stream::{RecordFilter, RecordStream};
@@ -372,18 +372,16 @@ async fn answer<V: Answer>(mut cx: Exchange, view: V, format: Format) {
     // Everything is read first (the summary, a page, or an answer that has no body to carry
     // chunks); a failure is then an ordinary error answer.
     let mut collected = Vec::new();
-    let result = crate::net::CORRELATION
-        .scope(correlation, read(&mut stream, deadline, &state, &mut collected))
-        .await;
-    let reject = match result {
-        Err(e) => Some(refusal(&e)),
-        Ok(()) => stream.filter().sink().refusal(),
-    };
-    let (status, outcome) = match &reject {
-        Some(r) => (r.status.as_u16(), r.message.as_str()),
-        None => (200, "complete"),
-    };
-    let logged = finished(&state, &cx.access, principal, &policy, status, outcome, &stream).await;
+    let (reject, logged) = read_to_end(
+        &state,
+        &cx.access,
+        principal,
+        &policy,
+        &mut stream,
+        deadline,
+        &mut collected,
+    )
+    .await;
     drop(active);
     if let Some(reject) = reject {
         drop(stream);
