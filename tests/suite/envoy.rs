@@ -400,12 +400,16 @@ async fn satgate_killed_mid_body_cuts_the_answer_short() {
         let mut l = layout(&[]).await;
         let (sub, role, party) = &users()[0];
         let auth = bearer(&token(sub, role, party, 600));
-        let url = l.envoy.url(path);
-        let pending = tokio::spawn(async move { curl(&url, &[("authorization", &auth)]).await });
-        // Records arrive every 100 ms: after 1.5 s, about 15 of 40 are through the filter.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let pending = envoy::start(&l.envoy.url(path), &[("authorization", &auth)]);
+        if path.starts_with("/sat/records") {
+            // Records arrive every 100 ms: kill once some have been shown.
+            pending.until_received(1).await;
+        } else {
+            // The summary shows nothing before the end: kill while it reads.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
         l.satgate.kill();
-        let a = pending.await.unwrap();
+        let a = pending.finish().await;
         if path.starts_with("/sat/records") {
             assert_eq!(a.status, 200, "the stream had begun: {a:?}");
             assert_ne!(a.exit, 0, "curl must see the answer cut short: {a:?}");
@@ -696,11 +700,10 @@ async fn a_hung_satgate_times_out_closed() {
         c.replacen("stream_idle_timeout: 300s", "stream_idle_timeout: 2s", 1)
     })
     .await;
-    let url = envoy.url("/sat/records?mode=slow&n=100");
-    let pending = tokio::spawn(async move { curl(&url, &[("authorization", &auth)]).await });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pending = envoy::start(&envoy.url("/sat/records?mode=slow&n=100"), &[("authorization", &auth)]);
+    pending.until_received(1).await;
     stop(&satgate, libc::SIGSTOP);
-    let a = pending.await.unwrap();
+    let a = pending.finish().await;
     stop(&satgate, libc::SIGCONT);
     assert_eq!(a.status, 200, "{a:?}");
     assert_ne!(a.exit, 0, "cut short: {a:?}");

@@ -162,3 +162,58 @@ fn parse(exit: i32, raw: &[u8]) -> Answer {
         body,
     }
 }
+
+/// A `GET` in progress, its body written to a file as it arrives: a test can wait until the
+/// answer has begun before it does something to the processes on the path.
+pub struct Pending {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+/// Starts `GET url` with `headers` (within 30 s), writing as it receives.
+pub fn start(url: &str, headers: &[(&str, &str)]) -> Pending {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "--max-time", "30", "-D"])
+        .arg(dir.path().join("head"))
+        .arg("-o")
+        .arg(dir.path().join("body"))
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in headers {
+        command.args(["-H", &format!("{k}: {v}")]);
+    }
+    Pending {
+        child: command.spawn().unwrap(),
+        dir,
+    }
+}
+
+impl Pending {
+    /// Waits (up to 20 s) until at least `bytes` of the body have arrived.
+    pub async fn until_received(&self, bytes: u64) {
+        for _ in 0..400 {
+            if std::fs::metadata(self.dir.path().join("body")).is_ok_and(|m| m.len() >= bytes) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the answer did not begin");
+    }
+
+    /// Waits for curl to end; what it got.
+    pub async fn finish(mut self) -> Answer {
+        let status = tokio::task::spawn_blocking(move || {
+            let s = self.child.wait().unwrap();
+            (s, self)
+        })
+        .await
+        .unwrap();
+        let (status, this) = status;
+        let mut raw = std::fs::read(this.dir.path().join("head")).unwrap_or_default();
+        raw.extend(std::fs::read(this.dir.path().join("body")).unwrap_or_default());
+        parse(status.code().unwrap_or(-1), &raw)
+    }
+}
