@@ -1,5 +1,6 @@
 //! The checks the `ext_proc_message` fuzz target runs (and `cargo test`, over a few inputs): any
-//! bytes as a message from Envoy, decoded as protobuf, then read the way `exchange` reads it.
+//! bytes as a message from Envoy (decoded as protobuf), or any JSON as the verified token payload
+//! of one, then read the way `exchange` reads it.
 //!
 //! - The headers: no panic; no pseudo-header among the names to replace; every header read is one
 //!   of those names, so whatever satgate removes covers whatever it read.
@@ -45,10 +46,55 @@ fn keyed() -> &'static Authenticator {
     })
 }
 
+/// The first byte picks what the rest is: `0`, a protobuf `ProcessingRequest` as Envoy would
+/// send it; `1`, JSON taken as the verified token payload of an otherwise well-formed request
+/// (so the claim rules meet every shape of payload, not only what random protobuf reaches).
 pub fn fuzz_check(data: &[u8]) {
-    let Ok(request) = ProcessingRequest::decode(data) else {
-        return;
+    let request = match data.split_first() {
+        Some((0, rest)) => ProcessingRequest::decode(rest).ok(),
+        Some((1, rest)) => serde_json::from_slice::<Value>(rest).ok().map(|p| with_payload(&p)),
+        _ => None,
     };
+    if let Some(request) = request {
+        check(&request);
+    }
+}
+
+/// A request whose dynamic metadata holds `payload` where `jwt_authn` puts it.
+fn with_payload(payload: &Value) -> ProcessingRequest {
+    use envoy_types::pb::envoy::config::core::v3::Metadata;
+    use envoy_types::pb::google::protobuf::Struct;
+    let namespace = Struct {
+        fields: [(message::JWT_PAYLOAD.to_owned(), pb(payload))].into(),
+    };
+    ProcessingRequest {
+        metadata_context: Some(Metadata {
+            filter_metadata: [(message::JWT_AUTHN.to_owned(), namespace)].into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// JSON as a protobuf `Value` (as Envoy stores a JWT payload).
+fn pb(v: &Value) -> envoy_types::pb::google::protobuf::Value {
+    use envoy_types::pb::google::protobuf::{value::Kind, ListValue, Struct, Value as Pb};
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(ListValue {
+            values: a.iter().map(pb).collect(),
+        }),
+        Value::Object(o) => Kind::StructValue(Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), pb(v))).collect(),
+        }),
+    };
+    Pb { kind: Some(kind) }
+}
+
+fn check(request: &ProcessingRequest) {
     let headers = match &request.request {
         Some(Phase::RequestHeaders(h) | Phase::ResponseHeaders(h)) => h.headers.as_ref(),
         Some(Phase::RequestTrailers(t) | Phase::ResponseTrailers(t)) => t.trailers.as_ref(),
@@ -74,13 +120,13 @@ pub fn fuzz_check(data: &[u8]) {
         .as_ref()
         .is_some_and(|c| c.response_body_mode == BodySendMode::FullDuplexStreamed as i32);
     assert_eq!(
-        message::unsafe_mode(&request).is_none(),
+        message::unsafe_mode(request).is_none(),
         full_duplex && !request.observability_mode,
         "the mode check"
     );
-    let _ = message::source_address(&request);
+    let _ = message::source_address(request);
 
-    let payload = message::verified_payload(&request);
+    let payload = message::verified_payload(request);
     assert!(
         keyed().identify_verified(payload.as_ref()).is_err(),
         "a keyed satgate took a payload"
@@ -124,7 +170,7 @@ mod tests {
         }
     }
 
-    fn with_payload(fields: &[(&str, Pb)]) -> Vec<u8> {
+    fn encoded(fields: &[(&str, Pb)]) -> Vec<u8> {
         let payload = Struct {
             fields: fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
         };
@@ -175,8 +221,8 @@ mod tests {
             ("iss", text(ISSUER)),
             ("aud", text(AUDIENCE)),
         ];
-        let input = with_payload(&good);
-        let request = ProcessingRequest::decode(input.as_slice()).unwrap();
+        let input = [&[0u8][..], &encoded(&good)].concat();
+        let request = ProcessingRequest::decode(&input[1..]).unwrap();
         let payload = message::verified_payload(&request);
         assert!(from_envoy().identify_verified(payload.as_ref()).is_ok(), "{payload:?}");
         fuzz_check(&input);
@@ -186,10 +232,26 @@ mod tests {
         {
             let mut fields = good.clone();
             fields[[1, 5, 3][i]].1 = bad;
-            fuzz_check(&with_payload(&fields));
+            fuzz_check(&[&[0u8][..], &encoded(&fields)].concat());
         }
-        for data in [&b""[..], b"\x0a\x03abc", &input[..input.len() / 2], &[0xff; 16]] {
+        for data in [&b""[..], b"\x00\x0a\x03abc", &input[..input.len() / 2], &[0xff; 16]] {
             fuzz_check(data);
+        }
+        let json = format!(
+            r#"{{"sub":"90-B3-D5-1F-30-01-00-00","role":"IS","party":"SUPA","exp":{exp},"iss":"{ISSUER}","aud":["x","{AUDIENCE}"]}}"#
+        );
+        let request = with_payload(&serde_json::from_str(&json).unwrap());
+        assert!(from_envoy()
+            .identify_verified(message::verified_payload(&request).as_ref())
+            .is_ok());
+        for payload in [
+            json.clone(),
+            json.replace("SUPA", ""),
+            json.replace("exp", "e"),
+            "[]".into(),
+            "7".into(),
+        ] {
+            fuzz_check(&[&[1u8][..], payload.as_bytes()].concat());
         }
     }
 }
