@@ -875,3 +875,94 @@ async fn decision_log_and_metrics_as_serve() {
     assert_eq!(value("satgate_records_out_total"), shown as f64);
     assert_eq!(value("satgate_active_streams"), 0.0);
 }
+
+/// An HTTP/2 SSI stand-in: the first `n` sample records in three frames, then trailers holding a
+/// secret. (An HTTP/1.1 SSI sends no trailers; in `FULL_DUPLEX_STREAMED` mode they are what
+/// tells satgate the body has ended.)
+async fn h2_upstream_with_trailers(n: usize) -> std::net::SocketAddr {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let text: String = crate::support::sample()
+        .iter()
+        .take(n)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let text = text.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let bytes = Bytes::from(text.clone());
+                    async move {
+                        let third = bytes.len() / 3;
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("x-upstream-secret", "UPSTREAM-SECRET".parse().unwrap());
+                        let frames: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = vec![
+                            Ok(http_body::Frame::data(bytes.slice(..third))),
+                            Ok(http_body::Frame::data(bytes.slice(third..2 * third))),
+                            Ok(http_body::Frame::data(bytes.slice(2 * third..))),
+                            Ok(http_body::Frame::trailers(trailers)),
+                        ];
+                        let body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
+                        let mut resp = hyper::Response::new(body);
+                        resp.headers_mut()
+                            .insert("content-type", "application/x-ndjson".parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Upstream trailers end the body: the caller gets the whole filtered answer, cleanly, and not
+/// the trailers (`serve` sends none either).
+#[tokio::test]
+async fn upstream_trailers_end_the_body_and_are_dropped() {
+    if !envoy::available("upstream_trailers_end_the_body_and_are_dropped") {
+        return;
+    }
+    let up = h2_upstream_with_trailers(300).await;
+    let upstream = format!("http://{up}");
+    let satgate = binary::spawn_ext_proc(&["--upstream", &upstream, "--inventory", "tests/data/inventory.json"]).await;
+    let h2 = "connect_timeout: 2s\n      typed_extension_protocol_options:\n        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n          \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n          explicit_http_config:\n            http2_protocol_options: {}\n";
+    let envoy = Envoy::start_edited(up.port(), satgate.listen.port(), |c| {
+        assert_eq!(c.matches("connect_timeout: 2s\n").count(), 1, "the ssi cluster");
+        c.replacen("connect_timeout: 2s\n", h2, 1)
+    })
+    .await;
+    let (sub, role, party) = &users()[0];
+    let auth = bearer(&token(sub, role, party, 600));
+    for extra in [&[][..], &["--http2-prior-knowledge"][..]] {
+        let a = curl_with(&envoy.url("/sat/records"), &[("authorization", &auth)], extra).await;
+        assert_eq!((a.exit, a.status), (0, 200), "{extra:?}: {a:?}");
+        assert_eq!(a.body, expected_for(sub, role, party, 300), "{extra:?}");
+        assert!(!shows(&a, "UPSTREAM-SECRET"), "{extra:?}: {a:?}");
+        let summary = curl_with(&envoy.url("/sat/activity"), &[("authorization", &auth)], extra).await;
+        assert_eq!(summary.status, 200, "{extra:?}: {summary:?}");
+    }
+    // The stand-in does send trailers: Envoy without ext_proc hands them to an HTTP/2 caller.
+    let bare = Envoy::start_edited(up.port(), satgate.listen.port(), |c| {
+        let c = c.replacen("connect_timeout: 2s\n", h2, 1);
+        let start = c.find("                  - name: envoy.filters.http.ext_proc").unwrap();
+        let end = c.find("                  - name: envoy.filters.http.router").unwrap();
+        format!("{}{}", &c[..start], &c[end..])
+    })
+    .await;
+    let a = curl_with(&bare.url("/sat/records"), &[], &["--http2-prior-knowledge"]).await;
+    assert!(shows(&a, "UPSTREAM-SECRET"), "{a:?}");
+}
+
+/// Whether `text` is anywhere in what curl printed (headers, body, and trailers, which curl
+/// prints after the body).
+fn shows(a: &Answer, text: &str) -> bool {
+    a.headers.iter().any(|(k, v)| k.contains(text) || v.contains(text))
+        || String::from_utf8_lossy(&a.body).contains(text)
+}
