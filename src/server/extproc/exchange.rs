@@ -70,23 +70,21 @@ impl Exchange {
 
     /// A refusal as `serve` answers it, counted and logged; `principal` once it is known.
     async fn refuse(&self, reject: &Reject, principal: Option<&crate::model::Principal>) {
-        let policy = principal.map(|_| self.state.policies.current().identity().to_string());
-        self.access.log(
-            reject.status.as_u16(),
-            principal,
-            &reject.message,
-            None,
-            policy.as_deref(),
-        );
-        count(&self.state, reject.status.as_u16());
-        let _ = self.send(message::refusal(reject, &self.ids)).await;
+        self.refuse_with(reject, principal, &[]).await;
     }
 
-    /// A refusal before any principal is known, with headers of its own (`Allow`).
-    async fn refuse_with(&self, reject: &Reject, headers: &[(HeaderName, HeaderValue)]) {
+    /// A refusal with headers of its own (`Allow`).
+    async fn refuse_with(
+        &self,
+        reject: &Reject,
+        principal: Option<&crate::model::Principal>,
+        headers: &[(HeaderName, HeaderValue)],
+    ) {
+        let policy = principal.map(|_| self.state.policies.current().identity().to_string());
+        let status = reject.status.as_u16();
         self.access
-            .log(reject.status.as_u16(), None, &reject.message, None, None);
-        count(&self.state, reject.status.as_u16());
+            .log(status, principal, &reject.message, None, policy.as_deref());
+        count(&self.state, status);
         let mut all = self.ids.clone();
         all.extend_from_slice(headers);
         let _ = self.send(message::refusal(reject, &all)).await;
@@ -176,7 +174,7 @@ pub async fn exchange(state: Arc<State>, mut inbound: Streaming<ProcessingReques
                 format!("only {allowed} is supported"),
             );
             let allow = (header::ALLOW, HeaderValue::from_static(allowed.as_str()));
-            return cx.refuse_with(&reject, &[allow]).await;
+            return cx.refuse_with(&reject, None, &[allow]).await;
         }
     };
     let format = |page| negotiate::format(&cx.request.map, page);
