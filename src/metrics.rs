@@ -322,7 +322,12 @@ impl Metrics {
     /// Families whose label values are known in advance are exported at 0 from start-up, so an
     /// alert on their rate sees the first event.
     fn export_known_labels(&self) {
-        for reason in ["max_streams", "max_streams_per_user", "decision_log"] {
+        for reason in [
+            "max_streams",
+            "max_streams_per_user",
+            "decision_log",
+            "proxy_misconfigured",
+        ] {
             let _ = self.streams_refused.get_or_create(&ReasonLabel { reason });
         }
         for reason in crate::stream::StreamError::REASONS {

@@ -664,6 +664,15 @@ async fn satgate_refuses_an_envoy_that_would_not_let_it_filter() {
         assert_eq!(error_of(&a).0, "misconfigured", "{to}");
     }
     assert_eq!(l.up.sent_bytes.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // Counted for the SatgateProxyMisconfigured alert.
+    let m = curl(&format!("http://{}/metrics", l.satgate.ops), &[]).await;
+    assert!(
+        String::from_utf8_lossy(&m.body)
+            .lines()
+            .any(|l| l == "satgate_streams_refused_total{reason=\"proxy_misconfigured\"} 3"),
+        "{}",
+        String::from_utf8_lossy(&m.body)
+    );
 }
 
 /// A satgate that hangs (SIGSTOP) rather than dies: at the request, Envoy answers 504 after

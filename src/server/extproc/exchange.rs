@@ -32,7 +32,7 @@ use tonic::{Status, Streaming};
 
 use super::body::{EnvoyBody, ToEnvoy};
 use super::message::{self, Headers};
-use crate::metrics::StatusLabel;
+use crate::metrics::{ReasonLabel, StatusLabel};
 use crate::server::correlation::{Correlation, REQUEST_ID, SATGATE_REQUEST_ID};
 use crate::server::decision_log::{record, Ending, Shown, Subject};
 use crate::server::negotiate;
@@ -155,6 +155,13 @@ pub async fn exchange(state: Arc<State>, mut inbound: Streaming<ProcessingReques
         ids,
     };
     if let Some(reject) = message::unsafe_mode(&first) {
+        cx.state
+            .metrics
+            .streams_refused
+            .get_or_create(&ReasonLabel {
+                reason: "proxy_misconfigured",
+            })
+            .inc();
         tracing::error!(
             "Envoy's ext_proc filter is configured to let bodies pass without satgate \
              (response_body_mode must be FULL_DUPLEX_STREAMED, without observability mode); refusing"
