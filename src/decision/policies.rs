@@ -104,6 +104,17 @@ pub struct PolicyIdentity {
 }
 
 impl PolicyIdentity {
+    /// A bundle's identity for tests: a fixed SHA-256, serial 1, expiring at 2, this revision.
+    #[cfg(test)]
+    pub(crate) fn bundle_for_test(revision: &str) -> Self {
+        PolicyIdentity {
+            sha256: "ab".repeat(32),
+            revision: Some(revision.into()),
+            serial: Some(1),
+            expires: Some(2),
+        }
+    }
+
     /// Over the policy files and the schema, in order: each file's name and length, then its bytes.
     pub fn of_sources(policy_files: &[(PathBuf, String)], (schema_file, schema_text): (&Path, &str)) -> Self {
         use sha2::{Digest, Sha256};
@@ -427,12 +438,7 @@ mod tests {
 
     #[test]
     fn the_identity_is_written_escaped() {
-        let id = |revision: &str| PolicyIdentity {
-            sha256: "ab".repeat(32),
-            revision: Some(revision.into()),
-            serial: Some(1),
-            expires: Some(2),
-        };
+        let id = PolicyIdentity::bundle_for_test;
         assert_eq!(
             id("rev-1").to_string(),
             format!("sha256:{}; revision=rev-1", "ab".repeat(32))

@@ -449,12 +449,7 @@ mod tests {
     /// one), the header is there, is valid, and names a valid revision exactly.
     #[test]
     fn the_policy_header_is_always_valid_and_present() {
-        let id = |revision: &str| PolicyIdentity {
-            sha256: "ab".repeat(32),
-            revision: Some(revision.into()),
-            serial: Some(1),
-            expires: Some(2),
-        };
+        let id = PolicyIdentity::bundle_for_test;
         assert_eq!(
             policy_header(&id("rev-1")).to_str().unwrap(),
             format!("sha256:{}; revision=rev-1", "ab".repeat(32))
