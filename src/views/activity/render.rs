@@ -107,8 +107,9 @@ pub struct SrvCount {
     pub records: u64,
 }
 
-/// A Device's verdict ([`unusual`]): the fields up to `days` judge its records, then the same rule
-/// judges its alerts and other Users' records, and [`unusual::quiet`] whether it went quiet.
+/// A Device's verdict ([`unusual`]): the rule over its records (written in place, as
+/// `median` .. `days`), then the same rule over its alerts and other Users' records, and
+/// [`unusual::quiet`] whether it went quiet.
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Unusual {
@@ -116,14 +117,9 @@ pub struct Unusual {
     pub fired: Vec<&'static str>,
     /// Days judged: from the Device's first record to the window's last day.
     pub baseline_days: usize,
-    /// Absent below `rule.minDays` days.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub median: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mad: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f64>,
-    pub days: Vec<FlaggedDay>,
+    /// The Device's records per day; its fields stand at this level of the JSON.
+    #[serde(flatten)]
+    pub records: Series,
     /// Alerts the Device raised per day (DeviceAlert and DCCAlert records).
     pub alerts: Series,
     /// Records another User than the caller sent or received per day.
@@ -134,7 +130,8 @@ pub struct Unusual {
     pub quiet: Option<QuietVerdict>,
 }
 
-/// The robust rule over one daily series; `records` of a flagged day counts that series.
+/// The robust rule over one daily series; `records` of a flagged day counts that series. The
+/// baseline (`median`, `mad`, `threshold`) is absent below `rule.minDays` days.
 #[derive(Debug, Default, Serialize, PartialEq)]
 pub struct Series {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -335,7 +332,6 @@ impl Activity {
                     .collect(),
             }
         };
-        let records = series(&daily);
         let quiet = unusual::quiet(&daily).map(|q| QuietVerdict {
             median: q.median,
             below: q.below,
@@ -353,16 +349,13 @@ impl Activity {
         let mut u = Unusual {
             fired: Vec::new(),
             baseline_days: span,
-            median: records.median,
-            mad: records.mad,
-            threshold: records.threshold,
-            days: records.days,
+            records: series(&daily),
             alerts: series(&alerts),
             other_users: series(&others),
             quiet,
         };
         u.fired = [
-            (RECORDS, !u.days.is_empty()),
+            (RECORDS, !u.records.days.is_empty()),
             (ALERTS, !u.alerts.days.is_empty()),
             (OTHER_USERS, !u.other_users.days.is_empty()),
             (QUIET, u.quiet.as_ref().is_some_and(|q| !q.runs.is_empty())),
@@ -379,10 +372,7 @@ impl Unusual {
         Unusual {
             fired: Vec::new(),
             baseline_days,
-            median: None,
-            mad: None,
-            threshold: None,
-            days: Vec::new(),
+            records: Series::default(),
             alerts: Series::default(),
             other_users: Series::default(),
             quiet: None,
@@ -392,7 +382,7 @@ impl Unusual {
     /// The most recent flagged day on any dimension (a quiet run by its last day, scored 0),
     /// with the highest score of that day.
     pub fn latest(&self) -> Option<(&str, f64)> {
-        let flagged = [&self.days, &self.alerts.days, &self.other_users.days]
+        let flagged = [&self.records.days, &self.alerts.days, &self.other_users.days]
             .into_iter()
             .flatten()
             .map(|f| (f.day.as_str(), f.score));
@@ -510,7 +500,13 @@ impl Rendering<'_> {
                 json(out, d);
             }
             Format::Csv => {
-                let flagged = d.unusual.days.iter().map(|f| (f.day.as_str(), f.score)).collect();
+                let flagged = d
+                    .unusual
+                    .records
+                    .days
+                    .iter()
+                    .map(|f| (f.day.as_str(), f.score))
+                    .collect();
                 let mut rows = counts_rows(&d.device_id, &d.counts, &flagged);
                 rows.extend(verdict_rows(&d.device_id, &d.unusual));
                 for row in rows {
@@ -617,7 +613,7 @@ fn counts_rows(device: &str, c: &Counts, flagged: &BTreeMap<&str, f64>) -> Vec<[
 fn verdict_rows(device: &str, u: &Unusual) -> Vec<[String; 6]> {
     let mut rows = Vec::new();
     for (dim, days) in [
-        (RECORDS, &u.days),
+        (RECORDS, &u.records.days),
         (ALERTS, &u.alerts.days),
         (OTHER_USERS, &u.other_users.days),
     ] {
@@ -685,7 +681,7 @@ mod tests {
             ]
         );
         assert_eq!(s.devices_flagged, 2);
-        assert_eq!(s.devices[0].unusual.days[0].day, "2026-11-14");
+        assert_eq!(s.devices[0].unusual.records.days[0].day, "2026-11-14");
         assert_eq!(s.devices[3].unusual.baseline_days, 2);
         assert_eq!(s.records, 14 * 50 + (13 * 3 + 90) + (13 * 2 + 40) + 500);
         assert_eq!(s.devices[2].counts.by_alert_code["8F84"], 700);

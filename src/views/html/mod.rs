@@ -227,8 +227,8 @@ fn other_row(d: &DeviceSummary, out: &mut String) {
         d.counts.records,
         escape(d.counts.first_timestamp.as_deref().unwrap_or("")),
         escape(d.counts.last_timestamp.as_deref().unwrap_or("")),
-        u.median.map(num).unwrap_or_default(),
-        u.threshold.map(num).unwrap_or_default(),
+        u.records.median.map(num).unwrap_or_default(),
+        u.records.threshold.map(num).unwrap_or_default(),
         u.baseline_days,
     );
 }
@@ -237,7 +237,7 @@ fn other_row(d: &DeviceSummary, out: &mut String) {
 fn verdict_lines(u: &Unusual) -> Vec<String> {
     let mut lines = Vec::new();
     for (dim, what, days, threshold) in [
-        (RECORDS, "records", &u.days, u.threshold),
+        (RECORDS, "records", &u.records.days, u.records.threshold),
         (ALERTS, "alerts", &u.alerts.days, u.alerts.threshold),
         (
             OTHER_USERS,
@@ -277,7 +277,7 @@ fn verdict_lines(u: &Unusual) -> Vec<String> {
 
 /// The days a Device is flagged on (any dimension except quiet), and its quiet days.
 fn marked_days(u: &Unusual, days: &[String]) -> (BTreeSet<String>, BTreeSet<String>) {
-    let flagged = [&u.days, &u.alerts.days, &u.other_users.days]
+    let flagged = [&u.records.days, &u.alerts.days, &u.other_users.days]
         .into_iter()
         .flatten()
         .map(|f| f.day.clone())
@@ -324,7 +324,7 @@ const BOTTOM: f64 = 34.0;
 fn chart(d: &DeviceSummary, days: &[String], flagged: &BTreeSet<String>, quiet: &BTreeSet<String>, out: &mut String) {
     let c = &d.counts;
     let id = escape(&d.device_id);
-    let threshold = d.unusual.threshold;
+    let threshold = d.unusual.records.threshold;
     let top = days
         .iter()
         .map(|day| c.by_day.get(day).copied().unwrap_or(0) as f64)
