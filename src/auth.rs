@@ -9,6 +9,11 @@
 //! keys) and is reloaded when it changes, so keys rotate without a restart. It may also be the
 //! identity provider's JWKS (RFC 7517): then a token's `kid` selects the one key that may verify
 //! it, and only keys for signatures (`use`) with RS256 or ES256 (`alg`, or the key type) count.
+//!
+//! Behind Envoy's `jwt_authn` (`ext-proc --jwt-from-envoy`) there is no key: Envoy verifies the
+//! token and hands over its payload as dynamic metadata, which callers cannot set; that payload
+//! is held to the same claim rules ([`Authenticator::identify_verified`]), and no bearer token is
+//! taken from a header.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -139,6 +139,12 @@ pub async fn exchange(state: Arc<State>, mut inbound: Streaming<ProcessingReques
         Err(_) => View::Records,
     };
     let peer = message::source_address(&first).unwrap_or(grpc_peer);
+    // Read only when tokens are Envoy's to verify: otherwise no metadata names a caller.
+    let verified = state
+        .auth
+        .verified_by_envoy()
+        .then(|| message::verified_payload(&first))
+        .flatten();
     let cx = Exchange {
         state,
         inbound,
@@ -151,7 +157,7 @@ pub async fn exchange(state: Arc<State>, mut inbound: Streaming<ProcessingReques
             correlation,
         },
         request,
-        verified: message::verified_payload(&first),
+        verified,
         ids,
     };
     if let Some(reject) = message::unsafe_mode(&first) {
